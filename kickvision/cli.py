@@ -1,0 +1,138 @@
+"""The `kickvision` command: demo, train, validate, predict.
+
+Data and configuration problems print one line (`error: ...`) and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from kickvision.errors import KickvisionError
+
+DEMO_DIR = "kickvision-demo"
+
+
+def _train(catalog: str, config: str) -> int:
+    from kickvision.config import load_config
+    from pipelines.runner import run_training
+
+    summary = run_training(catalog, load_config(config))
+    print("\n" + summary.render())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kickvision.catalog import CATALOG_FILE
+    from kickvision.demo import write_demo_catalog
+
+    out = Path(args.out)
+    if not (out / CATALOG_FILE).is_file():  # deterministic, so an existing one is the same catalog
+        print(f"writing the demo catalog to {out}/ ...")
+        write_demo_catalog(out, n_per_class=args.per_class)
+    return _train(str(out), args.config)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _train(args.catalog, args.config)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from kickvision.catalog import read_catalog
+    from kickvision.config import load_config
+    from kickvision.validation import quarantine_bad_rows
+
+    cfg = load_config(args.config).validate_
+    result = quarantine_bad_rows(read_catalog(args.catalog), cfg)
+    print(result.summary())
+    if args.report:
+        result.quarantine.to_csv(args.report, index=False)
+        print(f"quarantined rows with reasons: {args.report}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import mlflow
+    import pandas as pd
+
+    from kickvision.registry import champion_uri
+    from pipelines.stack import ensure_stack, tracking_uri
+
+    if args.image and not Path(args.image).is_file():
+        raise KickvisionError(f"image not found: {args.image}")
+    ensure_stack("local")
+    mlflow.set_tracking_uri(tracking_uri())
+    uri = args.model_uri or champion_uri(args.model_name)
+    frame = pd.DataFrame({"image": [str(Path(args.image).resolve()) if args.image else None], "title": [args.title]})
+    result = mlflow.pyfunc.load_model(uri).predict(frame).iloc[0]
+    print(f"{result['category']}  ({result['probability']:.3f})   model: {uri}")
+    for name, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:3]:
+        print(f"  {p:6.3f}  {name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kickvision", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="write the embedded demo catalog and train on it (what `make run` does)")
+    demo.add_argument("--out", default=DEMO_DIR, help=f"demo catalog folder (default ./{DEMO_DIR}/)")
+    demo.add_argument("--config", default="demo", help="run config file or name in configs/ (default demo)")
+    demo.add_argument("--per-class", type=int, default=120, help="demo products per category")
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="run the training pipeline on a catalog drop")
+    train.add_argument("--catalog", required=True, help="drop folder with catalog.csv and images")
+    train.add_argument("--config", default="demo", help="run config file or name in configs/")
+    train.set_defaults(func=cmd_train)
+
+    validate = sub.add_parser("validate", help="check a catalog drop and report bad rows (trains nothing)")
+    validate.add_argument("--catalog", required=True)
+    validate.add_argument("--config", default="demo")
+    validate.add_argument("--report", help="write quarantined rows with reasons to this CSV")
+    validate.set_defaults(func=cmd_validate)
+
+    predict = sub.add_parser("predict", help="classify one product with the champion model")
+    predict.add_argument("--image", help="product photo")
+    predict.add_argument("--title", help="product title")
+    predict.add_argument("--model-name", default="kickvision")
+    predict.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Only the level: ZenML installs its own console handler when a pipeline runs.
+    logging.getLogger("kickvision").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if args.command == "predict" and not (args.image or args.title):
+        print("error: give --image, --title or both", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except KickvisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        cause = _user_error_in_chain(exc)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return 2
+
+
+def _user_error_in_chain(exc: BaseException) -> KickvisionError | None:
+    """A pipeline step's KickvisionError may arrive wrapped by the orchestrator."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, KickvisionError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

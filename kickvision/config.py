@@ -1,0 +1,159 @@
+"""Run configuration: the YAML files in configs/ are the only knobs of a run.
+
+Each section is a pydantic model, so a typo or a wrong type in a YAML file is one clear error
+naming the setting, and each pipeline step receives exactly the section it needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kickvision.errors import ConfigError
+
+# `pretrained` accepts auto | true | false | <path to weights or a model folder>.
+Pretrained = bool | Literal["auto"] | str
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValidateConfig(_Section):
+    """Row rules of the validate step and when a drop counts as unusable."""
+
+    min_good_rows: int = Field(20, ge=1, description="fail the run below this many good rows")
+    min_good_fraction: float = Field(0.5, ge=0, le=1, description="... or below this fraction")
+    min_rows_per_class: int = Field(3, ge=1, description="rarer categories are quarantined")
+    title_min_chars: int = 2
+    title_max_chars: int = 300
+    max_image_bytes: int = 20_000_000
+    max_image_pixels: int = 40_000_000  # decompression-bomb guard, checked before decoding
+    min_image_side: int = 8
+    allowed_categories: list[str] | None = None
+
+
+class DataConfig(_Section):
+    """Splitting and input encoding."""
+
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    max_title_tokens: int = Field(32, ge=4)
+
+
+class ImageEncoderConfig(_Section):
+    """A timm image encoder, by name, with constructor overrides (timm's **kwargs)."""
+
+    name: str = "resnet18"
+    pretrained: Pretrained = "auto"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class TextEncoderConfig(_Section):
+    """A transformers encoder: a hub id, a local folder, or the alias `all-minilm-l6-v2`."""
+
+    name: str = "distilbert-base-uncased"
+    model_type: str = "distilbert"  # architecture used when no weights/config are found offline
+    pretrained: Pretrained = "auto"
+    overrides: dict[str, Any] = Field(default_factory=dict)  # applied only when built from scratch
+
+
+class ModelConfig(_Section):
+    """MultimodalShoeNet: encoders -> projections -> fusion -> class and embedding heads."""
+
+    image_size: int = Field(96, ge=16)
+    image_encoders: list[ImageEncoderConfig] = Field(
+        default_factory=lambda: [ImageEncoderConfig(name="resnet18")]
+    )
+    text_encoder: TextEncoderConfig | None = Field(default_factory=TextEncoderConfig)
+    projection_dim: int = 256
+    fusion: Literal["concat", "gated"] = "concat"
+    fusion_hidden: int = 512
+    embedding_dim: int = 128
+    dropout: float = 0.1
+    modality_dropout: float = Field(0.15, ge=0, lt=1, description="per-sample branch drop in training")
+
+
+class TrainConfig(_Section):
+    """Optimisation of the train step."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = 1e-3
+    encoder_lr: float | None = None  # lower LR for pretrained encoders; None = same as lr
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.05
+    balanced_sampling: bool = False
+    patience: int = Field(3, ge=1, description="early stopping on validation macro-F1")
+    augment: bool = True
+    num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA only
+
+
+class RegisterConfig(_Section):
+    """MLflow registry settings of the register step."""
+
+    model_name: str = "kickvision"
+    promotion_metric: Literal["top1", "macro_f1"] = "top1"
+
+
+class RunConfig(_Section):
+    """One whole run: what `kickvision train --config FILE` reads."""
+
+    name: str = "custom"
+    seed: int = 42
+    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    registry: RegisterConfig = Field(default_factory=RegisterConfig)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_config_path(path_or_name: str | Path) -> Path:
+    """A config file path, or the name of one in configs/ (`demo` -> configs/demo.yaml)."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    named = CONFIG_DIR / f"{path_or_name}.yaml"
+    if named.is_file():
+        return named
+    raise ConfigError(f"config file not found: {path_or_name} (nor {named})")
+
+
+def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config; `overrides` is merged section-wise on top (used by tests/benchmarks)."""
+    path = resolve_config_path(path_or_name)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    raw = deep_merge(raw, overrides or {})
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: setting '{where}': {first['msg']}") from None
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge `update` into a copy of `base` (lists are replaced, not merged)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

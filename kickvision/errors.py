@@ -1,0 +1,17 @@
+"""Errors a user can cause and fix: the CLI prints them as one line, never as a traceback."""
+
+
+class KickvisionError(Exception):
+    """Base class for problems with the user's data, configuration or registry state."""
+
+
+class CatalogError(KickvisionError):
+    """A catalog drop is unreadable or unusable (missing file, bad columns, too few good rows)."""
+
+
+class ConfigError(KickvisionError):
+    """A run configuration file is missing or has an invalid value."""
+
+
+class RegistryError(KickvisionError):
+    """The MLflow registry lacks what was asked for (e.g. no champion yet)."""

@@ -1,0 +1,93 @@
+"""Predictions on raw products (photo + title), shared by the CLI, the promotion gate and the pyfunc."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+
+from kickvision.bundle import ModelBundle
+from kickvision.catalog import open_image_bounded
+from kickvision.data import PAD_COLOUR, images_to_tensor, tokenize_titles
+
+MAX_PIXELS = 40_000_000
+
+
+def decode_image_field(value, max_pixels: int = MAX_PIXELS) -> Image.Image | None:
+    """An `image` cell: a file path, base64 image bytes (optionally a data: URL), or empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return None
+    if isinstance(value, bytes):
+        data = value
+    else:
+        text = str(value)
+        if text.startswith("data:"):
+            text = text.split(",", 1)[1]
+        path = Path(text)
+        if len(text) < 4096 and path.is_file():
+            return open_image_bounded(path, max_pixels)
+        try:
+            data = base64.b64decode(text, validate=True)
+        except ValueError:
+            raise ValueError(f"image is neither an existing file nor base64 image data: {text[:80]!r}") from None
+    return open_image_bounded(io.BytesIO(data), max_pixels)
+
+
+class ShoePredictor:
+    """Classify products given as (image, title) pairs; either may be missing."""
+
+    def __init__(self, bundle: ModelBundle, batch_size: int = 64):
+        self.bundle = bundle
+        self.batch_size = batch_size
+        self.image_size = bundle.model_config.image_size
+        bundle.model.eval()
+
+    def _pixels(self, images: list[Image.Image | None]) -> tuple[np.ndarray, np.ndarray]:
+        size = self.image_size
+        arrays, present = [], []
+        for img in images:
+            if img is None:
+                arrays.append(np.full((size, size, 3), 255, np.uint8))
+                present.append(0.0)
+            else:
+                arrays.append(np.asarray(ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=PAD_COLOUR)))
+                present.append(1.0)
+        return np.stack(arrays), np.array(present, np.float32)
+
+    @torch.no_grad()
+    def probabilities(self, images: list[Image.Image | None], titles: list[str | None]) -> np.ndarray:
+        """Class probabilities [N, C] for raw products."""
+        out = []
+        for start in range(0, len(titles), self.batch_size):
+            batch_images = images[start:start + self.batch_size]
+            batch_titles = titles[start:start + self.batch_size]
+            pixels, image_present = self._pixels(batch_images)
+            text_present = np.array([0.0 if not t else 1.0 for t in batch_titles], np.float32)
+            ids, mask = tokenize_titles(self.bundle.tokenizer, [t or "" for t in batch_titles], self.bundle.max_title_tokens)
+            result = self.bundle.model(
+                images_to_tensor(pixels), torch.from_numpy(ids), torch.from_numpy(mask),
+                image_present=torch.from_numpy(image_present), text_present=torch.from_numpy(text_present))
+            out.append(result.logits.float().softmax(1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.bundle.classes)), np.float32)
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`frame` has `image` and/or `title` columns; returns category, probability, probabilities."""
+        if "image" not in frame and "title" not in frame:
+            raise ValueError("input needs an 'image' column, a 'title' column, or both")
+        n = len(frame)
+        images = [decode_image_field(v) for v in (frame["image"] if "image" in frame else [None] * n)]
+        titles = [None if t is None or (isinstance(t, float) and np.isnan(t)) else str(t)
+                  for t in (frame["title"] if "title" in frame else [None] * n)]
+        probs = self.probabilities(images, titles)
+        classes = self.bundle.classes
+        best = probs.argmax(1) if n else np.zeros(0, int)
+        return pd.DataFrame({
+            "category": [classes[i] for i in best],
+            "probability": [float(probs[r, i]) for r, i in enumerate(best)],
+            "probabilities": [{c: float(p) for c, p in zip(classes, row, strict=True)} for row in probs],
+        })

@@ -1,0 +1,24 @@
+"""The MLflow pyfunc, logged as "models from code": MLflow stores this file, never a pickled class.
+
+`mlflow.pyfunc.load_model("models:/kickvision@champion").predict(df)` takes a DataFrame with an
+`image` column (file path or base64 image bytes) and a `title` column (either may be empty) and
+returns `category`, `probability` and `probabilities` (class -> probability).
+"""
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class KickvisionModel(PythonModel):
+    def load_context(self, context):
+        from kickvision.bundle import load_bundle
+        from kickvision.inference import ShoePredictor
+
+        self.predictor = ShoePredictor(load_bundle(context.artifacts["bundle"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.predictor.predict_frame(pd.DataFrame(model_input))
+
+
+mlflow.models.set_model(KickvisionModel())

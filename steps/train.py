@@ -1,0 +1,35 @@
+"""train: fit MultimodalShoeNet; params and per-epoch metrics go to MLflow."""
+
+import mlflow
+from zenml import step
+
+from kickvision.bundle import ModelBundle
+from kickvision.config import DataConfig, ModelConfig, TrainConfig
+from kickvision.data import PreparedData
+from kickvision.model import build_tokenizer
+from kickvision.tracking import flatten_params
+from kickvision.training import fit
+from materializers import ModelBundleMaterializer
+
+
+@step(experiment_tracker=True, enable_cache=False, output_materializers=ModelBundleMaterializer)
+def train_model(data: PreparedData, model: ModelConfig, train: TrainConfig, data_config: DataConfig, seed: int) -> ModelBundle:
+    """Train on the train split, early-stopping on validation macro-F1.
+
+    Args:
+        data: the prepared catalog.
+        model: architecture section of the run config.
+        train: optimisation section of the run config.
+        data_config: data section (title length travels with the model).
+        seed: training seed.
+    """
+    mlflow.log_params(flatten_params({"model": model.model_dump(mode="json"), "train": train.model_dump(mode="json"),
+                                      "data": data_config.model_dump(mode="json"), "seed": seed}))
+    mlflow.log_params({f"split_{k}_rows": v for k, v in data.split_counts().items()})
+    tokenizer = build_tokenizer(model.text_encoder)
+    result = fit(data, model, train, tokenizer, data_config.max_title_tokens, seed=seed,
+                 on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch))
+    info = result.bundle.info
+    mlflow.log_params({f"pretrained_{k}": v for k, v in info["pretrained"].items()})
+    mlflow.log_metrics({"best_epoch": info["best_epoch"], "model_parameters": info["parameters"]})
+    return result.bundle

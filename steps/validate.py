@@ -1,0 +1,37 @@
+"""validate: Great Expectations row checks; bad rows are quarantined with a reason."""
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import mlflow
+import pandas as pd
+from zenml import step
+
+from kickvision.catalog import Catalog
+from kickvision.config import ValidateConfig
+from kickvision.validation import quarantine_bad_rows, usable_or_raise
+from materializers import CatalogMaterializer
+
+
+@step(experiment_tracker=True, output_materializers={"valid_catalog": CatalogMaterializer})
+def validate_catalog(
+    catalog: Catalog, config: ValidateConfig
+) -> tuple[Annotated[Catalog, "valid_catalog"], Annotated[pd.DataFrame, "quarantine"]]:
+    """Quarantine bad rows; fail with one clear message only if too few good rows remain.
+
+    Args:
+        catalog: the ingested drop.
+        config: the `validate` section of the run config.
+    """
+    result = quarantine_bad_rows(catalog, config)
+    mlflow.log_metrics({"catalog_rows": result.total_rows, "valid_rows": result.good_rows,
+                        "quarantined_rows": len(result.quarantine)})
+    mlflow.set_tags({"catalog_hash": catalog.content_hash, "catalog_drop": catalog.name})
+    with tempfile.TemporaryDirectory() as tmp:  # logged before failing, so a bad drop is explained
+        path = Path(tmp) / "quarantine.csv"
+        result.quarantine.to_csv(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path="validation")
+    print(result.summary())
+    usable_or_raise(result, config)
+    return result.catalog, result.quarantine
