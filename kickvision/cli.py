@@ -1,4 +1,4 @@
-"""The `kickvision` command: demo, train, validate, predict.
+"""The `kickvision` command: demo, train, validate, predict, ui.
 
 Data and configuration problems print one line (`error: ...`) and exit 2; no traceback.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -15,11 +16,25 @@ from kickvision.errors import KickvisionError
 DEMO_DIR = "kickvision-demo"
 
 
+class _HideUserErrorTracebacks(logging.Filter):
+    """Orchestrator logs keep the message of a data/config problem but drop its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and _user_error_in_chain(record.exc_info[1]) is not None:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _train(catalog: str, config: str) -> int:
     from kickvision.config import load_config
     from pipelines.runner import run_training
 
-    summary = run_training(catalog, load_config(config))
+    cfg = load_config(config)  # a bad config fails here, before any pipeline starts
+    import zenml  # noqa: F401  (sets up ZenML's handlers, which the filter is attached to)
+
+    for handler in [*logging.getLogger().handlers, *logging.getLogger("zenml").handlers]:
+        handler.addFilter(_HideUserErrorTracebacks())
+    summary = run_training(catalog, cfg)
     print("\n" + summary.render())
     return 0
 
@@ -73,6 +88,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from pipelines.stack import ensure_stack, tracking_uri
+
+    ensure_stack("local")
+    uri = tracking_uri()
+    print(f"MLflow UI on http://127.0.0.1:{args.port}  (tracking store {uri})")
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kickvision", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -101,11 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-name", default="kickvision")
     predict.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
     predict.set_defaults(func=cmd_predict)
+
+    ui = sub.add_parser("ui", help="start the MLflow UI on the active stack's tracking store (loopback)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Project-local state unless the user chose otherwise: ZenML's store, the artifact store and
+    # the MLflow SQLite tracking/registry all live under this one folder.
+    os.environ.setdefault("ZENML_CONFIG_PATH", str(Path.cwd() / ".kickvision" / "zenml"))
+    os.environ.setdefault("MPLCONFIGDIR", str(Path(os.environ["ZENML_CONFIG_PATH"]).parent / "matplotlib"))
     # Only the level: ZenML installs its own console handler when a pipeline runs.
     logging.getLogger("kickvision").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.command == "predict" and not (args.image or args.title):

@@ -65,9 +65,7 @@ class ModelConfig(_Section):
     """MultimodalShoeNet: encoders -> projections -> fusion -> class and embedding heads."""
 
     image_size: int = Field(96, ge=16)
-    image_encoders: list[ImageEncoderConfig] = Field(
-        default_factory=lambda: [ImageEncoderConfig(name="resnet18")]
-    )
+    image_encoders: list[ImageEncoderConfig] = Field(default_factory=lambda: [ImageEncoderConfig(name="resnet18")])
     text_encoder: TextEncoderConfig | None = Field(default_factory=TextEncoderConfig)
     projection_dim: int = 256
     fusion: Literal["concat", "gated"] = "concat"

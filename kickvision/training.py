@@ -71,17 +71,29 @@ def _loader(data: PreparedData, indices: np.ndarray, cfg: TrainConfig, train: bo
     if train and cfg.balanced_sampling:
         labels = data.labels()[indices]
         weights = 1.0 / np.bincount(labels, minlength=len(data.classes))[labels]
-        sampler = torch.utils.data.WeightedRandomSampler(weights, len(indices), generator=torch.Generator().manual_seed(seed))
+        sampler = torch.utils.data.WeightedRandomSampler(
+            weights, len(indices), generator=torch.Generator().manual_seed(seed)
+        )
     return torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=train and sampler is None, sampler=sampler,
-        drop_last=train and len(indices) > cfg.batch_size, generator=torch.Generator().manual_seed(seed),
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=train and len(indices) > cfg.batch_size,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
 @torch.no_grad()
-def predict_logits(model: MultimodalShoeNet, data: PreparedData, indices: np.ndarray,
-                   batch_size: int = 128, device: torch.device | None = None,
-                   use_image: bool = True, use_text: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def predict_logits(
+    model: MultimodalShoeNet,
+    data: PreparedData,
+    indices: np.ndarray,
+    batch_size: int = 128,
+    device: torch.device | None = None,
+    use_image: bool = True,
+    use_text: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """(logits [N, C], embeddings [N, D]) for the rows `indices` of `data`.
 
     `use_image` / `use_text` False hides that modality from the model (as for a product with
@@ -91,16 +103,22 @@ def predict_logits(model: MultimodalShoeNet, data: PreparedData, indices: np.nda
     model.eval()
     logits, embeddings = [], []
     for start in range(0, len(indices), batch_size):
-        idx = indices[start:start + batch_size]
+        idx = indices[start : start + batch_size]
         images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
         present = torch.ones(len(idx), device=device)
-        out = model(images_to_tensor_on_device(images), torch.from_numpy(data.input_ids[idx]).to(device),
-                    torch.from_numpy(data.attention_mask[idx]).to(device),
-                    image_present=present * use_image, text_present=present * use_text)
+        out = model(
+            images_to_tensor_on_device(images),
+            torch.from_numpy(data.input_ids[idx]).to(device),
+            torch.from_numpy(data.attention_mask[idx]).to(device),
+            image_present=present * use_image,
+            text_present=present * use_text,
+        )
         logits.append(out.logits.float().cpu())
         embeddings.append(out.embedding.float().cpu())
     if not logits:
-        return np.zeros((0, model.classifier.out_features), np.float32), np.zeros((0, model.cfg.embedding_dim), np.float32)
+        return np.zeros((0, model.classifier.out_features), np.float32), np.zeros(
+            (0, model.cfg.embedding_dim), np.float32
+        )
     return torch.cat(logits).numpy(), torch.cat(embeddings).numpy()
 
 
@@ -111,8 +129,16 @@ def classification_scores(labels: np.ndarray, predictions: np.ndarray) -> dict[s
     }
 
 
-def fit(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, tokenizer, max_title_tokens: int,
-        seed: int = 42, on_epoch_end: EpochCallback | None = None, progress: bool = True) -> FitResult:
+def fit(
+    data: PreparedData,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    tokenizer,
+    max_title_tokens: int,
+    seed: int = 42,
+    on_epoch_end: EpochCallback | None = None,
+    progress: bool = True,
+) -> FitResult:
     """Train a fresh MultimodalShoeNet; early-stops on validation macro-F1 and keeps the best epoch."""
     seed_everything(seed)
     if cfg.num_threads:
@@ -132,14 +158,15 @@ def fit(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, tokenizer,
     loader = _loader(data, train_idx, cfg, train=True, seed=seed)
     total_steps = max(1, cfg.epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps, pct_start=0.15)
+        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps, pct_start=0.15
+    )
 
     best_state, best_f1, best_epoch, stale, history = None, -1.0, 0, 0, []
     labels = data.labels()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None if progress else True)
         for batch in bar:
             batch = _to_device(batch, device)
             with _autocast(device, cfg.amp):
@@ -157,7 +184,11 @@ def fit(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, tokenizer,
             bar.set_postfix(loss=f"{loss.item():.3f}")
         elapsed = time.perf_counter() - started
         val_logits, _ = predict_logits(model, data, val_idx, device=device)
-        val_scores = classification_scores(labels[val_idx], val_logits.argmax(1)) if len(val_idx) else {"top1": 0.0, "macro_f1": 0.0}
+        val_scores = (
+            classification_scores(labels[val_idx], val_logits.argmax(1))
+            if len(val_idx)
+            else {"top1": 0.0, "macro_f1": 0.0}
+        )
         metrics = {
             "train_loss": loss_sum / max(seen, 1),
             "train_top1": correct / max(seen, 1),

@@ -48,7 +48,7 @@ def probe_image(root, relative: str | None, cfg: ValidateConfig) -> tuple[str, s
         return "image path is empty", None, 0, 0
     path = resolve_inside(root, relative)
     if path is None:
-        return f"image path '{relative}' escapes the drop folder", None, 0, 0
+        return f"image path escapes the drop folder: {relative}", None, 0, 0
     if not path.is_file():
         return f"image file not found: {relative}", None, 0, 0
     size = path.stat().st_size
@@ -91,18 +91,25 @@ def _expectation_suite(columns: list[str], cfg: ValidateConfig):
         if column in columns:
             checks.append((gx.expectations.ExpectColumnValuesToNotBeNull(column=column), f"{column} is empty"))
     if "product_id" in columns:
-        checks.append((gx.expectations.ExpectColumnValuesToBeUnique(column="product_id"), "product_id appears more than once"))
+        checks.append(
+            (gx.expectations.ExpectColumnValuesToBeUnique(column="product_id"), "product_id appears more than once")
+        )
     if "title" in columns:
-        checks.append((
-            gx.expectations.ExpectColumnValueLengthsToBeBetween(
-                column="title", min_value=cfg.title_min_chars, max_value=cfg.title_max_chars),
-            f"title length outside {cfg.title_min_chars}..{cfg.title_max_chars} characters",
-        ))
+        checks.append(
+            (
+                gx.expectations.ExpectColumnValueLengthsToBeBetween(
+                    column="title", min_value=cfg.title_min_chars, max_value=cfg.title_max_chars
+                ),
+                f"title length outside {cfg.title_min_chars}..{cfg.title_max_chars} characters",
+            )
+        )
     if "category" in columns and cfg.allowed_categories:
-        checks.append((
-            gx.expectations.ExpectColumnValuesToBeInSet(column="category", value_set=cfg.allowed_categories),
-            "category is not one of validate.allowed_categories",
-        ))
+        checks.append(
+            (
+                gx.expectations.ExpectColumnValuesToBeInSet(column="category", value_set=cfg.allowed_categories),
+                "category is not one of validate.allowed_categories",
+            )
+        )
     # The image probe's own message is the reason, so this check's label is only a fallback.
     checks.append((gx.expectations.ExpectColumnValuesToBeInSet(column="_image_status", value_set=[IMAGE_OK]), None))
     return checks
@@ -157,8 +164,9 @@ def quarantine_bad_rows(catalog: Catalog, cfg: ValidateConfig) -> ValidationResu
             n = counts.get(probed.at[index, "category"], 0)
             if n < cfg.min_rows_per_class:
                 reasons[index].append(
-                    f"category '{probed.at[index, 'category']}' has only {n} good rows "
-                    f"(validate.min_rows_per_class is {cfg.min_rows_per_class})")
+                    f"category has too few good rows: '{probed.at[index, 'category']}' has {n} "
+                    f"(validate.min_rows_per_class is {cfg.min_rows_per_class})"
+                )
 
     bad = pd.Series([bool(r) for r in reasons])
     quarantine = probed.loc[bad].drop(columns=["_image_status"]).copy()
@@ -175,8 +183,8 @@ def quarantine_bad_rows(catalog: Catalog, cfg: ValidateConfig) -> ValidationResu
 
 
 def _reason_kind(reason: str) -> str:
-    """A reason without the row-specific file name, so counts group by kind."""
-    return reason.split(": ")[0].split(" '")[0]
+    """A reason without its row-specific detail (after ': '), so counts group by kind."""
+    return reason.split(": ")[0]
 
 
 def usable_or_raise(result: ValidationResult, cfg: ValidateConfig) -> None:

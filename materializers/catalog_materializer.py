@@ -34,8 +34,12 @@ class CatalogMaterializer(BaseMaterializer):
 
     def extract_metadata(self, data: Catalog) -> dict[str, Any]:
         counts = data.rows["category"].value_counts().to_dict() if "category" in data.rows else {}
-        return {"rows": len(data.rows), "content_hash": data.content_hash, "drop": data.name,
-                "categories": {str(k): int(v) for k, v in counts.items()}}
+        return {
+            "rows": len(data.rows),
+            "content_hash": data.content_hash,
+            "drop": data.name,
+            "categories": {str(k): int(v) for k, v in counts.items()},
+        }
 
     def save_visualizations(self, data: Catalog) -> dict[str, VisualizationType]:
         path = os.path.join(self.uri, "preview.html")

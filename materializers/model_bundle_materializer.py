@@ -28,5 +28,8 @@ class ModelBundleMaterializer(BaseMaterializer):
             return load_bundle(local)
 
     def extract_metadata(self, data: ModelBundle) -> dict[str, Any]:
-        return {"parameters": count_parameters(data.model), "classes": len(data.classes),
-                "image_size": data.model_config.image_size}
+        return {
+            "parameters": count_parameters(data.model),
+            "classes": len(data.classes),
+            "image_size": data.model_config.image_size,
+        }

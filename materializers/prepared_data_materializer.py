@@ -37,9 +37,18 @@ class PreparedDataMaterializer(BaseMaterializer):
         with self.artifact_store.open(os.path.join(self.uri, "arrays.npz"), "rb") as fh:
             with np.load(fh, allow_pickle=False) as arrays:
                 loaded = {name: arrays[name] for name in ARRAYS}
-        return PreparedData(rows=rows, classes=meta["classes"], catalog_root=meta["catalog_root"],
-                            catalog_hash=meta["catalog_hash"], **loaded)
+        return PreparedData(
+            rows=rows,
+            classes=meta["classes"],
+            catalog_root=meta["catalog_root"],
+            catalog_hash=meta["catalog_hash"],
+            **loaded,
+        )
 
     def extract_metadata(self, data: PreparedData) -> dict[str, Any]:
-        return {"rows": len(data.rows), "classes": len(data.classes), **{f"{k}_rows": v for k, v in data.split_counts().items()},
-                "image_size": int(data.images.shape[1]) if data.images.ndim == 4 else 0}
+        return {
+            "rows": len(data.rows),
+            "classes": len(data.classes),
+            **{f"{k}_rows": v for k, v in data.split_counts().items()},
+            "image_size": int(data.images.shape[1]) if data.images.ndim == 4 else 0,
+        }

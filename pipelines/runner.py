@@ -23,13 +23,15 @@ class RunSummary:
     def render(self) -> str:
         reg = self.registration
         fate = "became champion" if reg.get("promoted") else "stays challenger"
-        return "\n".join([
-            f"ZenML run      {self.run_name} ({self.status})",
-            f"test top-1     {self.test_metrics.get('test_top1', float('nan')):.4f}",
-            f"test macro-F1  {self.test_metrics.get('test_macro_f1', float('nan')):.4f}",
-            f"registered     {reg.get('model_name')} v{reg.get('version')}: {fate} ({reg.get('reason')})",
-            f"MLflow UI      mlflow ui --backend-store-uri {self.tracking_uri} --port 5000",
-        ])
+        return "\n".join(
+            [
+                f"ZenML run      {self.run_name} ({self.status})",
+                f"test top-1     {self.test_metrics.get('test_top1', float('nan')):.4f}",
+                f"test macro-F1  {self.test_metrics.get('test_macro_f1', float('nan')):.4f}",
+                f"registered     {reg.get('model_name')} v{reg.get('version')}: {fate} ({reg.get('reason')})",
+                f"MLflow UI      mlflow ui --backend-store-uri {self.tracking_uri} --port 5000",
+            ]
+        )
 
 
 def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | None = None) -> RunSummary:
@@ -42,8 +44,14 @@ def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | Non
     content_hash = hash_drop(catalog_dir)
     run_name = run_name or f"train-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = training_pipeline.with_options(run_name=run_name)(
-        catalog_dir=catalog_dir, content_hash=content_hash, validate=config.validate_, data=config.data,
-        model=config.model, train=config.train, registry=config.registry, seed=config.seed,
+        catalog_dir=catalog_dir,
+        content_hash=content_hash,
+        validation=config.validate_,
+        data=config.data,
+        model=config.model,
+        train=config.train,
+        registry=config.registry,
+        seed=config.seed,
     )
     return summarise(run, tracking_uri())
 

@@ -25,9 +25,12 @@ def ensure_stack(recipe: str = "local"):
             try:
                 client.get_stack_component(component_type, component["name"])
             except KeyError:
-                client.create_stack_component(name=component["name"], flavor=component["flavor"],
-                                              component_type=component_type,
-                                              configuration=component.get("configuration") or {})
+                client.create_stack_component(
+                    name=component["name"],
+                    flavor=component["flavor"],
+                    component_type=component_type,
+                    configuration=component.get("configuration") or {},
+                )
             components[component_type] = component["name"]
         client.create_stack(name=spec["name"], components=components)
     if client.active_stack_model.name != spec["name"]:

@@ -3,6 +3,7 @@
 from typing import Any
 
 from zenml import pipeline
+from zenml.enums import ExecutionMode
 
 from kickvision.config import DataConfig, ModelConfig, RegisterConfig, TrainConfig, ValidateConfig
 from steps import (
@@ -15,11 +16,12 @@ from steps import (
 )
 
 
-@pipeline(enable_cache=True)
+# FAIL_FAST re-raises the failing step's own exception, so a data problem reaches the CLI as itself.
+@pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
 def training_pipeline(
     catalog_dir: str,
     content_hash: str,
-    validate: ValidateConfig,
+    validation: ValidateConfig,
     data: DataConfig,
     model: ModelConfig,
     train: TrainConfig,
@@ -27,8 +29,8 @@ def training_pipeline(
     seed: int = 42,
 ) -> Any:
     catalog = ingest_catalog(catalog_dir=catalog_dir, content_hash=content_hash)
-    valid_catalog, _quarantine = validate_catalog(catalog=catalog, config=validate)
-    prepared = preprocess_catalog(catalog=valid_catalog, data=data, model=model, validate=validate, seed=seed)
+    valid_catalog, _quarantine = validate_catalog(catalog=catalog, config=validation)
+    prepared = preprocess_catalog(catalog=valid_catalog, data=data, model=model, validation=validation, seed=seed)
     bundle = train_model(data=prepared, model=model, train=train, data_config=data, seed=seed)
     report = evaluate_model(bundle=bundle, data=prepared)
     return register_model(bundle=bundle, report=report, data=prepared, registry=registry)

@@ -7,4 +7,11 @@ from steps.register import register_model
 from steps.train import train_model
 from steps.validate import validate_catalog
 
-__all__ = ["evaluate_model", "ingest_catalog", "preprocess_catalog", "register_model", "train_model", "validate_catalog"]
+__all__ = [
+    "evaluate_model",
+    "ingest_catalog",
+    "preprocess_catalog",
+    "register_model",
+    "train_model",
+    "validate_catalog",
+]

@@ -13,8 +13,9 @@ from kickvision.registry import image_to_base64, log_pyfunc, register_and_promot
 
 
 @step(experiment_tracker=True, enable_cache=False)
-def register_model(bundle: ModelBundle, report: EvaluationReport, data: PreparedData,
-                   registry: RegisterConfig) -> dict[str, Any]:
+def register_model(
+    bundle: ModelBundle, report: EvaluationReport, data: PreparedData, registry: RegisterConfig
+) -> dict[str, Any]:
     """Register the model and decide whether it becomes champion.
 
     Args:
@@ -31,6 +32,11 @@ def register_model(bundle: ModelBundle, report: EvaluationReport, data: Prepared
     example = test_rows.head(2)[["title"]].assign(image=[image_to_base64(p) for p in test_rows["image"].head(2)])
     info = log_pyfunc(bundle, example[["image", "title"]])
     decision = register_and_promote(info.model_uri, registry.model_name, test_rows, registry.promotion_metric)
-    mlflow.set_tags({"promotion_decision": "champion" if decision.promoted else "challenger",
-                     "promotion_reason": decision.reason, "registered_version": decision.version})
+    mlflow.set_tags(
+        {
+            "promotion_decision": "champion" if decision.promoted else "challenger",
+            "promotion_reason": decision.reason,
+            "registered_version": decision.version,
+        }
+    )
     return {**decision.to_dict(), "test_metrics": report.metrics, "model_uri": info.model_uri}

@@ -13,7 +13,9 @@ from materializers import ModelBundleMaterializer
 
 
 @step(experiment_tracker=True, enable_cache=False, output_materializers=ModelBundleMaterializer)
-def train_model(data: PreparedData, model: ModelConfig, train: TrainConfig, data_config: DataConfig, seed: int) -> ModelBundle:
+def train_model(
+    data: PreparedData, model: ModelConfig, train: TrainConfig, data_config: DataConfig, seed: int
+) -> ModelBundle:
     """Train on the train split, early-stopping on validation macro-F1.
 
     Args:
@@ -23,12 +25,27 @@ def train_model(data: PreparedData, model: ModelConfig, train: TrainConfig, data
         data_config: data section (title length travels with the model).
         seed: training seed.
     """
-    mlflow.log_params(flatten_params({"model": model.model_dump(mode="json"), "train": train.model_dump(mode="json"),
-                                      "data": data_config.model_dump(mode="json"), "seed": seed}))
+    mlflow.log_params(
+        flatten_params(
+            {
+                "model": model.model_dump(mode="json"),
+                "train": train.model_dump(mode="json"),
+                "data": data_config.model_dump(mode="json"),
+                "seed": seed,
+            }
+        )
+    )
     mlflow.log_params({f"split_{k}_rows": v for k, v in data.split_counts().items()})
     tokenizer = build_tokenizer(model.text_encoder)
-    result = fit(data, model, train, tokenizer, data_config.max_title_tokens, seed=seed,
-                 on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch))
+    result = fit(
+        data,
+        model,
+        train,
+        tokenizer,
+        data_config.max_title_tokens,
+        seed=seed,
+        on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+    )
     info = result.bundle.info
     mlflow.log_params({f"pretrained_{k}": v for k, v in info["pretrained"].items()})
     mlflow.log_metrics({"best_epoch": info["best_epoch"], "model_parameters": info["parameters"]})

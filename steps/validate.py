@@ -25,8 +25,9 @@ def validate_catalog(
         config: the `validate` section of the run config.
     """
     result = quarantine_bad_rows(catalog, config)
-    mlflow.log_metrics({"catalog_rows": result.total_rows, "valid_rows": result.good_rows,
-                        "quarantined_rows": len(result.quarantine)})
+    mlflow.log_metrics(
+        {"catalog_rows": result.total_rows, "valid_rows": result.good_rows, "quarantined_rows": len(result.quarantine)}
+    )
     mlflow.set_tags({"catalog_hash": catalog.content_hash, "catalog_drop": catalog.name})
     with tempfile.TemporaryDirectory() as tmp:  # logged before failing, so a bad drop is explained
         path = Path(tmp) / "quarantine.csv"

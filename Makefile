@@ -1,0 +1,32 @@
+# kickvision: `make run` trains on the embedded demo catalog; `make test` runs the test suite.
+# Both create .venv and install the pinned dependencies on first use, then reuse it.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export ZENML_ANALYTICS_OPT_IN := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+
+.PHONY: run test lint ui clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed  ## demo catalog -> training pipeline -> MLflow registry (state in ./.kickvision/)
+	$(BIN)/kickvision demo
+
+test: $(BIN)/.installed  ## unit + integration (real ZenML + MLflow) + real-data smoke tests
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+ui: $(BIN)/.installed  ## MLflow UI on the tracking store that `make run` used
+	$(BIN)/kickvision ui
+
+clean:  ## remove run state and the demo catalog (keeps .venv)
+	rm -rf .kickvision kickvision-demo

@@ -1,0 +1,38 @@
+import os
+
+import pytest
+
+from kickvision.catalog import hash_drop, read_catalog, resolve_inside
+from kickvision.errors import CatalogError
+
+
+def test_resolve_inside_rejects_escapes(tmp_path):
+    root = tmp_path / "drop"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.png").write_bytes(b"x")
+    (tmp_path / "secret.png").write_bytes(b"x")
+    os.symlink(tmp_path / "secret.png", root / "images" / "link.png")
+    assert resolve_inside(root, "images/a.png") == (root / "images" / "a.png").resolve()
+    for escaping in ("../secret.png", "images/../../secret.png", str(tmp_path / "secret.png"), "images/link.png", ""):
+        assert resolve_inside(root, escaping) is None, escaping
+
+
+def test_hash_changes_with_any_image_byte(demo_drop, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(demo_drop, tmp_path / "copy")
+    before = hash_drop(copy)
+    assert before == hash_drop(demo_drop)
+    image = next((copy / "images").iterdir())
+    image.write_bytes(image.read_bytes() + b"\0")
+    assert hash_drop(copy) != before
+
+
+def test_read_catalog_without_csv_is_a_clear_error(tmp_path):
+    with pytest.raises(CatalogError, match="no catalog.csv"):
+        read_catalog(tmp_path)
+
+
+def test_read_catalog_marks_empty_cells_missing(bad_drop):
+    rows = read_catalog(bad_drop).rows
+    assert rows.loc[rows["product_id"] == "BAD-empty_title", "title"].isna().all()

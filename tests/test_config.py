@@ -1,0 +1,23 @@
+import pytest
+
+from kickvision.config import load_config
+from kickvision.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["demo", "fashion"])
+def test_shipped_configs_load(name):
+    assert load_config(name).name == name
+
+
+def test_unknown_setting_names_the_setting(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match="train.epochz"):
+        load_config(path)
+
+
+def test_wrong_type_is_a_config_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: many\n")
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(path)

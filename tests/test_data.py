@@ -1,0 +1,54 @@
+import numpy as np
+import pandas as pd
+
+from kickvision.config import DataConfig
+from kickvision.data import group_split, product_groups
+
+
+def _rows(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    titles = [f"Brand {rng.integers(0, 150)} shoe" for _ in range(n)]  # many repeated titles
+    sha = [f"h{rng.integers(0, 1500)}" for _ in range(n)]  # a few shared images
+    cats = [f"c{i % 5}" for i in range(n)]
+    return pd.DataFrame({"title": titles, "image_sha1": sha, "category": cats})
+
+
+def test_split_has_no_group_leakage():
+    rows = _rows()
+    split = group_split(rows, DataConfig(), seed=1)
+    for key in ("title", "image_sha1"):
+        per_key = pd.DataFrame({"k": rows[key], "s": split}).groupby("k")["s"].nunique()
+        assert (per_key == 1).all(), f"rows sharing {key} straddle splits"
+
+
+def test_groups_join_title_and_image_chains():
+    rows = pd.DataFrame({"title": ["a", "a", "b", "c"], "image_sha1": ["1", "2", "2", "3"], "category": ["x"] * 4})
+    groups = product_groups(rows)
+    assert groups[0] == groups[1] == groups[2] != groups[3]
+
+
+def test_split_is_stratified_and_sized():
+    rows = pd.DataFrame(
+        {
+            "title": [f"t{i}" for i in range(500)],
+            "image_sha1": [f"h{i}" for i in range(500)],
+            "category": [f"c{i % 4}" for i in range(500)],
+        }
+    )
+    split = group_split(rows, DataConfig(val_fraction=0.15, test_fraction=0.2), seed=3)
+    assert abs((split == "test").mean() - 0.2) < 0.03
+    assert abs((split == "val").mean() - 0.15) < 0.03
+    for s in ("train", "val", "test"):
+        assert rows.loc[split == s, "category"].nunique() == 4
+
+
+def test_too_few_groups_is_a_clear_catalog_error():
+    import pytest
+
+    from kickvision.errors import CatalogError
+
+    rows = pd.DataFrame(
+        {"title": ["same title"] * 20, "image_sha1": [f"h{i}" for i in range(20)], "category": ["a", "b"] * 10}
+    )
+    with pytest.raises(CatalogError, match="distinct products"):
+        group_split(rows, DataConfig(), seed=0)

@@ -1,0 +1,178 @@
+"""Integration: the real ZenML training pipeline with real MLflow (SQLite) in an isolated home."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from kickvision.cli import main as cli_main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_config, demo_drop):
+    from pipelines.runner import run_training
+
+    return run_training(demo_drop, tiny_config)
+
+
+@pytest.fixture(scope="module")
+def tiny_config(request):
+    from kickvision.config import load_config
+    from tests.conftest import REPO, TINY_RUN
+
+    return load_config(REPO / "configs" / "demo.yaml", overrides=TINY_RUN)
+
+
+def test_training_pipeline_runs_end_to_end(first_run):
+    assert first_run.status == "completed"
+    assert set(first_run.step_status) == {
+        "ingest_catalog",
+        "validate_catalog",
+        "preprocess_catalog",
+        "train_model",
+        "evaluate_model",
+        "register_model",
+    }
+    assert 0 <= first_run.test_metrics["test_top1"] <= 1 and 0 <= first_run.test_metrics["test_macro_f1"] <= 1
+    assert first_run.registration["promoted"] and first_run.registration["version"] == "1"
+    assert "mlflow ui --backend-store-uri sqlite:///" in first_run.render()
+
+
+def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
+    mlflow.set_tracking_uri(first_run.tracking_uri)
+    client = mlflow.MlflowClient()
+    run = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.mlflow.runName = '{first_run.run_name}'", output_format="list"
+    )[0]
+    assert {"test_top1", "test_macro_f1", "train_loss", "val_macro_f1", "valid_rows"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 1
+    assert run.data.params["model.fusion"] == "concat"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/per_class.csv"} <= artifacts
+    version = client.get_model_version_by_alias("kickvision", "champion")
+    assert str(version.version) == "1" and version.tags["promotion_decision"] == "champion"
+    assert str(client.get_model_version_by_alias("kickvision", "challenger").version) == "1"
+
+
+def test_champion_loads_as_pyfunc_and_predicts(first_run, demo_drop):
+    mlflow.set_tracking_uri(first_run.tracking_uri)
+    rows = pd.read_csv(demo_drop / "catalog.csv").head(4)
+    frame = pd.DataFrame({"image": [str(demo_drop / p) for p in rows["image"]], "title": rows["title"]})
+    out = mlflow.pyfunc.load_model("models:/kickvision@champion").predict(frame)
+    assert list(out.columns) == ["category", "probability", "probabilities"]
+    assert len(out) == 4 and out["probability"].between(0, 1).all()
+
+
+def test_second_run_hits_cache_for_data_steps_and_gates_promotion(first_run, tiny_config, demo_drop):
+    from pipelines.runner import run_training
+
+    second = run_training(demo_drop, tiny_config)
+    for step in ("ingest_catalog", "validate_catalog", "preprocess_catalog"):
+        assert second.step_status[step] == "cached", step
+    assert second.step_status["train_model"] == "completed"
+    reg = second.registration
+    assert reg["version"] == "2" and reg["champion_version"] == "1"
+    client = mlflow.MlflowClient(first_run.tracking_uri)
+    champion = str(client.get_model_version_by_alias("kickvision", "champion").version)
+    assert champion == ("2" if reg["promoted"] else "1")
+    assert client.get_model_version("kickvision", "2").tags["promotion_reason"] == reg["reason"]
+
+
+def test_cli_predict_uses_the_champion(first_run, demo_drop, capsys, monkeypatch):
+    image = demo_drop / pd.read_csv(demo_drop / "catalog.csv").at[0, "image"]
+    assert cli_main(["predict", "--image", str(image), "--title", "Stride Women Black Shoes"]) == 0
+    out = capsys.readouterr().out
+    assert "models:/kickvision@champion" in out
+
+
+def test_cli_reports_an_unusable_drop_in_one_line(first_run, demo_drop, tmp_path, capsys):
+    drop = shutil.copytree(demo_drop, tmp_path / "broken")
+    pd.read_csv(drop / "catalog.csv").drop(columns=["title"]).to_csv(drop / "catalog.csv", index=False)
+    config = tmp_path / "tiny.yaml"
+    import yaml
+
+    from kickvision.config import deep_merge
+    from tests.conftest import REPO, TINY_RUN
+
+    config.write_text(yaml.safe_dump(deep_merge(yaml.safe_load((REPO / "configs/demo.yaml").read_text()), TINY_RUN)))
+    assert cli_main(["train", "--catalog", str(drop), "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert "error: catalog drop 'broken' is unusable" in captured.err
+    assert "no 'title' column" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+    client = mlflow.MlflowClient(first_run.tracking_uri)
+    assert str(client.get_model_version_by_alias("kickvision", "champion").version) in ("1", "2")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_models_serve_answers_over_http(first_run, demo_drop):
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    # mlflow starts uvicorn by name, so the venv's bin must be on PATH (as in an activated venv)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": first_run.tracking_uri,
+        "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    server = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "models",
+            "serve",
+            "-m",
+            "models:/kickvision@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(server.stdout.read().decode()[-3000:])
+                time.sleep(1)
+        rows = pd.read_csv(demo_drop / "catalog.csv").head(2)
+        payload = {
+            "dataframe_split": {
+                "columns": ["image", "title"],
+                "data": [[str(demo_drop / p), t] for p, t in zip(rows["image"], rows["title"], strict=True)],
+            }
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        predictions = answer["predictions"]
+        assert len(predictions) == 2 and {"category", "probability", "probabilities"} <= set(predictions[0])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,36 @@
+"""Smoke test on ~300 real products of ../shared/data/fashion-footwear (read in place, never copied)."""
+
+import pytest
+
+from kickvision.catalog import read_catalog
+from kickvision.data import prepare_catalog
+from kickvision.evaluation import evaluate_bundle
+from kickvision.model import build_tokenizer
+from kickvision.training import fit
+from kickvision.validation import quarantine_bad_rows
+from tests.conftest import REAL_DATA
+
+pytestmark = [
+    pytest.mark.realdata,
+    pytest.mark.skipif(not (REAL_DATA / "catalog.csv").is_file(), reason=f"real data not present at {REAL_DATA}"),
+]
+
+
+def test_real_catalog_validates_trains_and_evaluates(tiny_config):
+    catalog = read_catalog(REAL_DATA)
+    assert len(catalog.rows) == 7882
+    # ~300 rows, every class represented, so the smoke run stays fast
+    picked = catalog.rows.groupby("category").sample(n=40, random_state=0)
+    catalog.rows = picked.reset_index(drop=True)
+    result = quarantine_bad_rows(catalog, tiny_config.validate_)
+    assert result.good_rows >= 0.95 * len(picked), result.summary()
+
+    model_cfg = tiny_config.model
+    tokenizer = build_tokenizer(model_cfg.text_encoder)
+    data = prepare_catalog(result.catalog, tokenizer, model_cfg.image_size, tiny_config.data, seed=0)
+    assert len(data.classes) == 8 and data.images.shape[1:] == (32, 32, 3)
+    train_cfg = tiny_config.train.model_copy(update={"epochs": 1})
+    fitted = fit(data, model_cfg, train_cfg, tokenizer, tiny_config.data.max_title_tokens, progress=False)
+    report = evaluate_bundle(fitted.bundle, data)
+    assert 0 <= report.metrics["test_top1"] <= 1
+    assert report.confusion.sum() == len(data.indices("test"))
