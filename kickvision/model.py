@@ -135,19 +135,13 @@ class TextEncoder(nn.Module):
                 self.model = AutoModel.from_pretrained(source, local_files_only=True)
                 self.pretrained_loaded = True
             else:
+                # From scratch: the found config (if any) or spec.model_type, with size overrides.
                 base = AutoConfig.from_pretrained(source, local_files_only=True).to_dict() if source else {}
-                base.pop("model_type", None)
-                model_type = (
-                    AutoConfig.from_pretrained(source, local_files_only=True).model_type if source else spec.model_type
-                )
-                config = AutoConfig.for_model(model_type, **{**base, **spec.overrides})
-                self.model = AutoModel.from_config(config)
+                model_type = base.pop("model_type", spec.model_type)
+                self.model = AutoModel.from_config(AutoConfig.for_model(model_type, **{**base, **spec.overrides}))
                 self.pretrained_loaded = False
-                log.info(
-                    "text encoder %s: random init (%s)",
-                    spec.name,
-                    "pretrained: false" if spec.pretrained is False else "no offline weights",
-                )
+                why = "pretrained: false" if spec.pretrained is False else "no offline weights"
+                log.info("text encoder %s: random init (%s)", spec.name, why)
         self.out_dim = (
             self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
         )

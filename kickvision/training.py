@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from kickvision.bundle import ModelBundle
 from kickvision.config import ModelConfig, TrainConfig
-from kickvision.data import IMAGE_MEAN, IMAGE_STD, PreparedData, ShoeBatches
+from kickvision.data import PreparedData, ShoeBatches, images_to_tensor
 from kickvision.model import MultimodalShoeNet, build_model, count_parameters
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,8 @@ def seed_everything(seed: int) -> None:
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    batch["image"] = images_to_tensor_on_device(batch["image"])
+    batch["image"] = images_to_tensor(batch["image"])
     return batch
-
-
-def images_to_tensor_on_device(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC (already on device) -> normalised float NCHW, without a CPU round trip."""
-    x = images_uint8.permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -107,7 +99,7 @@ def predict_logits(
         images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
         present = torch.ones(len(idx), device=device)
         out = model(
-            images_to_tensor_on_device(images),
+            images_to_tensor(images),
             torch.from_numpy(data.input_ids[idx]).to(device),
             torch.from_numpy(data.attention_mask[idx]).to(device),
             image_present=present * use_image,

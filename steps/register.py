@@ -1,5 +1,6 @@
 """register: log the pyfunc, register a version (challenger), promote to champion only if better."""
 
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -24,8 +25,6 @@ def register_model(
         data: the prepared catalog; its test rows are the comparison data.
         registry: model name and promotion metric.
     """
-    from pathlib import Path
-
     root = Path(data.catalog_root)
     test = data.rows.iloc[data.indices("test")]
     test_rows = test.assign(image=[str(root / p) for p in test["image"]])[["image", "title", "category"]]

@@ -1,0 +1,85 @@
+"""Fused vs image-only vs text-only on the embedded demo catalog: does fusion win?
+
+Trains the demo config three times on the same split (same seed), changing only which branches
+exist, and reports test top-1 / macro-F1 side by side. Prints a table, writes JSON.
+
+    .venv/bin/python benchmarks/demo_modalities.py [--config demo] [--per-class 120] [--seeds 42]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from kickvision.catalog import read_catalog
+from kickvision.config import load_config
+from kickvision.data import prepare_catalog
+from kickvision.demo import write_demo_catalog
+from kickvision.evaluation import evaluate_bundle
+from kickvision.model import build_tokenizer
+from kickvision.training import fit
+from kickvision.validation import quarantine_bad_rows
+
+VARIANTS = {
+    "fused (ResNet18 + ViT + DistilBERT)": {},
+    "image only (ResNet18 + ViT)": {"text_encoder": None},
+    "text only (DistilBERT)": {"image_encoders": []},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="demo")
+    parser.add_argument("--per-class", type=int, default=120)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "demo_modalities.json"))
+    args = parser.parse_args()
+
+    cfg = load_config(args.config)
+    with tempfile.TemporaryDirectory() as tmp:
+        drop = write_demo_catalog(Path(tmp) / "demo", n_per_class=args.per_class)
+        catalog = quarantine_bad_rows(read_catalog(drop), cfg.validate_).catalog
+        tokenizer = build_tokenizer(cfg.model.text_encoder)
+        data = prepare_catalog(catalog, tokenizer, cfg.model.image_size, cfg.data, cfg.seed)
+
+    results = []
+    for seed in args.seeds:
+        for name, change in VARIANTS.items():
+            model_cfg = cfg.model.model_copy(update=change)
+            started = time.perf_counter()
+            fitted = fit(data, model_cfg, cfg.train, tokenizer, cfg.data.max_title_tokens, seed=seed, progress=False)
+            report = evaluate_bundle(fitted.bundle, data)
+            results.append(
+                {
+                    "variant": name,
+                    "seed": seed,
+                    "test_top1": report.metrics["test_top1"],
+                    "test_macro_f1": report.metrics["test_macro_f1"],
+                    "train_seconds": time.perf_counter() - started,
+                    "best_epoch": fitted.best_epoch,
+                }
+            )
+            print(f"done: {name} seed {seed}: top-1 {report.metrics['test_top1']:.4f}", flush=True)
+
+    print(f"\nDemo catalog: {len(data.rows)} products, {len(data.classes)} classes, split {data.split_counts()}")
+    print(f"{'variant':<38} {'seed':>4} {'top-1':>7} {'macro-F1':>9} {'train s':>8}")
+    for r in results:
+        print(
+            f"{r['variant']:<38} {r['seed']:>4} {r['test_top1']:>7.4f} "
+            f"{r['test_macro_f1']:>9.4f} {r['train_seconds']:>8.1f}"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(
+        json.dumps(
+            {"config": args.config, "per_class": args.per_class, "split": data.split_counts(), "results": results},
+            indent=2,
+        )
+    )
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
