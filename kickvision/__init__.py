@@ -14,6 +14,7 @@ for _name, _value in {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "ZENML_ANALYTICS_OPT_IN": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # keeps pipeline logs readable
 }.items():
     os.environ.setdefault(_name, _value)
 
