@@ -17,7 +17,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import kickvision  # noqa: E402,F401  (applies the offline defaults)
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = REPO.parent / "shared" / "data" / "fashion-footwear"
+# The real catalog is read in place, never copied: ../shared beside the checkout, or where
+# KICKVISION_REAL_DATA points (for clones that live elsewhere).
+REAL_DATA = Path(os.environ.get("KICKVISION_REAL_DATA", REPO.parent / "shared" / "data" / "fashion-footwear"))
 
 # A MultimodalShoeNet small enough to train in seconds: every branch present, every size tiny.
 TINY_MODEL = {
