@@ -1,7 +1,8 @@
 """The model bundle: one folder that the pipeline, the CLI and the MLflow pyfunc all load alike.
 
 Layout (after transformers' save_pretrained): `kickvision_model.json` (architecture spec, label
-map, input settings, provenance), `model.safetensors` (weights), `tokenizer/` (tokenizer files).
+map, input settings, provenance), `model.safetensors` (weights), `tokenizer/` (tokenizer files),
+`index/` (catalog embeddings for recommendations).
 Loading rebuilds the architecture from the JSON spec and reads tensors with safetensors: nothing
 is ever unpickled.
 """
@@ -17,10 +18,12 @@ from safetensors.torch import load_file, save_file
 
 from kickvision.config import ModelConfig
 from kickvision.model import MultimodalShoeNet
+from kickvision.recommend import EmbeddingIndex
 
 SPEC_FILE = "kickvision_model.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
+INDEX_DIR = "index"
 FORMAT_VERSION = 1
 
 
@@ -33,6 +36,7 @@ class ModelBundle:
     classes: list[str]
     max_title_tokens: int
     info: dict[str, Any] = field(default_factory=dict)  # provenance: catalog hash, history, ...
+    index: EmbeddingIndex | None = None  # the catalog's embeddings, for recommendations
 
     @property
     def model_config(self) -> ModelConfig:
@@ -54,6 +58,8 @@ def save_bundle(bundle: ModelBundle, folder: str | Path) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in bundle.model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE))
     bundle.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+    if bundle.index is not None:
+        bundle.index.save(folder / INDEX_DIR)
     return folder
 
 
@@ -69,4 +75,5 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR))
-    return ModelBundle(model, tokenizer, spec["classes"], spec["max_title_tokens"], spec.get("info", {}))
+    index = EmbeddingIndex.load(folder / INDEX_DIR) if (folder / INDEX_DIR).is_dir() else None
+    return ModelBundle(model, tokenizer, spec["classes"], spec["max_title_tokens"], spec.get("info", {}), index)

@@ -1,4 +1,4 @@
-"""The `kickvision` command: demo, train, validate, predict, ui.
+"""The `kickvision` command: demo, train, validate, predict, recommend, ui.
 
 Data and configuration problems print one line (`error: ...`) and exit 2; no traceback.
 """
@@ -88,6 +88,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from kickvision.inference import ShoePredictor, decode_image_field
+    from kickvision.recommend import contact_sheet
+    from kickvision.registry import champion_uri, load_registered_bundle
+    from pipelines.stack import ensure_stack, tracking_uri
+
+    ensure_stack("local")
+    mlflow.set_tracking_uri(tracking_uri())
+    uri = args.model_uri or champion_uri(args.model_name)
+    bundle = load_registered_bundle(uri)
+    if bundle.index is None:
+        raise KickvisionError(f"{uri} carries no recommendation index; retrain it with this version")
+    index = bundle.index
+    if args.product_id:
+        hits = index.items.index[index.items["product_id"] == args.product_id]
+        if len(hits) == 0:
+            raise KickvisionError(f"product id '{args.product_id}' is not in the catalog of {uri}")
+        query = index.embeddings[hits[:1]].float()
+        found = index.results(query, args.k, exclude_ids=[args.product_id])[0]
+        item = index.items.iloc[hits[0]]
+        query_cell = (item["image"] if Path(item["image"]).is_file() else None, item["category"])
+        print(f"query: {item['product_id']}  {item['title']}  [{item['category']}]")
+    else:
+        if args.image and not Path(args.image).is_file():
+            raise KickvisionError(f"image not found: {args.image}")
+        predictor = ShoePredictor(bundle)
+        image = decode_image_field(str(Path(args.image).resolve())) if args.image else None
+        _, embedding = predictor.forward([image], [args.title])
+        found = index.results(embedding, args.k)[0]
+        query_cell = (image, args.title or "")
+    print(f"top {len(found)} similar products ({uri}):")
+    for rank, row in enumerate(found.itertuples(), start=1):
+        print(f"{rank:>3}. {row.score:.3f}  {row.product_id}  {row.title}  [{row.category}]")
+    if args.sheet:
+        contact_sheet([query_cell], [found], args.sheet)
+        print(f"contact sheet: {args.sheet}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -138,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
     predict.set_defaults(func=cmd_predict)
 
+    recommend = sub.add_parser("recommend", help="similar catalog products, from the champion's index")
+    recommend.add_argument("--product-id", help="a product of the indexed catalog")
+    recommend.add_argument("--image", help="a product photo (with or without --title)")
+    recommend.add_argument("--title", help="a product title (with or without --image)")
+    recommend.add_argument("-k", type=int, default=5, help="how many products (default 5)")
+    recommend.add_argument("--sheet", help="also write a contact sheet PNG (query + results)")
+    recommend.add_argument("--model-name", default="kickvision")
+    recommend.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
+    recommend.set_defaults(func=cmd_recommend)
+
     ui = sub.add_parser("ui", help="start the MLflow UI on the active stack's tracking store (loopback)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
@@ -152,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MPLCONFIGDIR", str(Path(os.environ["ZENML_CONFIG_PATH"]).parent / "matplotlib"))
     # Only the level: ZenML installs its own console handler when a pipeline runs.
     logging.getLogger("kickvision").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if args.command == "predict" and not (args.image or args.title):
-        print("error: give --image, --title or both", file=sys.stderr)
+    if args.command in ("predict", "recommend") and not (args.image or args.title or getattr(args, "product_id", None)):
+        hint = "--product-id, or " if args.command == "recommend" else ""
+        print(f"error: give {hint}--image, --title or both", file=sys.stderr)
         return 2
     try:
         return args.func(args)

@@ -84,6 +84,8 @@ class TrainConfig(_Section):
     encoder_lr: float | None = None  # lower LR for pretrained encoders; None = same as lr
     weight_decay: float = 0.05
     label_smoothing: float = 0.05
+    contrastive_weight: float = Field(0.2, ge=0, description="supervised contrastive loss on the embedding head")
+    contrastive_temperature: float = Field(0.1, gt=0)
     balanced_sampling: bool = False
     patience: int = Field(3, ge=1, description="early stopping on validation macro-F1")
     augment: bool = True
@@ -96,6 +98,7 @@ class RegisterConfig(_Section):
     """MLflow registry settings of the register step."""
 
     model_name: str = "kickvision"
+    recommendations: int = Field(5, ge=1, description="similar products the served model returns")
     promotion_metric: Literal["top1", "macro_f1"] = "top1"
 
 

@@ -1,4 +1,4 @@
-"""Test-split evaluation: top-1, macro-F1, per-class table, confusion matrix."""
+"""Test-split evaluation: top-1, macro-F1, per-class table, confusion matrix, retrieval precision."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from kickvision.bundle import ModelBundle
 from kickvision.data import PreparedData
+from kickvision.recommend import contact_sheet, make_index, retrieval_scores
 from kickvision.training import classification_scores, predict_logits
 
 
@@ -29,7 +31,7 @@ def evaluate_bundle(bundle: ModelBundle, data: PreparedData, split: str = "test"
     """Score `bundle` on `split` of `data`, plus the same model with only one modality present."""
     indices = data.indices(split)
     labels = data.labels()[indices]
-    logits, _ = predict_logits(bundle.model, data, indices)
+    logits, embeddings = predict_logits(bundle.model, data, indices)
     predictions = logits.argmax(1)
     scores = classification_scores(labels, predictions)
     metrics = {f"{split}_{k}": v for k, v in scores.items()}
@@ -39,6 +41,12 @@ def evaluate_bundle(bundle: ModelBundle, data: PreparedData, split: str = "test"
             masked, _ = predict_logits(bundle.model, data, indices, **hide)
             for k, v in classification_scores(labels, masked.argmax(1)).items():
                 metrics[f"{split}_{k}_{name}"] = v
+    # Retrieval: the split's products as queries against the training catalog as gallery.
+    train_idx = data.indices("train")
+    _, train_embeddings = predict_logits(bundle.model, data, train_idx)
+    gallery = make_index(train_embeddings, data.rows.iloc[train_idx], dtype=torch.float32)
+    for k, v in retrieval_scores(embeddings, data.rows.iloc[indices], gallery).items():
+        metrics[f"{split}_{k}"] = v
     n = len(data.classes)
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=range(n), zero_division=0
@@ -85,3 +93,17 @@ def plot_confusion(report: EvaluationReport, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def retrieval_contact_sheet(bundle: ModelBundle, data: PreparedData, path: str | Path, queries: int = 6, k: int = 5):
+    """Contact sheet of a few test products and their nearest training-catalog products."""
+    test_idx = data.indices("test")[:queries]
+    train_idx = data.indices("train")
+    _, query_emb = predict_logits(bundle.model, data, test_idx)
+    _, train_emb = predict_logits(bundle.model, data, train_idx)
+    root = Path(data.catalog_root)
+    train_rows = data.rows.iloc[train_idx]
+    gallery = make_index(train_emb, train_rows.assign(image=[str(root / p) for p in train_rows["image"]]))
+    rows = data.rows.iloc[test_idx]
+    query_cells = [(root / p, c) for p, c in zip(rows["image"], rows["category"], strict=True)]
+    return contact_sheet(query_cells, gallery.results(query_emb, k), path)

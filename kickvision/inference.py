@@ -62,7 +62,12 @@ class ShoePredictor:
     @torch.no_grad()
     def probabilities(self, images: list[Image.Image | None], titles: list[str | None]) -> np.ndarray:
         """Class probabilities [N, C] for raw products."""
-        out = []
+        return self.forward(images, titles)[0]
+
+    @torch.no_grad()
+    def forward(self, images: list[Image.Image | None], titles: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities [N, C], unit-norm embeddings [N, D]) for raw products."""
+        out, embeddings = [], []
         for start in range(0, len(titles), self.batch_size):
             batch_images = images[start : start + self.batch_size]
             batch_titles = titles[start : start + self.batch_size]
@@ -79,10 +84,13 @@ class ShoePredictor:
                 text_present=torch.from_numpy(text_present),
             )
             out.append(result.logits.float().softmax(1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.bundle.classes)), np.float32)
+            embeddings.append(result.embedding.float().numpy())
+        if not out:
+            return np.zeros((0, len(self.bundle.classes)), np.float32), np.zeros((0, 1), np.float32)
+        return np.concatenate(out), np.concatenate(embeddings)
 
-    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """`frame` has `image` and/or `title` columns; returns category, probability, probabilities."""
+    def read_frame(self, frame: pd.DataFrame) -> tuple[list[Image.Image | None], list[str | None]]:
+        """Decoded images and titles of a frame with `image` and/or `title` columns."""
         if "image" not in frame and "title" not in frame:
             raise ValueError("input needs an 'image' column, a 'title' column, or both")
         n = len(frame)
@@ -91,13 +99,25 @@ class ShoePredictor:
             None if t is None or (isinstance(t, float) and np.isnan(t)) else str(t)
             for t in (frame["title"] if "title" in frame else [None] * n)
         ]
-        probs = self.probabilities(images, titles)
+        return images, titles
+
+    def predict_frame(self, frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+        """`frame` has `image` and/or `title` columns; returns category, probability, probabilities
+        and, when the bundle carries an index, the k most similar catalog products."""
+        images, titles = self.read_frame(frame)
+        probs, embeddings = self.forward(images, titles)
         classes = self.bundle.classes
-        best = probs.argmax(1) if n else np.zeros(0, int)
-        return pd.DataFrame(
+        best = probs.argmax(1) if len(probs) else np.zeros(0, int)
+        result = pd.DataFrame(
             {
                 "category": [classes[i] for i in best],
                 "probability": [float(probs[r, i]) for r, i in enumerate(best)],
                 "probabilities": [{c: float(p) for c, p in zip(classes, row, strict=True)} for row in probs],
             }
         )
+        if self.bundle.index is not None and len(frame):
+            indices, scores = self.bundle.index.search(embeddings, k)
+            ids = self.bundle.index.items["product_id"].to_numpy()
+            result["similar_product_ids"] = [[str(ids[i]) for i in row] for row in indices]
+            result["similar_scores"] = [[float(s) for s in row] for row in scores]
+        return result

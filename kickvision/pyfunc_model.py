@@ -2,7 +2,8 @@
 
 `mlflow.pyfunc.load_model("models:/kickvision@champion").predict(df)` takes a DataFrame with an
 `image` column (file path or base64 image bytes) and a `title` column (either may be empty) and
-returns `category`, `probability` and `probabilities` (class -> probability).
+returns `category`, `probability`, `probabilities` (class -> probability) and, best first, the `k`
+most similar catalog products: `similar_product_ids` and `similar_scores` (params={"k": 10}).
 """
 
 import mlflow
@@ -17,8 +18,8 @@ class KickvisionModel(PythonModel):
 
         self.predictor = ShoePredictor(load_bundle(context.artifacts["bundle"]))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.predictor.predict_frame(pd.DataFrame(model_input))
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return self.predictor.predict_frame(pd.DataFrame(model_input), k=int((params or {}).get("k", 5)))
 
 
 mlflow.models.set_model(KickvisionModel())

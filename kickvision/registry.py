@@ -77,7 +77,7 @@ def image_to_base64(path: str | Path) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def log_pyfunc(bundle: ModelBundle, example: pd.DataFrame, name: str = "model"):
+def log_pyfunc(bundle: ModelBundle, example: pd.DataFrame, name: str = "model", k: int = 5):
     """Log the bundle as a models-from-code pyfunc in the active run; returns MLflow's ModelInfo."""
     from mlflow.models import infer_signature
 
@@ -85,8 +85,8 @@ def log_pyfunc(bundle: ModelBundle, example: pd.DataFrame, name: str = "model"):
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
-        output = ShoePredictor(bundle).predict_frame(example)
-        signature = infer_signature(example, output)
+        output = ShoePredictor(bundle).predict_frame(example, k=k)
+        signature = infer_signature(example, output, params={"k": k})
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_FILE),
@@ -174,3 +174,12 @@ def champion_uri(model_name: str = "kickvision", client: MlflowClient | None = N
             f"{mlflow.get_tracking_uri()}; train one first (kickvision demo / kickvision train)"
         )
     return f"models:/{model_name}@{CHAMPION}"
+
+
+def load_registered_bundle(model_uri: str) -> ModelBundle:
+    """The ModelBundle inside a registered pyfunc (e.g. models:/kickvision@champion)."""
+    from kickvision.bundle import load_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        return load_bundle(Path(local) / "artifacts" / "bundle")

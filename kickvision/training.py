@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from kickvision.bundle import ModelBundle
 from kickvision.config import ModelConfig, TrainConfig
 from kickvision.data import PreparedData, ShoeBatches, images_to_tensor
 from kickvision.model import MultimodalShoeNet, build_model, count_parameters
+from kickvision.recommend import EmbeddingIndex, make_index
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,25 @@ def predict_logits(
     return torch.cat(logits).numpy(), torch.cat(embeddings).numpy()
 
 
+def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SupCon (Khosla et al. 2020) on L2-normalised embeddings: same-class products attract.
+
+    Anchors without a same-class partner in the batch are skipped.
+    """
+    n = embeddings.shape[0]
+    logits = embeddings.float() @ embeddings.float().T / temperature
+    self_mask = torch.eye(n, dtype=torch.bool, device=embeddings.device)
+    logits = logits.masked_fill(self_mask, -1e9)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    n_pos = positives.sum(1)
+    has_pos = n_pos > 0
+    if not has_pos.any():
+        return embeddings.sum() * 0
+    mean_log_prob = (log_prob * positives).sum(1)[has_pos] / n_pos[has_pos]
+    return -mean_log_prob.mean()
+
+
 def classification_scores(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     return {
         "top1": float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
@@ -164,6 +185,10 @@ def fit(
             with _autocast(device, cfg.amp):
                 out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
                 loss = F.cross_entropy(out.logits.float(), batch["label"], label_smoothing=cfg.label_smoothing)
+                if cfg.contrastive_weight > 0:
+                    loss = loss + cfg.contrastive_weight * supervised_contrastive_loss(
+                        out.embedding, batch["label"], cfg.contrastive_temperature
+                    )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -213,3 +238,11 @@ def fit(
     }
     bundle = ModelBundle(model, tokenizer, list(data.classes), max_title_tokens, info)
     return FitResult(bundle, history, best_epoch)
+
+
+def index_catalog(bundle: ModelBundle, data: PreparedData) -> EmbeddingIndex:
+    """Embed every product of the prepared catalog (all splits) into a recommendation index."""
+    _, embeddings = predict_logits(bundle.model, data, np.arange(len(data.rows)))
+    root = Path(data.catalog_root)
+    rows = data.rows.assign(image=[str(root / p) for p in data.rows["image"]])
+    return make_index(embeddings, rows)

@@ -29,7 +29,7 @@ def register_model(
     test = data.rows.iloc[data.indices("test")]
     test_rows = test.assign(image=[str(root / p) for p in test["image"]])[["image", "title", "category"]]
     example = test_rows.head(2)[["title"]].assign(image=[image_to_base64(p) for p in test_rows["image"].head(2)])
-    info = log_pyfunc(bundle, example[["image", "title"]])
+    info = log_pyfunc(bundle, example[["image", "title"]], k=registry.recommendations)
     decision = register_and_promote(info.model_uri, registry.model_name, test_rows, registry.promotion_metric)
     mlflow.set_tags(
         {

@@ -8,7 +8,7 @@ from kickvision.config import DataConfig, ModelConfig, TrainConfig
 from kickvision.data import PreparedData
 from kickvision.model import build_tokenizer
 from kickvision.tracking import flatten_params
-from kickvision.training import fit
+from kickvision.training import fit, index_catalog
 from materializers import ModelBundleMaterializer
 
 
@@ -46,7 +46,14 @@ def train_model(
         seed=seed,
         on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
     )
+    result.bundle.index = index_catalog(result.bundle, data)  # recommendations ship with the model
     info = result.bundle.info
     mlflow.log_params({f"pretrained_{k}": v for k, v in info["pretrained"].items()})
-    mlflow.log_metrics({"best_epoch": info["best_epoch"], "model_parameters": info["parameters"]})
+    mlflow.log_metrics(
+        {
+            "best_epoch": info["best_epoch"],
+            "model_parameters": info["parameters"],
+            "index_products": len(result.bundle.index),
+        }
+    )
     return result.bundle

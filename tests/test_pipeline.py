@@ -56,10 +56,15 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
         search_all_experiments=True, filter_string=f"tags.mlflow.runName = '{first_run.run_name}'", output_format="list"
     )[0]
     assert {"test_top1", "test_macro_f1", "train_loss", "val_macro_f1", "valid_rows"} <= set(run.data.metrics)
+    assert {"test_p_at_1", "test_p_at_5", "test_map", "test_colour_p_at_5"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 1
     assert run.data.params["model.fusion"] == "concat"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert {"evaluation/confusion_matrix.png", "evaluation/per_class.csv"} <= artifacts
+    assert {
+        "evaluation/confusion_matrix.png",
+        "evaluation/per_class.csv",
+        "evaluation/recommendations.png",
+    } <= artifacts
     version = client.get_model_version_by_alias("kickvision", "champion")
     assert str(version.version) == "1" and version.tags["promotion_decision"] == "champion"
     assert str(client.get_model_version_by_alias("kickvision", "challenger").version) == "1"
@@ -69,9 +74,17 @@ def test_champion_loads_as_pyfunc_and_predicts(first_run, demo_drop):
     mlflow.set_tracking_uri(first_run.tracking_uri)
     rows = pd.read_csv(demo_drop / "catalog.csv").head(4)
     frame = pd.DataFrame({"image": [str(demo_drop / p) for p in rows["image"]], "title": rows["title"]})
-    out = mlflow.pyfunc.load_model("models:/kickvision@champion").predict(frame)
-    assert list(out.columns) == ["category", "probability", "probabilities"]
+    model = mlflow.pyfunc.load_model("models:/kickvision@champion")
+    out = model.predict(frame)
+    assert list(out.columns) == ["category", "probability", "probabilities", "similar_product_ids", "similar_scores"]
     assert len(out) == 4 and out["probability"].between(0, 1).all()
+    catalog_ids = set(pd.read_csv(demo_drop / "catalog.csv", dtype=str)["product_id"])
+    for ids, scores in zip(out["similar_product_ids"], out["similar_scores"], strict=True):
+        assert len(ids) == 5 and set(ids) <= catalog_ids
+        assert list(scores) == sorted(scores, reverse=True)
+    # the product itself is in the index, so it is its own best match
+    assert [ids[0] for ids in out["similar_product_ids"]] == rows["product_id"].astype(str).tolist()
+    assert len(model.predict(frame, params={"k": 3})["similar_product_ids"][0]) == 3
 
 
 def test_second_run_hits_cache_for_data_steps_and_gates_promotion(first_run, tiny_config, demo_drop):
@@ -94,6 +107,23 @@ def test_cli_predict_uses_the_champion(first_run, demo_drop, capsys, monkeypatch
     assert cli_main(["predict", "--image", str(image), "--title", "Stride Women Black Shoes"]) == 0
     out = capsys.readouterr().out
     assert "models:/kickvision@champion" in out
+
+
+def test_cli_recommend_by_id_and_by_photo_and_title(first_run, demo_drop, capsys, tmp_path):
+    rows = pd.read_csv(demo_drop / "catalog.csv", dtype=str)
+    assert (
+        cli_main(["recommend", "--product-id", rows.at[0, "product_id"], "-k", "4", "--sheet", str(tmp_path / "s.png")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if line.strip()[:2] in ("1.", "2.", "3.", "4.")]
+    assert len(listed) == 4 and rows.at[0, "product_id"] not in "".join(listed)
+    assert (tmp_path / "s.png").stat().st_size > 0
+    image = demo_drop / rows.at[1, "image"]
+    assert cli_main(["recommend", "--image", str(image), "--title", rows.at[1, "title"], "-k", "3"]) == 0
+    assert rows.at[1, "product_id"] in capsys.readouterr().out
+    assert cli_main(["recommend", "--product-id", "no-such-id"]) == 2
+    assert "not in the catalog" in capsys.readouterr().err
 
 
 def test_cli_reports_an_unusable_drop_in_one_line(first_run, demo_drop, tmp_path, capsys):
@@ -173,6 +203,7 @@ def test_mlflow_models_serve_answers_over_http(first_run, demo_drop):
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
         predictions = answer["predictions"]
         assert len(predictions) == 2 and {"category", "probability", "probabilities"} <= set(predictions[0])
+        assert len(predictions[0]["similar_product_ids"]) == 5
     finally:
         server.terminate()
         server.wait(timeout=30)
