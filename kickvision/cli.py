@@ -1,4 +1,4 @@
-"""The `kickvision` command: demo, train, validate, predict, recommend, ui.
+"""The `kickvision` command: demo, train, validate, predict, recommend, explain, ui.
 
 Data and configuration problems print one line (`error: ...`) and exit 2; no traceback.
 """
@@ -129,6 +129,36 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from kickvision.explain import explain_product, plot_explanation
+    from kickvision.inference import decode_image_field
+    from kickvision.registry import champion_uri, load_registered_bundle
+    from pipelines.stack import ensure_stack, tracking_uri
+
+    if args.image and not Path(args.image).is_file():
+        raise KickvisionError(f"image not found: {args.image}")
+    ensure_stack("local")
+    mlflow.set_tracking_uri(tracking_uri())
+    uri = args.model_uri or champion_uri(args.model_name)
+    bundle = load_registered_bundle(uri)
+    if args.target and args.target not in bundle.classes:
+        raise KickvisionError(f"--target '{args.target}' is not a class of {uri}: {', '.join(bundle.classes)}")
+    image = decode_image_field(str(Path(args.image).resolve())) if args.image else None
+    explanation = explain_product(bundle, image, args.title, args.target)
+    plot_explanation(explanation, args.out)
+    top = sorted(explanation.probabilities.items(), key=lambda kv: -kv[1])[:3]
+    print(f"target {explanation.target}; top-3: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+    if explanation.words:
+        print(
+            "title words (drop in target probability when hidden): "
+            + ", ".join(f"{w} {v:+.3f}" for w, v in explanation.words)
+        )
+    print(f"figure: {args.out}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -189,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
     recommend.set_defaults(func=cmd_recommend)
 
+    explain = sub.add_parser("explain", help="Grad-CAM++ on each image branch and title-word importance, as a PNG")
+    explain.add_argument("--image", help="product photo")
+    explain.add_argument("--title", help="product title")
+    explain.add_argument("--target", help="class to explain (default: the predicted one)")
+    explain.add_argument("--out", default="explanation.png", help="figure path (default explanation.png)")
+    explain.add_argument("--model-name", default="kickvision")
+    explain.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
+    explain.set_defaults(func=cmd_explain)
+
     ui = sub.add_parser("ui", help="start the MLflow UI on the active stack's tracking store (loopback)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
@@ -203,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MPLCONFIGDIR", str(Path(os.environ["ZENML_CONFIG_PATH"]).parent / "matplotlib"))
     # Only the level: ZenML installs its own console handler when a pipeline runs.
     logging.getLogger("kickvision").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if args.command in ("predict", "recommend") and not (args.image or args.title or getattr(args, "product_id", None)):
+    if args.command in ("predict", "recommend", "explain") and not (
+        args.image or args.title or getattr(args, "product_id", None)
+    ):
         hint = "--product-id, or " if args.command == "recommend" else ""
         print(f"error: give {hint}--image, --title or both", file=sys.stderr)
         return 2

@@ -87,7 +87,7 @@ def load_image_array(path, image_size: int, max_pixels: int = 40_000_000) -> np.
 def images_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 NHWC (numpy or a tensor on any device) -> normalised float NCHW on the same device."""
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
+        images = torch.from_numpy(np.require(images, requirements=["C", "W"]))  # copies read-only arrays
     x = images.permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)

@@ -7,6 +7,7 @@ from `forward` (the pooled vector fusion consumes), after timm's features/head s
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,22 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_head(self.forward_features(images), pre_logits=True)
+
+    def cam_target(self) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor] | None]:
+        """(the layer Grad-CAM++ hooks, a transform of its output to [B, C, H, W] or None)."""
+        backbone = self.backbone
+        if hasattr(backbone, "layer4"):  # ResNet family: the last residual block
+            return backbone.layer4[-1], None
+        if hasattr(backbone, "blocks") and hasattr(backbone, "patch_embed"):  # ViT: last block, prefix tokens dropped
+            rows, cols = backbone.patch_embed.grid_size
+            prefix = backbone.num_prefix_tokens
+
+            def tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
+                patches = tokens[:, prefix:, :]
+                return patches.reshape(patches.shape[0], rows, cols, patches.shape[2]).permute(0, 3, 1, 2)
+
+            return backbone.blocks[-1].norm1, tokens_to_map
+        raise NotImplementedError(f"no Grad-CAM++ target layer known for image encoder '{self.name}'")
 
 
 class TextEncoder(nn.Module):

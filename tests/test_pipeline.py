@@ -126,6 +126,23 @@ def test_cli_recommend_by_id_and_by_photo_and_title(first_run, demo_drop, capsys
     assert "not in the catalog" in capsys.readouterr().err
 
 
+def test_cli_explain_writes_a_figure(first_run, demo_drop, capsys, tmp_path):
+    rows = pd.read_csv(demo_drop / "catalog.csv", dtype=str)
+    out = tmp_path / "why.png"
+    args = [
+        "explain",
+        "--image",
+        str(demo_drop / rows.at[0, "image"]),
+        "--title",
+        rows.at[0, "title"],
+        "--out",
+        str(out),
+    ]
+    assert cli_main(args) == 0
+    assert out.stat().st_size > 0 and "top-3" in capsys.readouterr().out
+    assert cli_main([*args, "--target", "Not A Class"]) == 2
+
+
 def test_cli_reports_an_unusable_drop_in_one_line(first_run, demo_drop, tmp_path, capsys):
     drop = shutil.copytree(demo_drop, tmp_path / "broken")
     pd.read_csv(drop / "catalog.csv").drop(columns=["title"]).to_csv(drop / "catalog.csv", index=False)
