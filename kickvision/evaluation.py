@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from kickvision.bundle import ModelBundle
+from kickvision.calibration import expected_calibration_error, plot_reliability, softmax
 from kickvision.data import PreparedData
 from kickvision.recommend import contact_sheet, make_index, retrieval_scores
 from kickvision.training import classification_scores, predict_logits
@@ -35,6 +36,9 @@ def evaluate_bundle(bundle: ModelBundle, data: PreparedData, split: str = "test"
     predictions = logits.argmax(1)
     scores = classification_scores(labels, predictions)
     metrics = {f"{split}_{k}": v for k, v in scores.items()}
+    temperature = float(bundle.info.get("temperature", 1.0))
+    metrics[f"{split}_ece"] = expected_calibration_error(softmax(logits, temperature), labels)
+    metrics[f"{split}_ece_uncalibrated"] = expected_calibration_error(softmax(logits), labels)
     branches = {"image_input_only": dict(use_text=False), "text_input_only": dict(use_image=False)}
     if bundle.model.image_encoders and bundle.model.text_encoder is not None:
         for name, hide in branches.items():
@@ -107,3 +111,11 @@ def retrieval_contact_sheet(bundle: ModelBundle, data: PreparedData, path: str |
     rows = data.rows.iloc[test_idx]
     query_cells = [(root / p, c) for p, c in zip(rows["image"], rows["category"], strict=True)]
     return contact_sheet(query_cells, gallery.results(query_emb, k), path)
+
+
+def reliability_diagram(bundle: ModelBundle, data: PreparedData, path: str | Path, split: str = "test") -> Path:
+    """The calibrated model's reliability diagram on `split`."""
+    indices = data.indices(split)
+    logits, _ = predict_logits(bundle.model, data, indices)
+    probabilities = softmax(logits, float(bundle.info.get("temperature", 1.0)))
+    return plot_reliability(probabilities, data.labels()[indices], path)

@@ -45,6 +45,7 @@ class ShoePredictor:
         self.bundle = bundle
         self.batch_size = batch_size
         self.image_size = bundle.model_config.image_size
+        self.temperature = float(bundle.info.get("temperature", 1.0))  # fitted on validation, see calibration.py
         bundle.model.eval()
 
     def _pixels(self, images: list[Image.Image | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +84,7 @@ class ShoePredictor:
                 image_present=torch.from_numpy(image_present),
                 text_present=torch.from_numpy(text_present),
             )
-            out.append(result.logits.float().softmax(1).numpy())
+            out.append((result.logits.float() / self.temperature).softmax(1).numpy())
             embeddings.append(result.embedding.float().numpy())
         if not out:
             return np.zeros((0, len(self.bundle.classes)), np.float32), np.zeros((0, 1), np.float32)

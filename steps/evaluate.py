@@ -8,7 +8,13 @@ from zenml import step
 
 from kickvision.bundle import ModelBundle
 from kickvision.data import PreparedData
-from kickvision.evaluation import EvaluationReport, evaluate_bundle, plot_confusion, retrieval_contact_sheet
+from kickvision.evaluation import (
+    EvaluationReport,
+    evaluate_bundle,
+    plot_confusion,
+    reliability_diagram,
+    retrieval_contact_sheet,
+)
 from materializers import EvaluationReportMaterializer
 
 
@@ -25,6 +31,7 @@ def evaluate_model(bundle: ModelBundle, data: PreparedData) -> EvaluationReport:
     with tempfile.TemporaryDirectory() as tmp:
         report.per_class.to_csv(Path(tmp) / "per_class.csv", index=False)
         plot_confusion(report, Path(tmp) / "confusion_matrix.png")
+        reliability_diagram(bundle, data, Path(tmp) / "reliability.png")
         if bundle.index is not None:
             retrieval_contact_sheet(bundle, data, Path(tmp) / "recommendations.png")
         mlflow.log_artifacts(tmp, artifact_path="evaluation")

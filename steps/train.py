@@ -4,6 +4,7 @@ import mlflow
 from zenml import step
 
 from kickvision.bundle import ModelBundle
+from kickvision.calibration import calibrate_temperature
 from kickvision.config import DataConfig, ModelConfig, TrainConfig
 from kickvision.data import PreparedData
 from kickvision.model import build_tokenizer
@@ -47,6 +48,7 @@ def train_model(
         on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
     )
     result.bundle.index = index_catalog(result.bundle, data)  # recommendations ship with the model
+    mlflow.log_metrics(calibrate_temperature(result.bundle, data))  # temperature ships in bundle.info
     info = result.bundle.info
     mlflow.log_params({f"pretrained_{k}": v for k, v in info["pretrained"].items()})
     mlflow.log_metrics(

@@ -57,6 +57,7 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
     )[0]
     assert {"test_top1", "test_macro_f1", "train_loss", "val_macro_f1", "valid_rows"} <= set(run.data.metrics)
     assert {"test_p_at_1", "test_p_at_5", "test_map", "test_colour_p_at_5"} <= set(run.data.metrics)
+    assert {"test_ece", "test_ece_uncalibrated", "val_ece_calibrated", "temperature"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 1
     assert run.data.params["model.fusion"] == "concat"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
