@@ -4,12 +4,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.tracking import MlflowClient
 from zenml import step
 
 from kickvision.bundle import ModelBundle
 from kickvision.config import RegisterConfig
 from kickvision.data import PreparedData
 from kickvision.evaluation import EvaluationReport
+from kickvision.model_card import render_model_card
 from kickvision.registry import image_to_base64, log_pyfunc, register_and_promote
 
 
@@ -31,6 +33,11 @@ def register_model(
     example = test_rows.head(2)[["title"]].assign(image=[image_to_base64(p) for p in test_rows["image"].head(2)])
     info = log_pyfunc(bundle, example[["image", "title"]], k=registry.recommendations)
     decision = register_and_promote(info.model_uri, registry.model_name, test_rows, registry.promotion_metric)
+    card = render_model_card(
+        bundle, report, data, registry.model_name, decision.version, "champion" if decision.promoted else "challenger"
+    )
+    mlflow.log_text(card, "model_card.md")
+    MlflowClient().update_model_version(registry.model_name, decision.version, description=card)
     mlflow.set_tags(
         {
             "promotion_decision": "champion" if decision.promoted else "challenger",

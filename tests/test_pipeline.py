@@ -66,7 +66,11 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
         "evaluation/per_class.csv",
         "evaluation/recommendations.png",
     } <= artifacts
+    card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
+    assert f"| test_top1 | {run.data.metrics['test_top1']:.4f} |" in card
+    assert f"| test_macro_f1 | {run.data.metrics['test_macro_f1']:.4f} |" in card
     version = client.get_model_version_by_alias("kickvision", "champion")
+    assert version.description == card
     assert str(version.version) == "1" and version.tags["promotion_decision"] == "champion"
     assert str(client.get_model_version_by_alias("kickvision", "challenger").version) == "1"
 
