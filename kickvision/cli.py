@@ -68,18 +68,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _model_uri(args: argparse.Namespace) -> str:
+    """Check the --image argument, point MLflow at the active stack, and name the model to use."""
     import mlflow
-    import pandas as pd
 
     from kickvision.registry import champion_uri
     from pipelines.stack import ensure_stack, tracking_uri
 
-    if args.image and not Path(args.image).is_file():
+    if getattr(args, "image", None) and not Path(args.image).is_file():
         raise KickvisionError(f"image not found: {args.image}")
     ensure_stack("local")
     mlflow.set_tracking_uri(tracking_uri())
-    uri = args.model_uri or champion_uri(args.model_name)
+    return args.model_uri or champion_uri(args.model_name)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import mlflow
+    import pandas as pd
+
+    uri = _model_uri(args)
     frame = pd.DataFrame({"image": [str(Path(args.image).resolve()) if args.image else None], "title": [args.title]})
     result = mlflow.pyfunc.load_model(uri).predict(frame).iloc[0]
     print(f"{result['category']}  ({result['probability']:.3f})   model: {uri}")
@@ -89,16 +96,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    import mlflow
-
     from kickvision.inference import ShoePredictor, decode_image_field
     from kickvision.recommend import contact_sheet
-    from kickvision.registry import champion_uri, load_registered_bundle
-    from pipelines.stack import ensure_stack, tracking_uri
+    from kickvision.registry import load_registered_bundle
 
-    ensure_stack("local")
-    mlflow.set_tracking_uri(tracking_uri())
-    uri = args.model_uri or champion_uri(args.model_name)
+    uri = _model_uri(args)
     bundle = load_registered_bundle(uri)
     if bundle.index is None:
         raise KickvisionError(f"{uri} carries no recommendation index; retrain it with this version")
@@ -113,8 +115,6 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         query_cell = (item["image"] if Path(item["image"]).is_file() else None, item["category"])
         print(f"query: {item['product_id']}  {item['title']}  [{item['category']}]")
     else:
-        if args.image and not Path(args.image).is_file():
-            raise KickvisionError(f"image not found: {args.image}")
         predictor = ShoePredictor(bundle)
         image = decode_image_field(str(Path(args.image).resolve())) if args.image else None
         _, embedding = predictor.forward([image], [args.title])
@@ -130,18 +130,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    import mlflow
-
     from kickvision.explain import explain_product, plot_explanation
     from kickvision.inference import decode_image_field
-    from kickvision.registry import champion_uri, load_registered_bundle
-    from pipelines.stack import ensure_stack, tracking_uri
+    from kickvision.registry import load_registered_bundle
 
-    if args.image and not Path(args.image).is_file():
-        raise KickvisionError(f"image not found: {args.image}")
-    ensure_stack("local")
-    mlflow.set_tracking_uri(tracking_uri())
-    uri = args.model_uri or champion_uri(args.model_name)
+    uri = _model_uri(args)
     bundle = load_registered_bundle(uri)
     if args.target and args.target not in bundle.classes:
         raise KickvisionError(f"--target '{args.target}' is not a class of {uri}: {', '.join(bundle.classes)}")
