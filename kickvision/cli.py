@@ -1,4 +1,4 @@
-"""The `kickvision` command: demo, train, validate, predict, recommend, explain, ui.
+"""The `kickvision` command: demo, train, validate, import, predict, recommend, explain, ui.
 
 Data and configuration problems print one line (`error: ...`) and exit 2; no traceback.
 """
@@ -50,8 +50,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _train(str(out), args.config)
 
 
+def _catalog_dir(args: argparse.Namespace) -> str:
+    """The generic drop to use: --catalog itself, or its import when --format names another layout."""
+    from kickvision.importers import catalog_dir_for
+
+    workdir = Path(os.environ["ZENML_CONFIG_PATH"]).parent / "imports"
+    options = {"master_category": args.master_category, "label": args.label}
+    return str(catalog_dir_for(args.format, args.catalog, workdir, **options))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    return _train(args.catalog, args.config)
+    return _train(_catalog_dir(args), args.config)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from kickvision.importers import REJECTS_FILE, import_catalog
+
+    out = import_catalog(args.format, args.src, args.out, master_category=args.master_category, label=args.label)
+    rows = sum(1 for _ in (out / "catalog.csv").open()) - 1
+    print(f"wrote a generic drop with {rows} products to {out}")
+    if (out / REJECTS_FILE).is_file():
+        print(f"lines that could not be parsed, with reasons: {out / REJECTS_FILE}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -60,7 +80,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from kickvision.validation import quarantine_bad_rows
 
     cfg = load_config(args.config).validate_
-    result = quarantine_bad_rows(read_catalog(args.catalog), cfg)
+    result = quarantine_bad_rows(read_catalog(_catalog_dir(args)), cfg)
     print(result.summary())
     if args.report:
         result.quarantine.to_csv(args.report, index=False)
@@ -174,6 +194,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kickvision.importers import FORMATS
+
     parser = argparse.ArgumentParser(prog="kickvision", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,16 +206,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-class", type=int, default=120, help="demo products per category")
     demo.set_defaults(func=cmd_demo)
 
+    def catalog_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--catalog", required=True, help="drop folder (generic: catalog.csv and images)")
+        p.add_argument("--format", default="generic", choices=FORMATS, help="catalog layout (default generic)")
+        p.add_argument("--master-category", help="fashion-product: keep only this masterCategory")
+        p.add_argument("--label", default="Category", help="ut-zappos: Category or SubCategory")
+
     train = sub.add_parser("train", help="run the training pipeline on a catalog drop")
-    train.add_argument("--catalog", required=True, help="drop folder with catalog.csv and images")
+    catalog_args(train)
     train.add_argument("--config", default="demo", help="run config file or name in configs/")
     train.set_defaults(func=cmd_train)
 
     validate = sub.add_parser("validate", help="check a catalog drop and report bad rows (trains nothing)")
-    validate.add_argument("--catalog", required=True)
+    catalog_args(validate)
     validate.add_argument("--config", default="demo")
     validate.add_argument("--report", help="write quarantined rows with reasons to this CSV")
     validate.set_defaults(func=cmd_validate)
+
+    importer = sub.add_parser("import", help="convert another catalog layout into a generic drop")
+    importer.add_argument("--format", required=True, choices=FORMATS)
+    importer.add_argument("--src", required=True, help="the catalog in its own layout")
+    importer.add_argument("--out", required=True, help="folder for the generic drop")
+    importer.add_argument("--master-category", help="fashion-product: keep only this masterCategory")
+    importer.add_argument("--label", default="Category", help="ut-zappos: Category or SubCategory")
+    importer.set_defaults(func=cmd_import)
 
     predict = sub.add_parser("predict", help="classify one product with the champion model")
     predict.add_argument("--image", help="product photo")
