@@ -4,7 +4,7 @@ from kickvision.config import load_config
 from kickvision.errors import ConfigError
 
 
-@pytest.mark.parametrize("name", ["demo", "fashion"])
+@pytest.mark.parametrize("name", ["demo", "fashion", "gpu"])
 def test_shipped_configs_load(name):
     assert load_config(name).name == name
 
