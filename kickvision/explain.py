@@ -183,3 +183,43 @@ def plot_explanation(explanation: Explanation, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def explanation_gallery(bundle: ModelBundle, data, split: str = "test", per_class: int = 1) -> str:
+    """A self-contained HTML page: per class, up to `per_class` correct and wrong products of `split`,
+    each with its Grad-CAM++ overlays and highlighted title (figures inlined as base64 PNG)."""
+    import base64
+    import html
+    import tempfile
+
+    from kickvision.training import predict_logits
+
+    indices = data.indices(split)
+    logits, _ = predict_logits(bundle.model, data, indices)
+    predicted = logits.argmax(1)
+    labels = data.labels()[indices]
+    sections = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for c, name in enumerate(data.classes):
+            cells = []
+            for kind, mask in (
+                ("correct", (labels == c) & (predicted == c)),
+                ("wrong", (labels == c) & (predicted != c)),
+            ):
+                for j in np.flatnonzero(mask)[:per_class]:
+                    row = data.rows.iloc[indices[j]]
+                    explanation = explain_product(bundle, Image.fromarray(data.images[indices[j]]), row["title"])
+                    png = plot_explanation(explanation, Path(tmp) / "figure.png").read_bytes()
+                    caption = f"{kind}: {row['product_id']} labelled {name}, predicted {explanation.target}"
+                    cells.append(
+                        f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
+                        f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+                    )
+            sections.append(f"<h2>{html.escape(name)}</h2>" + ("".join(cells) or "<p>no test products</p>"))
+    style = "body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:.5em}img{max-width:900px}"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>kickvision explanations</title>"
+        f"<style>{style}</style></head><body><h1>Grad-CAM++ gallery ({split} split)</h1>"
+        + "".join(sections)
+        + "</body></html>"
+    )

@@ -15,6 +15,7 @@ from kickvision.evaluation import (
     reliability_diagram,
     retrieval_contact_sheet,
 )
+from kickvision.explain import explanation_gallery
 from materializers import EvaluationReportMaterializer
 
 
@@ -35,5 +36,7 @@ def evaluate_model(bundle: ModelBundle, data: PreparedData) -> EvaluationReport:
         if bundle.index is not None:
             retrieval_contact_sheet(bundle, data, Path(tmp) / "recommendations.png")
         mlflow.log_artifacts(tmp, artifact_path="evaluation")
+    if bundle.model.image_encoders:
+        mlflow.log_text(explanation_gallery(bundle, data), "explain/gallery.html")
     print(report.per_class.to_string(index=False, float_format="%.3f"))
     return report

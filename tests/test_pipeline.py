@@ -66,6 +66,9 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
         "evaluation/per_class.csv",
         "evaluation/recommendations.png",
     } <= artifacts
+    gallery = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/explain/gallery.html")
+    assert gallery.count("<figure>") >= 1 and "data:image/png;base64," in gallery
+    assert "http://" not in gallery and "https://" not in gallery  # self-contained
     card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
     assert f"| test_top1 | {run.data.metrics['test_top1']:.4f} |" in card
     assert f"| test_macro_f1 | {run.data.metrics['test_macro_f1']:.4f} |" in card
