@@ -206,11 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-class", type=int, default=120, help="demo products per category")
     demo.set_defaults(func=cmd_demo)
 
+    def import_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--master-category", help="fashion-product: keep only this masterCategory")
+        p.add_argument("--label", default="Category", help="ut-zappos: Category or SubCategory")
+
     def catalog_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--catalog", required=True, help="drop folder (generic: catalog.csv and images)")
         p.add_argument("--format", default="generic", choices=FORMATS, help="catalog layout (default generic)")
-        p.add_argument("--master-category", help="fashion-product: keep only this masterCategory")
-        p.add_argument("--label", default="Category", help="ut-zappos: Category or SubCategory")
+        import_options(p)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model-name", default="kickvision")
+        p.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
 
     train = sub.add_parser("train", help="run the training pipeline on a catalog drop")
     catalog_args(train)
@@ -227,15 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--format", required=True, choices=FORMATS)
     importer.add_argument("--src", required=True, help="the catalog in its own layout")
     importer.add_argument("--out", required=True, help="folder for the generic drop")
-    importer.add_argument("--master-category", help="fashion-product: keep only this masterCategory")
-    importer.add_argument("--label", default="Category", help="ut-zappos: Category or SubCategory")
+    import_options(importer)
     importer.set_defaults(func=cmd_import)
 
     predict = sub.add_parser("predict", help="classify one product with the champion model")
     predict.add_argument("--image", help="product photo")
     predict.add_argument("--title", help="product title")
-    predict.add_argument("--model-name", default="kickvision")
-    predict.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
+    model_args(predict)
     predict.set_defaults(func=cmd_predict)
 
     recommend = sub.add_parser("recommend", help="similar catalog products, from the champion's index")
@@ -244,8 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--title", help="a product title (with or without --image)")
     recommend.add_argument("-k", type=int, default=5, help="how many products (default 5)")
     recommend.add_argument("--sheet", help="also write a contact sheet PNG (query + results)")
-    recommend.add_argument("--model-name", default="kickvision")
-    recommend.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
+    model_args(recommend)
     recommend.set_defaults(func=cmd_recommend)
 
     explain = sub.add_parser("explain", help="Grad-CAM++ on each image branch and title-word importance, as a PNG")
@@ -253,8 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--title", help="product title")
     explain.add_argument("--target", help="class to explain (default: the predicted one)")
     explain.add_argument("--out", default="explanation.png", help="figure path (default explanation.png)")
-    explain.add_argument("--model-name", default="kickvision")
-    explain.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
+    model_args(explain)
     explain.set_defaults(func=cmd_explain)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on the active stack's tracking store (loopback)")

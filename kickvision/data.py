@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,6 +127,12 @@ class PreparedData:
 
     def labels(self) -> np.ndarray:
         return self.rows["label"].to_numpy(dtype=np.int64)
+
+    def rows_with_image_paths(self, indices: np.ndarray | None = None) -> pd.DataFrame:
+        """Rows (all, or `indices`) with `image` as an absolute path inside the catalog drop."""
+        rows = self.rows if indices is None else self.rows.iloc[indices]
+        root = Path(self.catalog_root)
+        return rows.assign(image=[str(root / p) for p in rows["image"]])
 
     def split_counts(self) -> dict[str, int]:
         return {s: int((self.rows["split"] == s).sum()) for s in SPLITS}

@@ -105,11 +105,9 @@ def retrieval_contact_sheet(bundle: ModelBundle, data: PreparedData, path: str |
     train_idx = data.indices("train")
     _, query_emb = predict_logits(bundle.model, data, test_idx)
     _, train_emb = predict_logits(bundle.model, data, train_idx)
-    root = Path(data.catalog_root)
-    train_rows = data.rows.iloc[train_idx]
-    gallery = make_index(train_emb, train_rows.assign(image=[str(root / p) for p in train_rows["image"]]))
-    rows = data.rows.iloc[test_idx]
-    query_cells = [(root / p, c) for p, c in zip(rows["image"], rows["category"], strict=True)]
+    gallery = make_index(train_emb, data.rows_with_image_paths(train_idx))
+    rows = data.rows_with_image_paths(test_idx)
+    query_cells = list(zip(rows["image"], rows["category"], strict=True))
     return contact_sheet(query_cells, gallery.results(query_emb, k), path)
 
 

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -243,6 +242,4 @@ def fit(
 def index_catalog(bundle: ModelBundle, data: PreparedData) -> EmbeddingIndex:
     """Embed every product of the prepared catalog (all splits) into a recommendation index."""
     _, embeddings = predict_logits(bundle.model, data, np.arange(len(data.rows)))
-    root = Path(data.catalog_root)
-    rows = data.rows.assign(image=[str(root / p) for p in data.rows["image"]])
-    return make_index(embeddings, rows)
+    return make_index(embeddings, data.rows_with_image_paths())

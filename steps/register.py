@@ -1,6 +1,5 @@
 """register: log the pyfunc, register a version (challenger), promote to champion only if better."""
 
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -27,9 +26,7 @@ def register_model(
         data: the prepared catalog; its test rows are the comparison data.
         registry: model name and promotion metric.
     """
-    root = Path(data.catalog_root)
-    test = data.rows.iloc[data.indices("test")]
-    test_rows = test.assign(image=[str(root / p) for p in test["image"]])[["image", "title", "category"]]
+    test_rows = data.rows_with_image_paths(data.indices("test"))[["image", "title", "category"]]
     example = test_rows.head(2)[["title"]].assign(image=[image_to_base64(p) for p in test_rows["image"].head(2)])
     info = log_pyfunc(bundle, example[["image", "title"]], k=registry.recommendations)
     decision = register_and_promote(info.model_uri, registry.model_name, test_rows, registry.promotion_metric)
