@@ -8,7 +8,7 @@ export ZENML_ANALYTICS_OPT_IN := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test lint ui clean
+.PHONY: run update test lint ui clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed  ## demo catalog -> training pipeline -> MLflow registry (state in ./.kickvision/)
 	$(BIN)/kickvision demo
 
+update: $(BIN)/.installed  ## after `make run`: a demo catalog drop with a new category -> update pipeline (EWC + replay)
+	$(BIN)/kickvision demo-drop --out kickvision-drop-1
+	$(BIN)/kickvision update --drop kickvision-drop-1
+
 test: $(BIN)/.installed  ## unit + integration (real ZenML + MLflow) + real-data smoke tests
 	$(BIN)/python -m pytest -q
 
@@ -28,5 +32,5 @@ lint: $(BIN)/.installed
 ui: $(BIN)/.installed  ## MLflow UI on the tracking store that `make run` used
 	$(BIN)/kickvision ui
 
-clean:  ## remove run state and the demo catalog (keeps .venv)
-	rm -rf .kickvision kickvision-demo
+clean:  ## remove run state and the demo catalog and drops (keeps .venv)
+	rm -rf .kickvision kickvision-demo kickvision-drop-*

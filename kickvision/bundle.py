@@ -2,7 +2,8 @@
 
 Layout (after transformers' save_pretrained): `kickvision_model.json` (architecture spec, label
 map, input settings, provenance), `model.safetensors` (weights), `tokenizer/` (tokenizer files),
-`index/` (catalog embeddings for recommendations).
+`index/` (catalog embeddings for recommendations), `continual/` (Fisher diagonal, replay exemplars
+and old-test holdout for catalog-drop updates; see continual.py).
 Loading rebuilds the architecture from the JSON spec and reads tensors with safetensors: nothing
 is ever unpickled.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from kickvision.config import ModelConfig
+from kickvision.continual import ContinualState
 from kickvision.model import MultimodalShoeNet
 from kickvision.recommend import EmbeddingIndex
 
@@ -24,6 +26,7 @@ SPEC_FILE = "kickvision_model.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 INDEX_DIR = "index"
+CONTINUAL_DIR = "continual"
 FORMAT_VERSION = 1
 
 
@@ -37,6 +40,7 @@ class ModelBundle:
     max_title_tokens: int
     info: dict[str, Any] = field(default_factory=dict)  # provenance: catalog hash, history, ...
     index: EmbeddingIndex | None = None  # the catalog's embeddings, for recommendations
+    continual: ContinualState | None = None  # what the next catalog-drop update needs
 
     @property
     def model_config(self) -> ModelConfig:
@@ -60,6 +64,8 @@ def save_bundle(bundle: ModelBundle, folder: str | Path) -> Path:
     bundle.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
     if bundle.index is not None:
         bundle.index.save(folder / INDEX_DIR)
+    if bundle.continual is not None:
+        bundle.continual.save(folder / CONTINUAL_DIR)
     return folder
 
 
@@ -76,4 +82,6 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR))
     index = EmbeddingIndex.load(folder / INDEX_DIR) if (folder / INDEX_DIR).is_dir() else None
-    return ModelBundle(model, tokenizer, spec["classes"], spec["max_title_tokens"], spec.get("info", {}), index)
+    continual = ContinualState.load(folder / CONTINUAL_DIR) if (folder / CONTINUAL_DIR).is_dir() else None
+    info = spec.get("info", {})
+    return ModelBundle(model, tokenizer, spec["classes"], spec["max_title_tokens"], info, index, continual)

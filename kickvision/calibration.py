@@ -44,7 +44,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp().clamp(0.05, 20).item())
+    temperature = float(log_t.exp().item())
+    return float(np.clip(temperature, 0.05, 20)) if np.isfinite(temperature) else 1.0
 
 
 def calibrate_temperature(bundle: ModelBundle, data: PreparedData) -> dict[str, float]:

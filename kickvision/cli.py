@@ -1,4 +1,4 @@
-"""The `kickvision` command: demo, train, validate, import, predict, recommend, explain, ui.
+"""The `kickvision` command: demo, demo-drop, train, update, validate, import, predict, recommend, explain, ui.
 
 Data and configuration problems print one line (`error: ...`) and exit 2; no traceback.
 """
@@ -25,17 +25,43 @@ class _HideUserErrorTracebacks(logging.Filter):
         return True
 
 
+def _quiet_user_error_tracebacks() -> None:
+    import zenml  # noqa: F401  (sets up ZenML's handlers, which the filter is attached to)
+
+    for handler in [*logging.getLogger().handlers, *logging.getLogger("zenml").handlers]:
+        handler.addFilter(_HideUserErrorTracebacks())
+
+
 def _train(catalog: str, config: str) -> int:
     from kickvision.config import load_config
     from pipelines.runner import run_training
 
     cfg = load_config(config)  # a bad config fails here, before any pipeline starts
-    import zenml  # noqa: F401  (sets up ZenML's handlers, which the filter is attached to)
-
-    for handler in [*logging.getLogger().handlers, *logging.getLogger("zenml").handlers]:
-        handler.addFilter(_HideUserErrorTracebacks())
+    _quiet_user_error_tracebacks()
     summary = run_training(catalog, cfg)
     print("\n" + summary.render())
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from kickvision.config import load_config
+    from pipelines.runner import run_update
+
+    cfg = load_config(args.config)
+    args.catalog = args.drop
+    drop = _catalog_dir(args)
+    _quiet_user_error_tracebacks()
+    result = run_update(drop, cfg)
+    print("\n" + (result if isinstance(result, str) else result.render()))
+    return 0
+
+
+def cmd_demo_drop(args: argparse.Namespace) -> int:
+    from kickvision.demo import write_demo_drop
+
+    out = write_demo_drop(args.out, n_per_class=args.per_class, seed=args.seed, new_categories=not args.no_new_category)
+    rows = sum(1 for _ in (out / "catalog.csv").open()) - 1
+    print(f"wrote a demo catalog drop with {rows} products to {out}/; next: kickvision update --drop {out}")
     return 0
 
 
@@ -223,6 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_args(train)
     train.add_argument("--config", default="demo", help="run config file or name in configs/")
     train.set_defaults(func=cmd_train)
+
+    update = sub.add_parser("update", help="learn a catalog drop on top of the champion (EWC + replay update pipeline)")
+    update.add_argument("--drop", required=True, help="the drop folder (generic: catalog.csv and images)")
+    update.add_argument("--format", default="generic", choices=FORMATS, help="drop layout (default generic)")
+    update.add_argument("--config", default="demo", help="run config (its validate/data/continual/registry sections)")
+    import_options(update)
+    update.set_defaults(func=cmd_update)
+
+    demo_drop = sub.add_parser("demo-drop", help="write a demo catalog drop (new products + a new category)")
+    demo_drop.add_argument("--out", default="kickvision-drop-1", help="drop folder (default ./kickvision-drop-1/)")
+    demo_drop.add_argument("--seed", type=int, default=11, help="a different seed gives a different drop")
+    demo_drop.add_argument("--per-class", type=int, default=30, help="new products per known category")
+    demo_drop.add_argument("--no-new-category", action="store_true", help="only new products of known categories")
+    demo_drop.set_defaults(func=cmd_demo_drop)
 
     validate = sub.add_parser("validate", help="check a catalog drop and report bad rows (trains nothing)")
     catalog_args(validate)

@@ -94,6 +94,27 @@ class TrainConfig(_Section):
     amp: bool = True  # bf16 autocast on CUDA only
 
 
+class ContinualConfig(_Section):
+    """Catalog-drop updates: what every model carries for them, and how an update trains and is gated.
+
+    Every registered model stores the diagonal Fisher of its weights (the weights themselves are the
+    EWC anchor), `replay_per_class` exemplars per category and up to `holdout_per_class` never-trained
+    test products per category, so an update never needs the old catalog.
+    """
+
+    replay_per_class: int = Field(20, ge=0, description="exemplars per category stored and replayed")
+    replay_selection: Literal["herding", "random"] = "herding"
+    holdout_per_class: int = Field(50, ge=1, description="old test products per category kept to measure forgetting")
+    fisher_samples: int = Field(256, ge=1, description="training products the Fisher diagonal is averaged over")
+    fisher_decay: float = Field(0.9, ge=0, le=1, description="online EWC: old Fisher weight when a drop is added")
+    ewc_lambda: float = Field(1000.0, ge=0, description="weight of the EWC penalty")
+    use_replay: bool = True
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = 2e-3
+    forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
+
+
 class RegisterConfig(_Section):
     """MLflow registry settings of the register step."""
 
@@ -111,6 +132,7 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    continual: ContinualConfig = Field(default_factory=ContinualConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -139,11 +139,22 @@ class PreparedData:
 
 
 def prepare_catalog(
-    catalog: Catalog, tokenizer, image_size: int, cfg: DataConfig, seed: int, max_pixels: int = 40_000_000
+    catalog: Catalog,
+    tokenizer,
+    image_size: int,
+    cfg: DataConfig,
+    seed: int,
+    max_pixels: int = 40_000_000,
+    known_classes: list[str] | None = None,
 ) -> PreparedData:
-    """Split, label, tokenise and decode a validated catalog."""
+    """Split, label, tokenise and decode a validated catalog.
+
+    `known_classes` (a catalog drop for an existing model) keeps that label map: the known
+    categories first, in order, then the drop's new ones, sorted.
+    """
     rows = catalog.rows.reset_index(drop=True).copy()
-    classes = sorted(rows["category"].unique())
+    known = list(known_classes or [])
+    classes = known + sorted(set(rows["category"].unique()) - set(known))
     rows["label"] = rows["category"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
     rows["group"] = product_groups(rows)
     rows["split"] = group_split(rows, cfg, seed)

@@ -48,6 +48,10 @@ CATEGORIES = (
     DemoCategory("Heels", "heel", {"party": 0.5, "casual": 0.4}, ("Heels", "Pumps"), ("Women",)),
     DemoCategory("Flats", "flat", {"party": 0.4, "casual": 0.5}, ("Flats", "Ballerinas"), ("Women", "Girls")),
 )
+# Categories that appear only in catalog drops (write_demo_drop), never in the base demo catalog.
+DROP_CATEGORIES = (
+    DemoCategory("Loafers", "loafer", {"casual": 0.6, "party": 0.3}, ("Loafers", "Moccasins"), ("Men", "Women")),
+)
 BRANDS = ("Stride", "Nordpeak", "Lumo", "Kestrel", "Vanta", "Arco", "Solace", "Tundra", "Pace", "Mira")
 COLOURS = {
     "Black": (30, 30, 34),
@@ -108,6 +112,7 @@ def draw_shoe(shape: str, colour: tuple[int, int, int], rng: random.Random, size
         )
     else:
         sole_t = {
+            "loafer": rng.randint(3, 6),
             "laced": rng.randint(5, 9),
             "boot": rng.randint(6, 10),
             "flat": rng.randint(2, 4),
@@ -121,7 +126,12 @@ def draw_shoe(shape: str, colour: tuple[int, int, int], rng: random.Random, size
                 draw.arc([sx - 14, base - 26, sx + 14, base + 20], 180, 360, fill=colour, width=rng.randint(4, 6))
             draw.line([(x0 + 6, base), (x0 + 10, base - 30), (x0 + 26, base - 30)], fill=colour, width=5)
         else:
-            body_h = {"laced": rng.randint(24, 32), "boot": rng.randint(24, 30), "flat": rng.randint(12, 17)}[shape]
+            body_h = {
+                "laced": rng.randint(24, 32),
+                "boot": rng.randint(24, 30),
+                "flat": rng.randint(12, 17),
+                "loafer": rng.randint(18, 23),
+            }[shape]
             toe = [(x1, base), (x1 - 6, base - body_h * 0.6), (x1 - 26, base - body_h)]
             if shape == "boot":
                 shaft = base - body_h - rng.randint(30, 44)
@@ -134,6 +144,10 @@ def draw_shoe(shape: str, colour: tuple[int, int, int], rng: random.Random, size
                 for i in range(rng.randint(3, 5)):
                     lx = x0 + 36 + i * 8
                     draw.line([(lx, top + 2 + i * 2), (lx + 8, top + 10 + i * 2)], fill=accent, width=3)
+            if shape == "loafer":  # the penny strap across the vamp, and a low heel block
+                top = base - body_h
+                draw.line([(x1 - 48, top + 3), (x1 - 30, top + 9)], fill=accent, width=4)
+                draw.rectangle([x0, base - 3, x0 + 14, base], fill=sole_colour)
             if shape == "flat" and rng.random() < 0.5:
                 draw.ellipse([x1 - 36, base - body_h, x1 - 28, base - body_h + 6], fill=accent)  # a bow
 
@@ -168,15 +182,22 @@ def make_title(category: DemoCategory, colour: str, rng: random.Random) -> str:
     return " ".join(words + [noun])
 
 
-def demo_rows(n_per_class: int = 120, seed: int = 7, image_size: int = 64) -> list[tuple[dict, Image.Image]]:
+def demo_rows(
+    n_per_class: int | dict[str, int] = 120,
+    seed: int = 7,
+    image_size: int = 64,
+    categories: tuple[DemoCategory, ...] = CATEGORIES,
+    id_prefix: str = "D",
+) -> list[tuple[dict, Image.Image]]:
     """Generate (row, image) pairs; the same arguments always give the same catalog."""
     rng = random.Random(seed)
     pairs = []
-    for c_index, category in enumerate(CATEGORIES):
-        for i in range(n_per_class):
+    for c_index, category in enumerate(categories):
+        count = n_per_class.get(category.name, 0) if isinstance(n_per_class, dict) else n_per_class
+        for i in range(count):
             colour = rng.choice(list(COLOURS))
             image = draw_shoe(category.shape, COLOURS[colour], rng, image_size)
-            product_id = f"D{c_index}{i:05d}"
+            product_id = f"{id_prefix}{c_index}{i:05d}"
             row = {
                 "product_id": product_id,
                 "image": f"images/{product_id}.png",
@@ -205,6 +226,29 @@ def write_demo_catalog(
         rows.append(row)
     if bad_rows:
         rows += _write_bad_rows(out, rows[0])
+    write_catalog(pd.DataFrame(rows), out)
+    return out
+
+
+def write_demo_drop(
+    out_dir: str | Path,
+    n_per_class: int = 30,
+    new_per_class: int = 90,
+    seed: int = 11,
+    image_size: int = 64,
+    new_categories: bool = True,
+) -> Path:
+    """A catalog drop for `kickvision update`: new products of the demo categories and, with
+    `new_categories`, a category the base catalog never had (Loafers). Ids never collide with the
+    base catalog's or another seed's drop."""
+    categories = CATEGORIES + (DROP_CATEGORIES if new_categories else ())
+    counts = {c.name: n_per_class for c in CATEGORIES} | {c.name: new_per_class for c in DROP_CATEGORIES}
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for row, image in demo_rows(counts, seed, image_size, categories, id_prefix=f"U{seed}-"):
+        image.save(out / row["image"], optimize=True)
+        rows.append(row)
     write_catalog(pd.DataFrame(rows), out)
     return out
 

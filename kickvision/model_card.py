@@ -26,6 +26,7 @@ def render_model_card(
     model_name: str,
     version: str | None = None,
     decision: str | None = None,
+    update_metrics: dict[str, float] | None = None,
 ) -> str:
     """Markdown model card from the bundle, its evaluation report and the data it was trained on."""
     m = report.metrics
@@ -75,6 +76,20 @@ def render_model_card(
             for _, r in report.per_class.iterrows()
         ],
         "",
+        *(
+            [
+                "## Catalog-drop update",
+                f"Updated from v{bundle.info.get('updated_from')} with online EWC + replay; new categories: "
+                f"{', '.join(bundle.info.get('new_classes') or []) or 'none'}.",
+                "",
+                "| metric | value |",
+                "|---|---|",
+                *[f"| {k} | {v:.4f} |" for k, v in sorted(update_metrics.items())],
+                "",
+            ]
+            if update_metrics
+            else []
+        ),
         "## Known limitations",
         *[f"- {text}" for text in LIMITATIONS],
         "",

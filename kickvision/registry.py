@@ -77,6 +77,12 @@ def image_to_base64(path: str | Path) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def example_frame(data, n: int = 2) -> pd.DataFrame:
+    """A served-model input example (base64 photo + title) from the first test products of `data`."""
+    rows = data.rows_with_image_paths(data.indices("test")[:n])
+    return pd.DataFrame({"image": [image_to_base64(p) for p in rows["image"]], "title": rows["title"].tolist()})
+
+
 def log_pyfunc(bundle: ModelBundle, example: pd.DataFrame, name: str = "model", k: int = 5):
     """Log the bundle as a models-from-code pyfunc in the active run; returns MLflow's ModelInfo."""
     from mlflow.models import infer_signature
@@ -112,7 +118,12 @@ def champion_version(client: MlflowClient, model_name: str):
 
 
 def register_and_promote(
-    model_uri: str, model_name: str, test_rows: pd.DataFrame, metric: str = "top1", client: MlflowClient | None = None
+    model_uri: str,
+    model_name: str,
+    test_rows: pd.DataFrame,
+    metric: str = "top1",
+    client: MlflowClient | None = None,
+    tags: dict[str, str] | None = None,
 ) -> PromotionDecision:
     """Register `model_uri` as a new version (alias challenger) and move champion if it is no worse.
 
@@ -154,15 +165,107 @@ def register_and_promote(
     )
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION, version)
-    tags = {
-        "promotion_decision": "champion" if promoted else "challenger",
-        "promotion_reason": reason,
-        f"test_{metric}": f"{candidate_score:.6f}",
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
-    log.info("registered %s v%s: %s (%s)", model_name, version, tags["promotion_decision"], reason)
+    _tag_version(
+        client,
+        model_name,
+        version,
+        {
+            **(tags or {}),
+            "promotion_decision": "champion" if promoted else "challenger",
+            "promotion_reason": reason,
+            f"test_{metric}": f"{candidate_score:.6f}",
+        },
+    )
     return decision
+
+
+def _tag_version(client: MlflowClient, model_name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, str(value))
+    log.info("registered %s v%s: %s (%s)", model_name, version, tags["promotion_decision"], tags["promotion_reason"])
+
+
+def update_gate(metrics: dict[str, float], tolerance: float) -> tuple[bool, str]:
+    """The promotion rule for a catalog-drop update: little forgetting and no worse overall.
+
+    Promote only if old-category top-1 fell by at most `tolerance` and top-1 on the combined test
+    data (old holdout + drop test) is at least the champion's.
+    """
+    forgetting = metrics["update_forgetting"]
+    before, after = metrics["update_combined_top1_before"], metrics["update_combined_top1_after"]
+    summary = (
+        f"old-category top-1 {metrics['update_old_top1_before']:.4f} -> {metrics['update_old_top1_after']:.4f} "
+        f"(forgetting {forgetting:+.4f}, tolerance {tolerance:.4f}); combined top-1 {before:.4f} -> {after:.4f}"
+    )
+    if not np.isfinite(forgetting):
+        return False, "no old holdout to measure forgetting on; " + summary
+    if forgetting > tolerance:
+        return False, "forgot too much: " + summary
+    if after < before:
+        return False, "worse overall: " + summary
+    return True, summary
+
+
+def register_update_version(
+    model_uri: str,
+    model_name: str,
+    parent_version: str | None,
+    metrics: dict[str, float],
+    tolerance: float,
+    tags: dict[str, str] | None = None,
+    client: MlflowClient | None = None,
+) -> PromotionDecision:
+    """Register an updated model (alias challenger); move champion to it only if update_gate passes
+    and the champion is still the version the update started from."""
+    client = client or MlflowClient()
+    current = champion_version(client, model_name)
+    version = str(mlflow.register_model(model_uri, model_name).version)
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    promoted, reason = update_gate(metrics, tolerance)
+    if promoted and (current is None or str(current.version) != str(parent_version)):
+        promoted = False
+        reason = f"champion moved to v{current.version if current else '?'} while this update of v{parent_version} ran"
+    if promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    _tag_version(
+        client,
+        model_name,
+        version,
+        {
+            **(tags or {}),
+            "parent_version": parent_version or "",
+            "promotion_decision": "champion" if promoted else "challenger",
+            "promotion_reason": reason,
+        },
+    )
+    return PromotionDecision(
+        model_name,
+        version,
+        promoted,
+        reason,
+        metrics["update_combined_top1_after"],
+        str(parent_version) if parent_version else None,
+        metrics["update_combined_top1_before"],
+    )
+
+
+def processed_by(model_name: str, content_hash: str, client: MlflowClient | None = None):
+    """The version that already learned this exact drop on top of the current champion, if any.
+
+    That is the champion itself (it was trained or updated on the drop) or a version updated from
+    the champion with it (e.g. a challenger the gate refused): running the drop again would repeat it.
+    """
+    client = client or MlflowClient()
+    champ = champion_version(client, model_name)
+    if champ is None:
+        return None
+    for version in client.search_model_versions(f"name='{model_name}'"):
+        tags = version.tags or {}
+        if tags.get("catalog_hash") != content_hash:
+            continue
+        if str(version.version) == str(champ.version) or tags.get("parent_version") == str(champ.version):
+            return version
+    return None
 
 
 def champion_uri(model_name: str = "kickvision", client: MlflowClient | None = None) -> str:

@@ -78,6 +78,45 @@ def _loader(data: PreparedData, indices: np.ndarray, cfg: TrainConfig, train: bo
 
 
 @torch.no_grad()
+def predict_arrays(
+    model: MultimodalShoeNet,
+    images: np.ndarray,
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    batch_size: int = 128,
+    device: torch.device | None = None,
+    use_image: bool | np.ndarray = True,
+    use_text: bool | np.ndarray = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, C], embeddings [N, D]) for encoded products (uint8 NHWC pixels, token ids).
+
+    `use_image` / `use_text` False (or a per-product boolean array) hides that modality from the
+    model, as for a product with no photo or no title.
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    n = len(images)
+    image_present = np.broadcast_to(np.asarray(use_image, dtype=np.float32), (n,))
+    text_present = np.broadcast_to(np.asarray(use_text, dtype=np.float32), (n,))
+    logits, embeddings = [], []
+    for start in range(0, n, batch_size):
+        window = slice(start, start + batch_size)
+        out = model(
+            images_to_tensor(torch.from_numpy(np.ascontiguousarray(images[window])).to(device)),
+            torch.from_numpy(np.ascontiguousarray(input_ids[window])).to(device),
+            torch.from_numpy(np.ascontiguousarray(attention_mask[window])).to(device),
+            image_present=torch.from_numpy(image_present[window].copy()).to(device),
+            text_present=torch.from_numpy(text_present[window].copy()).to(device),
+        )
+        logits.append(out.logits.float().cpu())
+        embeddings.append(out.embedding.float().cpu())
+    if not logits:
+        return np.zeros((0, model.classifier.out_features), np.float32), np.zeros(
+            (0, model.cfg.embedding_dim), np.float32
+        )
+    return torch.cat(logits).numpy(), torch.cat(embeddings).numpy()
+
+
 def predict_logits(
     model: MultimodalShoeNet,
     data: PreparedData,
@@ -87,32 +126,17 @@ def predict_logits(
     use_image: bool = True,
     use_text: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(logits [N, C], embeddings [N, D]) for the rows `indices` of `data`.
-
-    `use_image` / `use_text` False hides that modality from the model (as for a product with
-    no photo or no title), which measures what each branch contributes.
-    """
-    device = device or next(model.parameters()).device
-    model.eval()
-    logits, embeddings = [], []
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start : start + batch_size]
-        images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
-        present = torch.ones(len(idx), device=device)
-        out = model(
-            images_to_tensor(images),
-            torch.from_numpy(data.input_ids[idx]).to(device),
-            torch.from_numpy(data.attention_mask[idx]).to(device),
-            image_present=present * use_image,
-            text_present=present * use_text,
-        )
-        logits.append(out.logits.float().cpu())
-        embeddings.append(out.embedding.float().cpu())
-    if not logits:
-        return np.zeros((0, model.classifier.out_features), np.float32), np.zeros(
-            (0, model.cfg.embedding_dim), np.float32
-        )
-    return torch.cat(logits).numpy(), torch.cat(embeddings).numpy()
+    """(logits [N, C], embeddings [N, D]) for the rows `indices` of `data` (see predict_arrays)."""
+    return predict_arrays(
+        model,
+        data.images[indices],
+        data.input_ids[indices],
+        data.attention_mask[indices],
+        batch_size,
+        device,
+        use_image,
+        use_text,
+    )
 
 
 def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -138,6 +162,55 @@ def classification_scores(labels: np.ndarray, predictions: np.ndarray) -> dict[s
     return {
         "top1": float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
         "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)) if len(labels) else 0.0,
+    }
+
+
+def train_one_epoch(
+    model: MultimodalShoeNet,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    cfg: TrainConfig,
+    device: torch.device,
+    after_backward: Callable[[], None] | None = None,
+    desc: str = "epoch",
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass of cross-entropy (+ SupCon on the embedding) training.
+
+    `after_backward()` runs between backward and the optimizer step: it may add to the gradients
+    (the EWC penalty's gradient, which is cheaper added directly than taken through autograd).
+    """
+    model.train()
+    started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+    bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)
+    for batch in bar:
+        batch = _to_device(batch, device)
+        with _autocast(device, cfg.amp):
+            out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
+            loss = F.cross_entropy(out.logits.float(), batch["label"], label_smoothing=cfg.label_smoothing)
+            if cfg.contrastive_weight > 0:
+                loss = loss + cfg.contrastive_weight * supervised_contrastive_loss(
+                    out.embedding, batch["label"], cfg.contrastive_temperature
+                )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        n = batch["label"].shape[0]
+        seen += n
+        loss_sum += loss.item() * n
+        correct += (out.logits.argmax(1) == batch["label"]).sum().item()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    elapsed = time.perf_counter() - started
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_top1": correct / max(seen, 1),
+        "train_samples_per_s": seen / max(elapsed, 1e-9),
+        "epoch_seconds": elapsed,
     }
 
 
@@ -176,43 +249,16 @@ def fit(
     best_state, best_f1, best_epoch, stale, history = None, -1.0, 0, 0, []
     labels = data.labels()
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=None if progress else True)
-        for batch in bar:
-            batch = _to_device(batch, device)
-            with _autocast(device, cfg.amp):
-                out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
-                loss = F.cross_entropy(out.logits.float(), batch["label"], label_smoothing=cfg.label_smoothing)
-                if cfg.contrastive_weight > 0:
-                    loss = loss + cfg.contrastive_weight * supervised_contrastive_loss(
-                        out.embedding, batch["label"], cfg.contrastive_temperature
-                    )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            n = batch["label"].shape[0]
-            seen += n
-            loss_sum += loss.item() * n
-            correct += (out.logits.argmax(1) == batch["label"]).sum().item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        elapsed = time.perf_counter() - started
+        train_stats = train_one_epoch(
+            model, loader, optimizer, scheduler, cfg, device, desc=f"epoch {epoch}/{cfg.epochs}", progress=progress
+        )
         val_logits, _ = predict_logits(model, data, val_idx, device=device)
         val_scores = (
             classification_scores(labels[val_idx], val_logits.argmax(1))
             if len(val_idx)
             else {"top1": 0.0, "macro_f1": 0.0}
         )
-        metrics = {
-            "train_loss": loss_sum / max(seen, 1),
-            "train_top1": correct / max(seen, 1),
-            "val_top1": val_scores["top1"],
-            "val_macro_f1": val_scores["macro_f1"],
-            "train_samples_per_s": seen / max(elapsed, 1e-9),
-            "epoch_seconds": elapsed,
-        }
+        metrics = {**train_stats, "val_top1": val_scores["top1"], "val_macro_f1": val_scores["macro_f1"]}
         history.append({"epoch": epoch, **metrics})
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if on_epoch_end:

@@ -124,8 +124,14 @@ def _gx_context():
     return context
 
 
-def quarantine_bad_rows(catalog: Catalog, cfg: ValidateConfig) -> ValidationResult:
-    """Split a drop into good rows and quarantined rows (each with its reasons, `; `-joined)."""
+def quarantine_bad_rows(
+    catalog: Catalog, cfg: ValidateConfig, known_categories: list[str] | None = None
+) -> ValidationResult:
+    """Split a drop into good rows and quarantined rows (each with its reasons, `; `-joined).
+
+    `known_categories` (a drop for an existing model) are exempt from `min_rows_per_class`: the
+    model already knows them, so a drop may bring just a few new products of one.
+    """
     import great_expectations as gx
 
     probed = probe_images(catalog, cfg).reset_index(drop=True)
@@ -156,13 +162,14 @@ def quarantine_bad_rows(catalog: Catalog, cfg: ValidateConfig) -> ValidationResu
         for index in result.result.get("unexpected_index_list") or []:
             reasons[index].append(label or probed.at[index, "_image_status"])
 
-    # Categories too rare to appear in every split are set aside, not silently dropped.
+    # New categories too rare to appear in every split are set aside, not silently dropped.
     ok = [not r for r in reasons]
+    known = set(known_categories or [])
     if "category" in probed:
         counts = probed.loc[ok, "category"].value_counts()
         for index in probed.index[ok]:
             n = counts.get(probed.at[index, "category"], 0)
-            if n < cfg.min_rows_per_class:
+            if n < cfg.min_rows_per_class and probed.at[index, "category"] not in known:
                 reasons[index].append(
                     f"category has too few good rows: '{probed.at[index, 'category']}' has {n} "
                     f"(validate.min_rows_per_class is {cfg.min_rows_per_class})"

@@ -5,7 +5,7 @@ from typing import Any
 from zenml import pipeline
 from zenml.enums import ExecutionMode
 
-from kickvision.config import DataConfig, ModelConfig, RegisterConfig, TrainConfig, ValidateConfig
+from kickvision.config import ContinualConfig, DataConfig, ModelConfig, RegisterConfig, TrainConfig, ValidateConfig
 from steps import (
     evaluate_model,
     ingest_catalog,
@@ -26,11 +26,12 @@ def training_pipeline(
     model: ModelConfig,
     train: TrainConfig,
     registry: RegisterConfig,
+    continual: ContinualConfig,
     seed: int = 42,
 ) -> Any:
     catalog = ingest_catalog(catalog_dir=catalog_dir, content_hash=content_hash)
     valid_catalog, _quarantine = validate_catalog(catalog=catalog, config=validation)
     prepared = preprocess_catalog(catalog=valid_catalog, data=data, model=model, validation=validation, seed=seed)
-    bundle = train_model(data=prepared, model=model, train=train, data_config=data, seed=seed)
+    bundle = train_model(data=prepared, model=model, train=train, data_config=data, continual=continual, seed=seed)
     report = evaluate_model(bundle=bundle, data=prepared)
     return register_model(bundle=bundle, report=report, data=prepared, registry=registry)

@@ -11,7 +11,7 @@ from kickvision.config import RegisterConfig
 from kickvision.data import PreparedData
 from kickvision.evaluation import EvaluationReport
 from kickvision.model_card import render_model_card
-from kickvision.registry import image_to_base64, log_pyfunc, register_and_promote
+from kickvision.registry import example_frame, log_pyfunc, register_and_promote
 
 
 @step(experiment_tracker=True, enable_cache=False)
@@ -27,9 +27,14 @@ def register_model(
         registry: model name and promotion metric.
     """
     test_rows = data.rows_with_image_paths(data.indices("test"))[["image", "title", "category"]]
-    example = test_rows.head(2)[["title"]].assign(image=[image_to_base64(p) for p in test_rows["image"].head(2)])
-    info = log_pyfunc(bundle, example[["image", "title"]], k=registry.recommendations)
-    decision = register_and_promote(info.model_uri, registry.model_name, test_rows, registry.promotion_metric)
+    info = log_pyfunc(bundle, example_frame(data), k=registry.recommendations)
+    decision = register_and_promote(
+        info.model_uri,
+        registry.model_name,
+        test_rows,
+        registry.promotion_metric,
+        tags={"catalog_hash": data.catalog_hash, "pipeline": "training"},
+    )
     card = render_model_card(
         bundle, report, data, registry.model_name, decision.version, "champion" if decision.promoted else "challenger"
     )

@@ -5,7 +5,8 @@ from zenml import step
 
 from kickvision.bundle import ModelBundle
 from kickvision.calibration import calibrate_temperature
-from kickvision.config import DataConfig, ModelConfig, TrainConfig
+from kickvision.config import ContinualConfig, DataConfig, ModelConfig, TrainConfig
+from kickvision.continual import continual_state_after_training
 from kickvision.data import PreparedData
 from kickvision.model import build_tokenizer
 from kickvision.tracking import flatten_params
@@ -15,7 +16,12 @@ from materializers import ModelBundleMaterializer
 
 @step(experiment_tracker=True, enable_cache=False, output_materializers=ModelBundleMaterializer)
 def train_model(
-    data: PreparedData, model: ModelConfig, train: TrainConfig, data_config: DataConfig, seed: int
+    data: PreparedData,
+    model: ModelConfig,
+    train: TrainConfig,
+    data_config: DataConfig,
+    continual: ContinualConfig,
+    seed: int,
 ) -> ModelBundle:
     """Train on the train split, early-stopping on validation macro-F1.
 
@@ -24,6 +30,7 @@ def train_model(
         model: architecture section of the run config.
         train: optimisation section of the run config.
         data_config: data section (title length travels with the model).
+        continual: how much Fisher/replay/holdout the model carries for its next update.
         seed: training seed.
     """
     mlflow.log_params(
@@ -32,6 +39,7 @@ def train_model(
                 "model": model.model_dump(mode="json"),
                 "train": train.model_dump(mode="json"),
                 "data": data_config.model_dump(mode="json"),
+                "continual": continual.model_dump(mode="json"),
                 "seed": seed,
             }
         )
@@ -49,6 +57,8 @@ def train_model(
     )
     result.bundle.index = index_catalog(result.bundle, data)  # recommendations ship with the model
     mlflow.log_metrics(calibrate_temperature(result.bundle, data))  # temperature ships in bundle.info
+    # Fisher, replay exemplars and holdout ship too, so an update never needs this catalog again.
+    result.bundle.continual = continual_state_after_training(result.bundle.model, data, continual, seed)
     info = result.bundle.info
     mlflow.log_params({f"pretrained_{k}": v for k, v in info["pretrained"].items()})
     mlflow.log_metrics(
@@ -56,6 +66,8 @@ def train_model(
             "best_epoch": info["best_epoch"],
             "model_parameters": info["parameters"],
             "index_products": len(result.bundle.index),
+            "replay_exemplars": len(result.bundle.continual.replay),
+            "holdout_products": len(result.bundle.continual.holdout),
         }
     )
     return result.bundle

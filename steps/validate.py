@@ -16,15 +16,16 @@ from materializers import CatalogMaterializer
 
 @step(experiment_tracker=True, output_materializers={"valid_catalog": CatalogMaterializer})
 def validate_catalog(
-    catalog: Catalog, config: ValidateConfig
+    catalog: Catalog, config: ValidateConfig, known_categories: list[str] | None = None
 ) -> tuple[Annotated[Catalog, "valid_catalog"], Annotated[pd.DataFrame, "quarantine"]]:
     """Quarantine bad rows; fail with one clear message only if too few good rows remain.
 
     Args:
         catalog: the ingested drop.
         config: the `validate` section of the run config.
+        known_categories: for an update, the champion's categories (a few new rows of one are fine).
     """
-    result = quarantine_bad_rows(catalog, config)
+    result = quarantine_bad_rows(catalog, config, known_categories)
     mlflow.log_metrics(
         {"catalog_rows": result.total_rows, "valid_rows": result.good_rows, "quarantined_rows": len(result.quarantine)}
     )

@@ -65,3 +65,13 @@ def test_rare_categories_are_quarantined_with_reason(demo_drop):
 
 def test_enough_good_rows_passes(bad_result):
     usable_or_raise(bad_result, ValidateConfig(min_good_rows=10))
+
+
+def test_a_drop_may_bring_few_products_of_a_category_the_model_knows(demo_drop):
+    catalog = read_catalog(demo_drop)
+    catalog.rows = catalog.rows.groupby("category").head(1).reset_index(drop=True)  # one product per category
+    strict = quarantine_bad_rows(catalog, ValidateConfig(min_rows_per_class=3))
+    assert strict.good_rows == 0 and strict.quarantine["reason"].str.contains("too few good rows").all()
+    known = sorted(catalog.rows["category"])[:3]
+    lenient = quarantine_bad_rows(catalog, ValidateConfig(min_rows_per_class=3), known_categories=known)
+    assert sorted(lenient.catalog.rows["category"]) == known

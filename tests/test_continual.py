@@ -1,0 +1,168 @@
+"""EWC penalty, classifier growth, exemplar selection and storage, the update gate (tiny models, no ZenML)."""
+
+import numpy as np
+import pytest
+import torch
+
+from kickvision.bundle import ModelBundle, load_bundle, save_bundle
+from kickvision.catalog import read_catalog
+from kickvision.continual import (
+    EWCPenalty,
+    continual_state_after_training,
+    evaluate_update,
+    grow_classifier,
+    herding,
+    select_exemplars,
+    update_bundle,
+)
+from kickvision.data import prepare_catalog
+from kickvision.demo import write_demo_drop
+from kickvision.model import build_model, build_tokenizer
+from kickvision.registry import update_gate
+from kickvision.training import fit, predict_logits
+from kickvision.validation import quarantine_bad_rows
+
+
+def _inputs(cfg, batch=3, tokens=8):
+    return (
+        torch.randn(batch, 3, cfg.image_size, cfg.image_size),
+        torch.randint(1000, 2000, (batch, tokens)),
+        torch.ones(batch, tokens, dtype=torch.long),
+    )
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_grows_with_fisher_weighted_distance(tiny_config):
+    model = build_model(tiny_config.model, n_classes=4)
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fisher = {n: torch.ones_like(p) for n, p in model.named_parameters()}
+    penalty = EWCPenalty(model, fisher, anchor, lam=2.0)
+    assert penalty().item() == 0.0
+
+    weight = model.classifier.weight
+    with torch.no_grad():
+        weight[0, 0] += 0.5
+    assert penalty().item() == pytest.approx(0.5 * 2.0 * 0.25)
+    with torch.no_grad():
+        weight[0, 0] += 0.5  # twice the distance -> four times the penalty
+    assert penalty().item() == pytest.approx(0.5 * 2.0 * 1.0)
+
+    fisher["classifier.weight"][0, 0] = 0.0  # an unimportant weight moves for free
+    assert EWCPenalty(model, fisher, anchor, lam=2.0)().item() == 0.0
+    fisher["classifier.weight"][0, 0] = 10.0
+    assert EWCPenalty(model, fisher, anchor, lam=2.0)().item() == pytest.approx(0.5 * 2.0 * 10.0)
+
+
+def test_penalty_has_a_gradient_only_on_the_old_rows_of_a_grown_classifier(tiny_config):
+    model = build_model(tiny_config.model, n_classes=3)
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fisher = {n: torch.ones_like(p) for n, p in model.named_parameters()}
+    grow_classifier(model, 5)
+    with torch.no_grad():
+        model.classifier.weight.add_(1.0)
+    penalty = EWCPenalty(model, fisher, anchor, lam=1.0)
+    penalty().backward()
+    autograd = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    grad = model.classifier.weight.grad
+    assert grad[:3].abs().sum() > 0 and grad[3:].abs().sum() == 0
+    model.zero_grad(set_to_none=True)
+    penalty.add_gradients()  # the in-place shortcut training uses gives the same gradient
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, autograd.get(name, torch.zeros_like(param)))
+
+
+def test_growing_the_classifier_keeps_old_logits_exactly(tiny_config):
+    model = build_model(tiny_config.model, n_classes=4).eval()
+    inputs = _inputs(tiny_config.model)
+    before = model(*inputs).logits
+    grow_classifier(model, 6)
+    after = model(*inputs).logits
+    assert after.shape == (3, 6)
+    torch.testing.assert_close(after[:, :4], before, rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        grow_classifier(model, 2)
+
+
+def test_herding_picks_distinct_rows_whose_mean_tracks_the_class_mean():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8))
+    chosen = herding(x, 10)
+    assert len(set(chosen.tolist())) == 10
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    herd_error = np.linalg.norm(unit[chosen].mean(0) - unit.mean(0))
+    random_errors = [np.linalg.norm(unit[rng.permutation(200)[:10]].mean(0) - unit.mean(0)) for _ in range(50)]
+    assert herd_error < np.median(random_errors)
+    picked = select_exemplars(x, np.array(["a", "b"] * 100), per_class=3)
+    assert len(picked) == 6 and len(set(picked.tolist())) == 6
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_config, demo_drop):
+    tokenizer = build_tokenizer(tiny_config.model.text_encoder)
+    catalog = quarantine_bad_rows(read_catalog(demo_drop), tiny_config.validate_).catalog
+    data = prepare_catalog(catalog, tokenizer, tiny_config.model.image_size, tiny_config.data, seed=0)
+    result = fit(data, tiny_config.model, tiny_config.train, tokenizer, 12, progress=False)
+    cfg = tiny_config.continual.model_copy(update={"fisher_samples": 16, "replay_per_class": 2, "holdout_per_class": 2})
+    result.bundle.continual = continual_state_after_training(result.bundle.model, data, cfg, seed=0)
+    return result.bundle, data, cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    from kickvision.config import load_config
+    from tests.conftest import REPO, TINY_RUN
+
+    return load_config(REPO / "configs" / "demo.yaml", overrides=TINY_RUN)
+
+
+def test_fisher_replay_and_holdout_survive_a_bundle_round_trip(trained, tmp_path):
+    bundle, data, _ = trained
+    state = bundle.continual
+    assert set(state.fisher) == {n for n, _ in bundle.model.named_parameters()}
+    assert all(f.min() >= 0 for f in state.fisher.values()) and any(f.sum() > 0 for f in state.fisher.values())
+    assert len(state.replay) == 2 * len(data.classes)  # 2 exemplars per category
+    assert set(state.holdout.rows["product_id"]) <= set(data.rows.iloc[data.indices("test")]["product_id"])
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "b")).continual
+    np.testing.assert_array_equal(loaded.replay.images, state.replay.images)
+    np.testing.assert_array_equal(loaded.replay.input_ids, state.replay.input_ids)
+    assert loaded.replay.rows.to_dict() == state.replay.rows.to_dict()
+    assert loaded.holdout.rows["product_id"].tolist() == state.holdout.rows["product_id"].tolist()
+    for name, value in state.fisher.items():
+        torch.testing.assert_close(loaded.fisher[name], value)
+
+
+def test_an_update_learns_a_new_category_and_keeps_the_label_map(trained, tiny_config, tmp_path):
+    bundle, _, cfg = trained
+    drop_dir = write_demo_drop(tmp_path / "drop", n_per_class=3, new_per_class=12, image_size=32)
+    catalog = quarantine_bad_rows(read_catalog(drop_dir), tiny_config.validate_).catalog
+    drop = prepare_catalog(catalog, bundle.tokenizer, 32, tiny_config.data, seed=0, known_classes=bundle.classes)
+    assert drop.classes == [*bundle.classes, "Loafers"]
+    result = update_bundle(bundle, drop, cfg.model_copy(update={"epochs": 1}), tiny_config.train, progress=False)
+    updated: ModelBundle = result.bundle
+    assert updated.classes == drop.classes and updated.model.classifier.out_features == len(drop.classes)
+    assert updated.continual.updates == 1
+    assert "Loafers" in set(updated.continual.replay.rows["category"])
+    assert updated.info["new_classes"] == ["Loafers"]
+    logits, _ = predict_logits(updated.model, drop, drop.indices("train"))
+    assert logits.shape[1] == len(drop.classes)
+    metrics = evaluate_update(bundle, updated, drop)
+    assert metrics["update_new_classes"] == 1
+    assert metrics["update_forgetting"] == pytest.approx(
+        metrics["update_old_top1_before"] - metrics["update_old_top1_after"]
+    )
+    assert all(0 <= metrics[k] <= 1 for k in ("update_old_top1_after", "update_new_top1", "update_combined_top1_after"))
+
+
+@pytest.mark.parametrize(
+    ("forgetting", "combined_after", "promoted", "words"),
+    [(0.0, 0.8, True, "forgetting"), (0.05, 0.9, False, "forgot too much"), (0.01, 0.6, False, "worse overall")],
+)
+def test_update_gate(forgetting, combined_after, promoted, words):
+    metrics = {
+        "update_old_top1_before": 0.9,
+        "update_old_top1_after": 0.9 - forgetting,
+        "update_forgetting": forgetting,
+        "update_combined_top1_before": 0.7,
+        "update_combined_top1_after": combined_after,
+    }
+    decision, reason = update_gate(metrics, tolerance=0.02)
+    assert decision is promoted and words in reason
