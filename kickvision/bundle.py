@@ -78,7 +78,12 @@ def load_bundle(folder: str | Path) -> ModelBundle:
         raise ValueError(f"{folder}: unsupported bundle format {spec.get('format_version')}")
     cfg = ModelConfig.model_validate(spec["model_config"])
     model = MultimodalShoeNet(cfg, len(spec["classes"]), text_hf_config=spec["text_hf_config"], load_weights=False)
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    state = load_file(str(folder / WEIGHTS_FILE))
+    if spec.get("info", {}).get("pruned_shapes"):  # a pruned model: reshape the fresh one to fit (prune.py)
+        from kickvision.prune import apply_pruned_shapes
+
+        apply_pruned_shapes(model, spec["info"]["pruned_shapes"], state)
+    model.load_state_dict(state)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR))
     index = EmbeddingIndex.load(folder / INDEX_DIR) if (folder / INDEX_DIR).is_dir() else None

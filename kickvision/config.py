@@ -94,6 +94,18 @@ class TrainConfig(_Section):
     amp: bool = True  # bf16 autocast on CUDA only
 
 
+class PruneConfig(_Section):
+    """The prune step: structured pruning of every encoder, a short fine-tune, an accuracy gate."""
+
+    enabled: bool = True
+    ratio: float = Field(0.5, ge=0, lt=1, description="share of channels / widths removed per prunable group")
+    head_ratio: float | None = Field(None, ge=0, lt=1, description="share of attention heads removed; None = ratio")
+    round_to: int | None = Field(8, ge=1, description="keep widths multiples of this (fast kernels)")
+    finetune_epochs: int = Field(3, ge=0)
+    lr: float = 5e-4
+    tolerance: float = Field(0.005, ge=0, le=1, description="max validation top-1 loss to keep the pruned model")
+
+
 class ContinualConfig(_Section):
     """Catalog-drop updates: what every model carries for them, and how an update trains and is gated.
 
@@ -132,6 +144,7 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
     continual: ContinualConfig = Field(default_factory=ContinualConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
 

@@ -7,7 +7,8 @@ from `forward` (the pooled vector fusion consumes), after timm's features/head s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,20 @@ class ShoeNetOutput:
 
 
 # ---------------------------------------------------------------- pretrained weight resolution
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """Keep the HF hub client offline while weights are looked up, even when huggingface_hub was
+    imported before kickvision set HF_HUB_OFFLINE (it reads the variable once, at import)."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 def resolve_text_source(spec: TextEncoderConfig) -> tuple[str | None, bool]:
     """(folder to load config/tokenizer/weights from, whether weights are to be loaded).
 
@@ -97,7 +112,8 @@ class ImageEncoder(nn.Module):
                 extra = {}
                 if isinstance(pretrained, str) and pretrained != "auto":
                     extra["pretrained_cfg_overlay"] = {"file": pretrained}
-                self.backbone = timm.create_model(spec.name, pretrained=True, num_classes=0, **kwargs, **extra)
+                with hub_offline():
+                    self.backbone = timm.create_model(spec.name, pretrained=True, num_classes=0, **kwargs, **extra)
                 self.pretrained_loaded = True
             except Exception as exc:  # offline: no weights on this machine, or shapes overridden
                 if pretrained is True or (isinstance(pretrained, str) and pretrained != "auto"):

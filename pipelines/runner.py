@@ -62,6 +62,7 @@ def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | Non
         train=config.train,
         registry=config.registry,
         continual=config.continual,
+        prune=config.prune,
         seed=config.seed,
     )
     return summarise(run, tracking_uri(), "register_model")
@@ -106,6 +107,7 @@ def run_update(drop_dir: str | Path, config: RunConfig, run_name: str | None = N
         continual=config.continual,
         train=config.train,
         registry=config.registry,
+        prune=config.prune,
         seed=config.seed,
     )
     return summarise(run, uri, "register_update")

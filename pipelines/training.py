@@ -1,15 +1,24 @@
-"""The training pipeline: ingest -> validate -> preprocess -> train -> evaluate -> register."""
+"""The training pipeline: ingest -> validate -> preprocess -> train -> prune -> evaluate -> register."""
 
 from typing import Any
 
 from zenml import pipeline
 from zenml.enums import ExecutionMode
 
-from kickvision.config import ContinualConfig, DataConfig, ModelConfig, RegisterConfig, TrainConfig, ValidateConfig
+from kickvision.config import (
+    ContinualConfig,
+    DataConfig,
+    ModelConfig,
+    PruneConfig,
+    RegisterConfig,
+    TrainConfig,
+    ValidateConfig,
+)
 from steps import (
     evaluate_model,
     ingest_catalog,
     preprocess_catalog,
+    prune_model,
     register_model,
     train_model,
     validate_catalog,
@@ -27,11 +36,13 @@ def training_pipeline(
     train: TrainConfig,
     registry: RegisterConfig,
     continual: ContinualConfig,
+    prune: PruneConfig,
     seed: int = 42,
 ) -> Any:
     catalog = ingest_catalog(catalog_dir=catalog_dir, content_hash=content_hash)
     valid_catalog, _quarantine = validate_catalog(catalog=catalog, config=validation)
     prepared = preprocess_catalog(catalog=valid_catalog, data=data, model=model, validation=validation, seed=seed)
     bundle = train_model(data=prepared, model=model, train=train, data_config=data, continual=continual, seed=seed)
+    bundle = prune_model(bundle=bundle, data=prepared, prune=prune, train=train, continual=continual, seed=seed)
     report = evaluate_model(bundle=bundle, data=prepared)
     return register_model(bundle=bundle, report=report, data=prepared, registry=registry)

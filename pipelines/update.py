@@ -1,6 +1,8 @@
 """The update pipeline: a catalog drop on top of the champion, without forgetting.
 
-load_champion + ingest -> validate -> preprocess_drop -> ewc_update -> evaluate -> evaluate_update -> register_update
+load_champion + ingest -> validate -> preprocess_drop -> ewc_update -> prune -> evaluate -> evaluate_update
+-> register_update. The prune step keeps the champion's structure (pruned or not) so its Fisher, replay
+and index stay aligned; pruning happens in the training pipeline.
 """
 
 from typing import Any
@@ -8,7 +10,7 @@ from typing import Any
 from zenml import pipeline
 from zenml.enums import ExecutionMode
 
-from kickvision.config import ContinualConfig, DataConfig, RegisterConfig, TrainConfig, ValidateConfig
+from kickvision.config import ContinualConfig, DataConfig, PruneConfig, RegisterConfig, TrainConfig, ValidateConfig
 from steps import (
     evaluate_model,
     evaluate_update,
@@ -16,6 +18,7 @@ from steps import (
     ingest_catalog,
     load_champion,
     preprocess_drop,
+    prune_model,
     register_update,
     validate_catalog,
 )
@@ -32,6 +35,7 @@ def update_pipeline(
     continual: ContinualConfig,
     train: TrainConfig,
     registry: RegisterConfig,
+    prune: PruneConfig,
     seed: int = 42,
 ) -> Any:
     champion, classes = load_champion(model_uri=champion_uri, version=champion_version)
@@ -39,6 +43,9 @@ def update_pipeline(
     valid_catalog, _quarantine = validate_catalog(catalog=catalog, config=validation, known_categories=classes)
     prepared = preprocess_drop(catalog=valid_catalog, champion=champion, data=data, validation=validation, seed=seed)
     bundle = ewc_update(champion=champion, data=prepared, continual=continual, train=train, seed=seed)
+    bundle = prune_model(
+        bundle=bundle, data=prepared, prune=prune, train=train, continual=continual, seed=seed, keep_structure=True
+    )
     report = evaluate_model(bundle=bundle, data=prepared)
     update_metrics = evaluate_update(champion=champion, bundle=bundle, data=prepared)
     return register_update(

@@ -7,6 +7,7 @@ from steps.ingest import ingest_catalog
 from steps.load_champion import load_champion
 from steps.preprocess import preprocess_catalog
 from steps.preprocess_drop import preprocess_drop
+from steps.prune import prune_model
 from steps.register import register_model
 from steps.register_update import register_update
 from steps.train import train_model
@@ -20,6 +21,7 @@ __all__ = [
     "load_champion",
     "preprocess_catalog",
     "preprocess_drop",
+    "prune_model",
     "register_model",
     "register_update",
     "train_model",

@@ -4,13 +4,12 @@ import mlflow
 from zenml import step
 
 from kickvision.bundle import ModelBundle
-from kickvision.calibration import calibrate_temperature
 from kickvision.config import ContinualConfig, DataConfig, ModelConfig, TrainConfig
-from kickvision.continual import continual_state_after_training
 from kickvision.data import PreparedData
 from kickvision.model import build_tokenizer
+from kickvision.release import equip_for_release
 from kickvision.tracking import flatten_params
-from kickvision.training import fit, index_catalog
+from kickvision.training import fit
 from materializers import ModelBundleMaterializer
 
 
@@ -55,19 +54,10 @@ def train_model(
         seed=seed,
         on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
     )
-    result.bundle.index = index_catalog(result.bundle, data)  # recommendations ship with the model
-    mlflow.log_metrics(calibrate_temperature(result.bundle, data))  # temperature ships in bundle.info
-    # Fisher, replay exemplars and holdout ship too, so an update never needs this catalog again.
-    result.bundle.continual = continual_state_after_training(result.bundle.model, data, continual, seed)
+    # Index, temperature and Fisher/replay/holdout ship with the model (the prune step redoes them
+    # for a pruned model).
+    mlflow.log_metrics(equip_for_release(result.bundle, data, continual, seed))
     info = result.bundle.info
     mlflow.log_params({f"pretrained_{k}": v for k, v in info["pretrained"].items()})
-    mlflow.log_metrics(
-        {
-            "best_epoch": info["best_epoch"],
-            "model_parameters": info["parameters"],
-            "index_products": len(result.bundle.index),
-            "replay_exemplars": len(result.bundle.continual.replay),
-            "holdout_products": len(result.bundle.continual.holdout),
-        }
-    )
+    mlflow.log_metrics({"best_epoch": info["best_epoch"], "model_parameters": info["parameters"]})
     return result.bundle

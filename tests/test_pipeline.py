@@ -41,6 +41,7 @@ def test_training_pipeline_runs_end_to_end(first_run):
         "validate_catalog",
         "preprocess_catalog",
         "train_model",
+        "prune_model",
         "evaluate_model",
         "register_model",
     }
@@ -58,6 +59,11 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
     assert {"test_top1", "test_macro_f1", "train_loss", "val_macro_f1", "valid_rows"} <= set(run.data.metrics)
     assert {"test_p_at_1", "test_p_at_5", "test_map", "test_colour_p_at_5"} <= set(run.data.metrics)
     assert {"test_ece", "test_ece_uncalibrated", "val_ece_calibrated", "temperature"} <= set(run.data.metrics)
+    prune_metrics = {"prune_params_before", "prune_params_after", "prune_file_bytes_before", "prune_file_bytes_after"}
+    assert prune_metrics | {"prune_val_top1_before", "prune_val_top1_after"} <= set(run.data.metrics)
+    assert run.data.metrics["prune_params_after"] < run.data.metrics["prune_params_before"]
+    assert run.data.metrics["prune_file_bytes_after"] < run.data.metrics["prune_file_bytes_before"]
+    assert run.data.tags["prune_decision"] == "pruned"  # tolerance 1.0 in the tiny config
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 1
     assert run.data.params["model.fusion"] == "concat"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}

@@ -1,0 +1,97 @@
+"""Structured pruning: smaller files and models, identical outputs after a save/load, the tolerance gate."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from kickvision.bundle import ModelBundle, load_bundle, save_bundle
+from kickvision.catalog import read_catalog
+from kickvision.continual import update_bundle
+from kickvision.data import prepare_catalog
+from kickvision.model import build_model, build_tokenizer, count_parameters
+from kickvision.prune import changed_shapes, prune_bundle, prune_structured, weights_file_bytes
+from kickvision.release import equip_for_release
+from kickvision.training import fit, predict_logits
+from kickvision.validation import quarantine_bad_rows
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    from kickvision.config import load_config
+    from tests.conftest import REPO, TINY_RUN
+
+    return load_config(REPO / "configs" / "demo.yaml", overrides=TINY_RUN)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gated"])
+def test_pruned_model_is_smaller_and_reloads_to_identical_outputs(tiny_config, tmp_path, fusion):
+    cfg = tiny_config.model.model_copy(update={"fusion": fusion})
+    model = build_model(cfg, n_classes=5).eval()
+    pruned = copy.deepcopy(model)
+    prune_structured(pruned, ratio=0.5, head_ratio=0.5, round_to=None)
+    assert count_parameters(pruned) < 0.6 * count_parameters(model)
+    assert weights_file_bytes(pruned) < 0.6 * weights_file_bytes(model)
+    heads = {m.num_heads for m in pruned.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")}
+    assert heads == {1}  # the tiny ViT had 2 heads per block
+
+    tokenizer = build_tokenizer(cfg.text_encoder)
+    info = {"pruned_shapes": changed_shapes(pruned, model)}
+    folder = save_bundle(ModelBundle(pruned, tokenizer, [f"c{i}" for i in range(5)], 12, info), tmp_path / "b")
+    assert (folder / "model.safetensors").stat().st_size < 0.6 * weights_file_bytes(model)
+    loaded = load_bundle(folder).model
+    inputs = (torch.randn(3, 3, 32, 32), torch.randint(1000, 2000, (3, 12)), torch.ones(3, 12, dtype=torch.long))
+    torch.testing.assert_close(loaded(*inputs).logits, pruned(*inputs).logits, rtol=0, atol=0)
+    torch.testing.assert_close(loaded(*inputs).embedding, pruned(*inputs).embedding, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_config, demo_drop):
+    tokenizer = build_tokenizer(tiny_config.model.text_encoder)
+    catalog = quarantine_bad_rows(read_catalog(demo_drop), tiny_config.validate_).catalog
+    data = prepare_catalog(catalog, tokenizer, tiny_config.model.image_size, tiny_config.data, seed=0)
+    bundle = fit(data, tiny_config.model, tiny_config.train, tokenizer, 12, progress=False).bundle
+    return bundle, data
+
+
+def test_prune_bundle_reports_the_metrics_and_keeps_the_pruned_model_within_tolerance(trained, tiny_config):
+    bundle, data = trained
+    result = prune_bundle(bundle, data, tiny_config.prune, tiny_config.train, progress=False)
+    assert result.kept_pruned and result.bundle is not bundle and result.reason.startswith("pruned")
+    m = result.metrics
+    for name in ("params", "file_bytes", "val_top1", "macs", "latency_b1_ms", "latency_b32_ms"):
+        assert f"prune_{name}_before" in m and f"prune_{name}_after" in m
+    assert m["prune_params_after"] < m["prune_params_before"] and m["prune_macs_after"] < m["prune_macs_before"]
+    assert result.bundle.info["pruned_shapes"] and len(result.history) == tiny_config.prune.finetune_epochs
+    again = prune_bundle(result.bundle, data, tiny_config.prune, tiny_config.train, progress=False)
+    assert again.bundle is result.bundle and "already pruned" in again.reason
+
+
+def test_the_tolerance_gate_keeps_the_unpruned_model_when_it_refuses(trained, tiny_config):
+    bundle, data = trained
+    result = prune_bundle(bundle, data, tiny_config.prune, tiny_config.train, progress=False, force_refuse=True)
+    assert not result.kept_pruned and result.bundle is bundle and "kept the unpruned model" in result.reason
+    assert result.metrics["prune_params_after"] < result.metrics["prune_params_before"]  # measured, then refused
+
+
+def test_a_pruned_champion_can_be_updated(trained, tiny_config, tmp_path):
+    from kickvision.demo import write_demo_drop
+
+    bundle, data = trained
+    pruned = prune_bundle(bundle, data, tiny_config.prune, tiny_config.train, progress=False).bundle
+    equip_for_release(pruned, data, tiny_config.continual, seed=0)
+    pruned = load_bundle(save_bundle(pruned, tmp_path / "pruned"))  # as the registry would hand it over
+    params = dict(pruned.model.named_parameters())
+    assert all(pruned.continual.fisher[n].shape == p.shape for n, p in params.items())
+
+    drop_dir = write_demo_drop(tmp_path / "drop", n_per_class=3, new_per_class=12, image_size=32)
+    catalog = quarantine_bad_rows(read_catalog(drop_dir), tiny_config.validate_).catalog
+    drop = prepare_catalog(catalog, pruned.tokenizer, 32, tiny_config.data, seed=0, known_classes=pruned.classes)
+    cfg = tiny_config.continual.model_copy(update={"epochs": 1})
+    updated = update_bundle(pruned, drop, cfg, tiny_config.train, progress=False).bundle
+    assert count_parameters(updated.model) - count_parameters(pruned.model) == updated.model.classifier.in_features + 1
+    reloaded = load_bundle(save_bundle(updated, tmp_path / "updated"))
+    a, _ = predict_logits(updated.model, drop, np.arange(4))
+    b, _ = predict_logits(reloaded.model, drop, np.arange(4))
+    np.testing.assert_allclose(a, b, rtol=0, atol=0)
