@@ -127,6 +127,13 @@ class ContinualConfig(_Section):
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
 
 
+class EvaluateConfig(_Section):
+    """The evaluate step's explanation work (the metrics themselves are always computed)."""
+
+    faithfulness_products: int = Field(16, ge=0, description="test products ROAD-scored per run; 0 = skip")
+    gallery_per_class: int = Field(1, ge=0, description="correct and wrong products per class in the gallery")
+
+
 class RegisterConfig(_Section):
     """MLflow registry settings of the register step."""
 
@@ -146,6 +153,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     continual: ContinualConfig = Field(default_factory=ContinualConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

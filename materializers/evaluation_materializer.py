@@ -1,4 +1,4 @@
-"""EvaluationReport <-> metrics.json + per_class.csv + confusion.npy, with dashboard visualisations."""
+"""EvaluationReport <-> report.json + per_class.csv + confusion.npy (+ gallery.html), with dashboard visualisations."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ class EvaluationReportMaterializer(BaseMaterializer):
             data.per_class.to_csv(fh, index=False)
         with self.artifact_store.open(os.path.join(self.uri, "confusion.npy"), "wb") as fh:
             np.save(fh, data.confusion, allow_pickle=False)
+        if data.gallery_html:
+            with self.artifact_store.open(os.path.join(self.uri, "gallery.html"), "w") as fh:
+                fh.write(data.gallery_html)
 
     def load(self, data_type: type[Any]) -> EvaluationReport:
         with self.artifact_store.open(os.path.join(self.uri, "report.json"), "r") as fh:
@@ -36,7 +39,11 @@ class EvaluationReportMaterializer(BaseMaterializer):
             per_class = pd.read_csv(fh)
         with self.artifact_store.open(os.path.join(self.uri, "confusion.npy"), "rb") as fh:
             confusion = np.load(fh, allow_pickle=False)
-        return EvaluationReport(meta["metrics"], per_class, confusion, meta["classes"], meta["split"])
+        gallery = None
+        if fileio.exists(os.path.join(self.uri, "gallery.html")):
+            with self.artifact_store.open(os.path.join(self.uri, "gallery.html"), "r") as fh:
+                gallery = fh.read()
+        return EvaluationReport(meta["metrics"], per_class, confusion, meta["classes"], meta["split"], gallery)
 
     def extract_metadata(self, data: EvaluationReport) -> dict[str, Any]:
         return dict(data.metrics)
@@ -48,4 +55,10 @@ class EvaluationReportMaterializer(BaseMaterializer):
         html = os.path.join(self.uri, "per_class.html")
         with self.artifact_store.open(html, "w") as fh:
             fh.write(data.per_class.to_html(index=False, float_format="%.3f"))
-        return {png: VisualizationType.IMAGE, html: VisualizationType.HTML}
+        visualizations = {png: VisualizationType.IMAGE, html: VisualizationType.HTML}
+        if data.gallery_html:  # the Grad-CAM++ gallery, self-contained, in the ZenML dashboard too
+            gallery = os.path.join(self.uri, "gallery_visualization.html")
+            with self.artifact_store.open(gallery, "w") as fh:
+                fh.write(data.gallery_html)
+            visualizations[gallery] = VisualizationType.HTML
+        return visualizations

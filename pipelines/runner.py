@@ -63,6 +63,7 @@ def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | Non
         registry=config.registry,
         continual=config.continual,
         prune=config.prune,
+        evaluation=config.evaluate,
         seed=config.seed,
     )
     return summarise(run, tracking_uri(), "register_model")
@@ -108,6 +109,7 @@ def run_update(drop_dir: str | Path, config: RunConfig, run_name: str | None = N
         train=config.train,
         registry=config.registry,
         prune=config.prune,
+        evaluation=config.evaluate,
         seed=config.seed,
     )
     return summarise(run, uri, "register_update")

@@ -8,6 +8,7 @@ from zenml.enums import ExecutionMode
 from kickvision.config import (
     ContinualConfig,
     DataConfig,
+    EvaluateConfig,
     ModelConfig,
     PruneConfig,
     RegisterConfig,
@@ -37,6 +38,7 @@ def training_pipeline(
     registry: RegisterConfig,
     continual: ContinualConfig,
     prune: PruneConfig,
+    evaluation: EvaluateConfig,
     seed: int = 42,
 ) -> Any:
     catalog = ingest_catalog(catalog_dir=catalog_dir, content_hash=content_hash)
@@ -44,5 +46,5 @@ def training_pipeline(
     prepared = preprocess_catalog(catalog=valid_catalog, data=data, model=model, validation=validation, seed=seed)
     bundle = train_model(data=prepared, model=model, train=train, data_config=data, continual=continual, seed=seed)
     bundle = prune_model(bundle=bundle, data=prepared, prune=prune, train=train, continual=continual, seed=seed)
-    report = evaluate_model(bundle=bundle, data=prepared)
+    report = evaluate_model(bundle=bundle, data=prepared, config=evaluation)
     return register_model(bundle=bundle, report=report, data=prepared, registry=registry)

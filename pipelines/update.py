@@ -10,7 +10,15 @@ from typing import Any
 from zenml import pipeline
 from zenml.enums import ExecutionMode
 
-from kickvision.config import ContinualConfig, DataConfig, PruneConfig, RegisterConfig, TrainConfig, ValidateConfig
+from kickvision.config import (
+    ContinualConfig,
+    DataConfig,
+    EvaluateConfig,
+    PruneConfig,
+    RegisterConfig,
+    TrainConfig,
+    ValidateConfig,
+)
 from steps import (
     evaluate_model,
     evaluate_update,
@@ -36,6 +44,7 @@ def update_pipeline(
     train: TrainConfig,
     registry: RegisterConfig,
     prune: PruneConfig,
+    evaluation: EvaluateConfig,
     seed: int = 42,
 ) -> Any:
     champion, classes = load_champion(model_uri=champion_uri, version=champion_version)
@@ -46,7 +55,7 @@ def update_pipeline(
     bundle = prune_model(
         bundle=bundle, data=prepared, prune=prune, train=train, continual=continual, seed=seed, keep_structure=True
     )
-    report = evaluate_model(bundle=bundle, data=prepared)
+    report = evaluate_model(bundle=bundle, data=prepared, config=evaluation)
     update_metrics = evaluate_update(champion=champion, bundle=bundle, data=prepared)
     return register_update(
         bundle=bundle,

@@ -7,6 +7,7 @@ import mlflow
 from zenml import step
 
 from kickvision.bundle import ModelBundle
+from kickvision.config import EvaluateConfig
 from kickvision.data import PreparedData
 from kickvision.evaluation import (
     EvaluationReport,
@@ -16,16 +17,18 @@ from kickvision.evaluation import (
     retrieval_contact_sheet,
 )
 from kickvision.explain import explanation_gallery
+from kickvision.faithfulness import cam_faithfulness
 from materializers import EvaluationReportMaterializer
 
 
 @step(experiment_tracker=True, enable_cache=False, output_materializers=EvaluationReportMaterializer)
-def evaluate_model(bundle: ModelBundle, data: PreparedData) -> EvaluationReport:
-    """Score the model on the held-out test split.
+def evaluate_model(bundle: ModelBundle, data: PreparedData, config: EvaluateConfig) -> EvaluationReport:
+    """Score the model on the held-out test split; explain it (gallery) and test the explanations (ROAD).
 
     Args:
         bundle: the trained model.
         data: the prepared catalog (its test split).
+        config: how many products the gallery and the faithfulness scores use.
     """
     report = evaluate_bundle(bundle, data, "test")
     mlflow.log_metrics(report.metrics)
@@ -36,7 +39,12 @@ def evaluate_model(bundle: ModelBundle, data: PreparedData) -> EvaluationReport:
         if bundle.index is not None:
             retrieval_contact_sheet(bundle, data, Path(tmp) / "recommendations.png")
         mlflow.log_artifacts(tmp, artifact_path="evaluation")
-    if bundle.model.image_encoders:
-        mlflow.log_text(explanation_gallery(bundle, data), "explain/gallery.html")
+    if bundle.model.image_encoders and config.gallery_per_class:
+        report.gallery_html = explanation_gallery(bundle, data, per_class=config.gallery_per_class)
+        mlflow.log_text(report.gallery_html, "explain/gallery.html")
+    if bundle.model.image_encoders and config.faithfulness_products:
+        faithfulness = cam_faithfulness(bundle, data, n=config.faithfulness_products)
+        mlflow.log_metrics(faithfulness)
+        report.metrics.update({k: v for k, v in faithfulness.items() if not k.endswith(("_std", "_products"))})
     print(report.per_class.to_string(index=False, float_format="%.3f"))
     return report

@@ -55,3 +55,21 @@ def test_explain_a_chosen_class_and_missing_inputs(tiny_bundle, photo, tmp_path)
         explain_product(tiny_bundle, photo, "x", target="Sandals")
     assert plot_explanation(chosen, tmp_path / "e.png").stat().st_size > 0
     assert plot_explanation(no_photo, tmp_path / "n.png").stat().st_size > 0
+
+
+def test_road_faithfulness_is_scored_per_branch_and_for_random_maps(tiny_config, demo_drop):
+    from kickvision.catalog import read_catalog
+    from kickvision.data import prepare_catalog
+    from kickvision.faithfulness import cam_faithfulness
+    from kickvision.training import fit
+    from kickvision.validation import quarantine_bad_rows
+
+    tokenizer = build_tokenizer(tiny_config.model.text_encoder)
+    catalog = quarantine_bad_rows(read_catalog(demo_drop), tiny_config.validate_).catalog
+    data = prepare_catalog(catalog, tokenizer, tiny_config.model.image_size, tiny_config.data, seed=0)
+    bundle = fit(data, tiny_config.model, tiny_config.train, tokenizer, 12, progress=False).bundle
+    metrics = cam_faithfulness(bundle, data, n=3)
+    for family in ("resnet", "vit", "random"):
+        # a difference of class probabilities: |score| <= 1
+        assert -1 <= metrics[f"cam_faithfulness_{family}"] <= 1 and metrics[f"cam_faithfulness_{family}_std"] >= 0
+    assert metrics["cam_faithfulness_products"] == 3

@@ -64,6 +64,7 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
     assert run.data.metrics["prune_params_after"] < run.data.metrics["prune_params_before"]
     assert run.data.metrics["prune_file_bytes_after"] < run.data.metrics["prune_file_bytes_before"]
     assert run.data.tags["prune_decision"] == "pruned"  # tolerance 1.0 in the tiny config
+    assert {"cam_faithfulness_resnet", "cam_faithfulness_vit", "cam_faithfulness_random"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 1
     assert run.data.params["model.fusion"] == "concat"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -82,6 +83,15 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
     assert version.description == card
     assert str(version.version) == "1" and version.tags["promotion_decision"] == "champion"
     assert str(client.get_model_version_by_alias("kickvision", "challenger").version) == "1"
+
+
+def test_the_gallery_is_a_zenml_dashboard_visualisation_of_the_evaluation(first_run):
+    from zenml.client import Client
+
+    artifact = Client().get_pipeline_run(first_run.run_name).steps["evaluate_model"].output
+    shown = {(Path(v.uri).name, str(v.type.value).lower()) for v in artifact.visualizations}
+    assert {("confusion.png", "image"), ("gallery_visualization.html", "html")} <= shown
+    assert artifact.load().gallery_html.count("<figure>") >= 1
 
 
 def test_champion_loads_as_pyfunc_and_predicts(first_run, demo_drop):

@@ -1,0 +1,140 @@
+"""Structured pruning of the whole fused model: size, MACs, CPU latency and accuracy per ratio.
+
+Trains the config's model once, then for each ratio prunes a copy (every encoder and the fusion
+MLP; see kickvision/prune.py), fine-tunes it for `prune.finetune_epochs` and reports parameters,
+weights-file MB, MACs, CPU latency at batch 1 and 32 (median of interleaved runs: the unpruned
+model and the pruned one alternate in the same process, so machine noise hits both alike), and
+test top-1 / macro-F1 right after pruning and after the fine-tune. Prints a table, writes JSON.
+
+    .venv/bin/python benchmarks/pruning.py --catalog ../shared/data/fashion-footwear --epochs 10
+    .venv/bin/python benchmarks/pruning.py                        # the demo catalog
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kickvision.catalog import read_catalog
+from kickvision.config import load_config
+from kickvision.data import prepare_catalog
+from kickvision.demo import write_demo_catalog
+from kickvision.model import build_tokenizer
+from kickvision.prune import example_inputs, model_costs, prune_bundle, prune_structured
+from kickvision.training import classification_scores, fit, predict_logits
+from kickvision.validation import quarantine_bad_rows
+
+
+@torch.no_grad()
+def interleaved_latency_ms(models: list, batch: int, tokens: int, repeats: int = 21) -> list[float]:
+    """Median forward time per model, the models timed in turn within each repeat."""
+    inputs = example_inputs(models[0], batch, tokens)
+    for model in models:
+        model.eval()
+        for _ in range(3):
+            model(*inputs)
+    times = [[] for _ in models]
+    for _ in range(repeats):
+        for i, model in enumerate(models):
+            started = time.perf_counter()
+            model(*inputs)
+            times[i].append((time.perf_counter() - started) * 1000)
+    return [float(np.median(t)) for t in times]
+
+
+def test_scores(model, data) -> dict[str, float]:
+    idx = data.indices("test")
+    logits, _ = predict_logits(model, data, idx)
+    return classification_scores(data.labels()[idx], logits.argmax(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
+    parser.add_argument("--config", default="demo")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--ratios", default="0.2,0.3,0.4,0.5,0.6")
+    parser.add_argument("--finetune-epochs", type=int, help="override prune.finetune_epochs")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/pruning_<catalog>.json)")
+    args = parser.parse_args()
+
+    overrides: dict = {"prune": {"tolerance": 1.0}}  # measure every ratio, refuse none
+    if args.epochs:
+        overrides["train"] = {"epochs": args.epochs}
+    if args.finetune_epochs is not None:
+        overrides["prune"]["finetune_epochs"] = args.finetune_epochs
+    cfg = load_config(args.config, overrides=overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(args.catalog) if args.catalog else write_demo_catalog(Path(tmp) / "demo")
+        catalog = quarantine_bad_rows(read_catalog(source), cfg.validate_).catalog
+        tokenizer = build_tokenizer(cfg.model.text_encoder)
+        data = prepare_catalog(catalog, tokenizer, cfg.model.image_size, cfg.data, cfg.seed)
+    name = source.name if args.catalog else "demo"
+    tokens = cfg.data.max_title_tokens
+
+    started = time.perf_counter()
+    bundle = fit(data, cfg.model, cfg.train, tokenizer, tokens, seed=cfg.seed, progress=False).bundle
+    train_seconds = time.perf_counter() - started
+    base = model_costs(bundle.model, tokens, latency=False) | test_scores(bundle.model, data)
+    rows = [{"ratio": 0.0, **base, "top1_no_finetune": base["top1"], "macro_f1_no_finetune": base["macro_f1"]}]
+    pruned_models = []
+    for ratio in [float(r) for r in args.ratios.split(",")]:
+        started = time.perf_counter()
+        shallow = copy.deepcopy(bundle.model).cpu()
+        prune_structured(shallow, ratio, ratio, cfg.prune.round_to, tokens)
+        no_finetune = test_scores(shallow, data)
+        prune_cfg = cfg.prune.model_copy(update={"ratio": ratio, "head_ratio": ratio})
+        result = prune_bundle(bundle, data, prune_cfg, cfg.train, seed=cfg.seed, progress=False)
+        model = result.bundle.model
+        pruned_models.append(model)
+        rows.append(
+            {
+                "ratio": ratio,
+                **model_costs(model, tokens, latency=False),
+                **test_scores(model, data),
+                "top1_no_finetune": no_finetune["top1"],
+                "macro_f1_no_finetune": no_finetune["macro_f1"],
+                "prune_and_finetune_seconds": time.perf_counter() - started,
+            }
+        )
+        print(f"ratio {ratio}: {rows[-1]}", flush=True)
+
+    for batch in (1, 32):
+        latencies = interleaved_latency_ms([bundle.model, *pruned_models], batch, tokens)
+        for row, ms in zip(rows, latencies, strict=True):
+            row[f"latency_b{batch}_ms"] = ms
+
+    print(
+        f"\n{name}: {cfg.name} config, {cfg.model.image_size} px, trained {cfg.train.epochs} epochs "
+        f"({train_seconds:.0f} s), fine-tune {cfg.prune.finetune_epochs} epochs, {torch.get_num_threads()} CPU threads"
+    )
+    print(
+        "| ratio | params | vs base | file MB | MACs (M) | b1 ms | b32 ms | b32 speed-up | top-1 pruned | "
+        "top-1 tuned | Δ top-1 | macro-F1 tuned |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    b = rows[0]
+    for r in rows:
+        print(
+            f"| {r['ratio']:.1f} | {r['params'] / 1e6:.2f}M | {r['params'] / b['params']:.0%} | "
+            f"{r['file_bytes'] / 1e6:.1f} | {r['macs'] / 1e6:.0f} | {r['latency_b1_ms']:.1f} | "
+            f"{r['latency_b32_ms']:.1f} | {b['latency_b32_ms'] / r['latency_b32_ms']:.2f}x | "
+            f"{r['top1_no_finetune']:.4f} | {r['top1']:.4f} | {(r['top1'] - b['top1']) * 100:+.2f} pt | "
+            f"{r['macro_f1']:.4f} |"
+        )
+    out = Path(args.out or Path(__file__).parent / "results" / f"pruning_{name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"catalog": name, "config": cfg.name, "train_epochs": cfg.train.epochs, "prune": cfg.prune.model_dump()}
+    out.write_text(json.dumps({"meta": meta, "train_seconds": train_seconds, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
