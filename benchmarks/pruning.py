@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--ratios", default="0.2,0.3,0.4,0.5,0.6")
     parser.add_argument("--finetune-epochs", type=int, help="override prune.finetune_epochs")
+    parser.add_argument("--finetune-lr", type=float, help="override prune.lr")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/pruning_<catalog>.json)")
     args = parser.parse_args()
 
@@ -70,6 +71,8 @@ def main() -> None:
         overrides["train"] = {"epochs": args.epochs}
     if args.finetune_epochs is not None:
         overrides["prune"]["finetune_epochs"] = args.finetune_epochs
+    if args.finetune_lr is not None:
+        overrides["prune"]["lr"] = args.finetune_lr
     cfg = load_config(args.config, overrides=overrides)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(args.catalog) if args.catalog else write_demo_catalog(Path(tmp) / "demo")

@@ -397,7 +397,8 @@ def update_bundle(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * len(loader)), pct_start=0.2
     )
-    penalty = EWCPenalty(model, grow_fisher(state.fisher, model), anchor, cfg.ewc_lambda) if cfg.ewc_lambda else None
+    # The penalty takes the Fisher at the anchor's shapes: the grown classifier's new rows stay free.
+    penalty = EWCPenalty(model, state.fisher, anchor, cfg.ewc_lambda) if cfg.ewc_lambda else None
 
     val_idx = drop.indices("val")
     history = []
@@ -409,7 +410,7 @@ def update_bundle(
             scheduler,
             update_train_cfg,
             device,
-            penalty,
+            penalty.add_gradients if penalty is not None else None,
             f"update {epoch}/{cfg.epochs}",
             progress,
         )

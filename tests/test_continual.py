@@ -166,3 +166,22 @@ def test_update_gate(forgetting, combined_after, promoted, words):
     }
     decision, reason = update_gate(metrics, tolerance=0.02)
     assert decision is promoted and words in reason
+
+
+def test_a_strong_ewc_penalty_keeps_the_update_near_the_anchor(trained, tiny_config, tmp_path):
+    bundle, _, cfg = trained
+    drop_dir = write_demo_drop(tmp_path / "drop", n_per_class=3, new_per_class=12, image_size=32)
+    catalog = quarantine_bad_rows(read_catalog(drop_dir), tiny_config.validate_).catalog
+    drop = prepare_catalog(catalog, bundle.tokenizer, 32, tiny_config.data, seed=0, known_classes=bundle.classes)
+    anchor = dict(bundle.model.named_parameters())
+
+    def distance(lam: float) -> float:
+        c = cfg.model_copy(update={"epochs": 3, "batch_size": 4, "ewc_lambda": lam})
+        model = update_bundle(bundle, drop, c, tiny_config.train, progress=False).bundle.model
+        return sum(
+            (bundle.continual.fisher[n] * (p.detach() - anchor[n].detach()) ** 2).sum().item()
+            for n, p in model.named_parameters()
+            if n in anchor and p.shape == anchor[n].shape
+        )
+
+    assert distance(1e6) < 0.5 * distance(0.0)
