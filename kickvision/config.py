@@ -119,11 +119,11 @@ class ContinualConfig(_Section):
     holdout_per_class: int = Field(50, ge=1, description="old test products per category kept to measure forgetting")
     fisher_samples: int = Field(256, ge=1, description="training products the Fisher diagonal is averaged over")
     fisher_decay: float = Field(0.9, ge=0, le=1, description="online EWC: old Fisher weight when a drop is added")
-    ewc_lambda: float = Field(1000.0, ge=0, description="weight of the EWC penalty")
+    ewc_lambda: float = Field(5000.0, ge=0, description="weight of the EWC penalty")
     use_replay: bool = True
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = 2e-3
+    lr: float = 1e-3
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
 
 

@@ -257,7 +257,8 @@ def prune_bundle(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.lr, total_steps=max(1, cfg.finetune_epochs * len(loader)), pct_start=0.2
     )
-    history = []
+    # Keep the fine-tune epoch with the best validation top-1, as training keeps its best epoch.
+    history, best_top1, best_state = [], pruned_top1, copy.deepcopy(model.state_dict())
     for epoch in range(1, cfg.finetune_epochs + 1):
         stats = train_one_epoch(
             model, loader, optimizer, scheduler, tune_cfg, device, desc=f"prune fine-tune {epoch}", progress=progress
@@ -266,6 +267,9 @@ def prune_bundle(
         history.append({"epoch": epoch, **stats})
         if on_epoch_end:
             on_epoch_end(epoch, stats)
+        if stats["val_top1"] >= best_top1:
+            best_top1, best_state = stats["val_top1"], copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
     model.to("cpu").eval()
 
     after = model_costs(model, tokens)
