@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kickvision.bundle import save_bundle
 from kickvision.catalog import read_catalog
 from kickvision.config import load_config
 from kickvision.data import prepare_catalog
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.2,0.3,0.4,0.5,0.6")
     parser.add_argument("--finetune-epochs", type=int, help="override prune.finetune_epochs")
     parser.add_argument("--finetune-lr", type=float, help="override prune.lr")
+    parser.add_argument("--save-model", help="also save the trained (unpruned) bundle here, e.g. for explain.py")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/pruning_<catalog>.json)")
     args = parser.parse_args()
 
@@ -85,6 +87,8 @@ def main() -> None:
     started = time.perf_counter()
     bundle = fit(data, cfg.model, cfg.train, tokenizer, tokens, seed=cfg.seed, progress=False).bundle
     train_seconds = time.perf_counter() - started
+    if args.save_model:
+        save_bundle(bundle, args.save_model)
     base = model_costs(bundle.model, tokens, latency=False) | test_scores(bundle.model, data)
     rows = [{"ratio": 0.0, **base, "top1_no_finetune": base["top1"], "macro_f1_no_finetune": base["macro_f1"]}]
     pruned_models = []
