@@ -21,22 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from common import prepared_catalog
 
-from kickvision.catalog import read_catalog
 from kickvision.config import load_config
 from kickvision.continual import continual_state_after_training, evaluate_update, update_bundle
-from kickvision.data import PreparedData, prepare_catalog
-from kickvision.demo import write_demo_catalog
+from kickvision.data import PreparedData
 from kickvision.model import build_tokenizer
 from kickvision.training import fit
-from kickvision.validation import quarantine_bad_rows
 
 METHODS = {
     "naive fine-tune": {"ewc": False, "replay": False},
@@ -144,12 +141,7 @@ def main() -> None:
     if args.update_epochs:
         overrides["continual"]["epochs"] = args.update_epochs
     cfg = load_config(args.config, overrides=overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(args.catalog) if args.catalog else write_demo_catalog(Path(tmp) / "demo")
-        catalog = quarantine_bad_rows(read_catalog(source), cfg.validate_).catalog
-        tokenizer = build_tokenizer(cfg.model.text_encoder)
-        data = prepare_catalog(catalog, tokenizer, cfg.model.image_size, cfg.data, cfg.seed)
-    name = source.name if args.catalog else "demo"
+    data, tokenizer, name = prepared_catalog(args.catalog, cfg)
     scenarios = [s for s in args.scenarios.split(",") if s == "A" or "year" in data.rows]
 
     results = [r for s in scenarios for r in run_scenario(s, data, cfg, cfg.seed)]

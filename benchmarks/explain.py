@@ -14,25 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import prepared_catalog
 from PIL import Image
 
 from kickvision.bundle import load_bundle, save_bundle
 from kickvision.calibration import calibrate_temperature, expected_calibration_error, softmax
-from kickvision.catalog import read_catalog
 from kickvision.config import load_config
-from kickvision.data import prepare_catalog
-from kickvision.demo import write_demo_catalog
 from kickvision.explain import explain_product
 from kickvision.faithfulness import cam_faithfulness
-from kickvision.model import build_tokenizer
 from kickvision.training import fit, predict_logits
-from kickvision.validation import quarantine_bad_rows
 
 
 def main() -> None:
@@ -47,12 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_config(args.config, overrides={"train": {"epochs": args.epochs}} if args.epochs else {})
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(args.catalog) if args.catalog else write_demo_catalog(Path(tmp) / "demo")
-        catalog = quarantine_bad_rows(read_catalog(source), cfg.validate_).catalog
-        tokenizer = build_tokenizer(cfg.model.text_encoder)
-        data = prepare_catalog(catalog, tokenizer, cfg.model.image_size, cfg.data, cfg.seed)
-    name = source.name if args.catalog else "demo"
+    data, tokenizer, name = prepared_catalog(args.catalog, cfg)
     if args.model:
         bundle = load_bundle(args.model)
     else:

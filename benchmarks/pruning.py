@@ -15,22 +15,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import prepared_catalog
 
 from kickvision.bundle import save_bundle
-from kickvision.catalog import read_catalog
 from kickvision.config import load_config
-from kickvision.data import prepare_catalog
-from kickvision.demo import write_demo_catalog
-from kickvision.model import build_tokenizer
 from kickvision.prune import example_inputs, model_costs, prune_bundle, prune_structured
 from kickvision.training import classification_scores, fit, predict_logits
-from kickvision.validation import quarantine_bad_rows
 
 
 @torch.no_grad()
@@ -76,12 +71,7 @@ def main() -> None:
     if args.finetune_lr is not None:
         overrides["prune"]["lr"] = args.finetune_lr
     cfg = load_config(args.config, overrides=overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(args.catalog) if args.catalog else write_demo_catalog(Path(tmp) / "demo")
-        catalog = quarantine_bad_rows(read_catalog(source), cfg.validate_).catalog
-        tokenizer = build_tokenizer(cfg.model.text_encoder)
-        data = prepare_catalog(catalog, tokenizer, cfg.model.image_size, cfg.data, cfg.seed)
-    name = source.name if args.catalog else "demo"
+    data, tokenizer, name = prepared_catalog(args.catalog, cfg)
     tokens = cfg.data.max_title_tokens
 
     started = time.perf_counter()
