@@ -8,13 +8,15 @@ export ZENML_ANALYTICS_OPT_IN := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run update test lint ui clean
+.PHONY: install run update test lint ui clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+
+install: $(BIN)/.installed  ## the pinned venv only (CI jobs that run kickvision commands)
 
 run: $(BIN)/.installed  ## demo catalog -> training pipeline -> MLflow registry (state in ./.kickvision/)
 	$(BIN)/kickvision demo

@@ -1,13 +1,16 @@
 """Structured pruning of the whole fused model: size, MACs, CPU latency and accuracy per ratio.
 
-Trains the config's model once, then for each ratio prunes a copy (every encoder and the fusion
-MLP; see kickvision/prune.py), fine-tunes it for `prune.finetune_epochs` and reports parameters,
-weights-file MB, MACs, CPU latency at batch 1 and 32 (median of interleaved runs: the unpruned
-model and the pruned one alternate in the same process, so machine noise hits both alike), and
-test top-1 / macro-F1 right after pruning and after the fine-tune. Prints a table, writes JSON.
+Trains the config's model once (or loads a saved bundle with --model), then for each ratio prunes
+a copy (every encoder and the fusion MLP; see kickvision/prune.py), fine-tunes it for
+`prune.finetune_epochs` and reports parameters, weights-file MB, MACs, CPU latency at batch 1 and
+32 (median of interleaved runs: the unpruned model and the pruned ones alternate in the same
+process, so machine noise hits all alike), and test top-1 / macro-F1 right after pruning and after
+the fine-tune. Prints a table, writes JSON.
 
     .venv/bin/python benchmarks/pruning.py --catalog ../shared/data/fashion-footwear --epochs 10
     .venv/bin/python benchmarks/pruning.py                        # the demo catalog
+    # a model the training pipeline already trained (its train step's output artifact folder):
+    .venv/bin/python benchmarks/pruning.py --catalog ../shared/data/fashion-footwear --config fashion --model DIR
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 from common import prepared_catalog
 
-from kickvision.bundle import save_bundle
+from kickvision.bundle import load_bundle, save_bundle
 from kickvision.config import load_config
 from kickvision.prune import example_inputs, model_costs, prune_bundle, prune_structured
 from kickvision.training import classification_scores, fit, predict_logits
@@ -59,6 +62,10 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.2,0.3,0.4,0.5,0.6")
     parser.add_argument("--finetune-epochs", type=int, help="override prune.finetune_epochs")
     parser.add_argument("--finetune-lr", type=float, help="override prune.lr")
+    parser.add_argument(
+        "--distill-weights", default=None, help="e.g. 0,1: each ratio fine-tuned without and with distillation"
+    )
+    parser.add_argument("--model", help="a bundle folder trained with --config on --catalog")
     parser.add_argument("--save-model", help="also save the trained (unpruned) bundle here, e.g. for explain.py")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/pruning_<catalog>.json)")
     args = parser.parse_args()
@@ -75,33 +82,46 @@ def main() -> None:
     tokens = cfg.data.max_title_tokens
 
     started = time.perf_counter()
-    bundle = fit(data, cfg.model, cfg.train, tokenizer, tokens, seed=cfg.seed, progress=False).bundle
-    train_seconds = time.perf_counter() - started
+    if args.model:  # same config and seed as its training, so the same split and label map
+        bundle = load_bundle(args.model)
+        if bundle.classes != data.classes:
+            raise SystemExit(f"{args.model} was trained on classes {bundle.classes}, not this catalog's {data.classes}")
+        train_seconds = float("nan")
+    else:
+        bundle = fit(data, cfg.model, cfg.train, tokenizer, tokens, seed=cfg.seed, progress=False).bundle
+        train_seconds = time.perf_counter() - started
     if args.save_model:
         save_bundle(bundle, args.save_model)
     base = model_costs(bundle.model, tokens, latency=False) | test_scores(bundle.model, data)
     rows = [{"ratio": 0.0, **base, "top1_no_finetune": base["top1"], "macro_f1_no_finetune": base["macro_f1"]}]
     pruned_models = []
+    weights = [cfg.prune.distill_weight]
+    if args.distill_weights:
+        weights = [float(w) for w in args.distill_weights.split(",")]
     for ratio in [float(r) for r in args.ratios.split(",")]:
-        started = time.perf_counter()
         shallow = copy.deepcopy(bundle.model).cpu()
         prune_structured(shallow, ratio, ratio, cfg.prune.round_to, tokens)
         no_finetune = test_scores(shallow, data)
-        prune_cfg = cfg.prune.model_copy(update={"ratio": ratio, "head_ratio": ratio})
-        result = prune_bundle(bundle, data, prune_cfg, cfg.train, seed=cfg.seed, progress=False)
-        model = result.bundle.model
-        pruned_models.append(model)
-        rows.append(
-            {
-                "ratio": ratio,
-                **model_costs(model, tokens, latency=False),
-                **test_scores(model, data),
-                "top1_no_finetune": no_finetune["top1"],
-                "macro_f1_no_finetune": no_finetune["macro_f1"],
-                "prune_and_finetune_seconds": time.perf_counter() - started,
-            }
-        )
-        print(f"ratio {ratio}: {rows[-1]}", flush=True)
+        for weight in weights:
+            started = time.perf_counter()
+            prune_cfg = cfg.prune.model_copy(update={"ratio": ratio, "head_ratio": ratio, "distill_weight": weight})
+            result = prune_bundle(bundle, data, prune_cfg, cfg.train, seed=cfg.seed, progress=False)
+            model = result.bundle.model
+            pruned_models.append(model)
+            rows.append(
+                {
+                    "ratio": ratio,
+                    "distill_weight": weight,
+                    **model_costs(model, tokens, latency=False),
+                    **test_scores(model, data),
+                    "top1_no_finetune": no_finetune["top1"],
+                    "macro_f1_no_finetune": no_finetune["macro_f1"],
+                    "val_top1_before": result.metrics.get("prune_val_top1_before"),
+                    "val_top1_after": result.metrics.get("prune_val_top1_after"),
+                    "prune_and_finetune_seconds": time.perf_counter() - started,
+                }
+            )
+            print(f"ratio {ratio} distill {weight}: {rows[-1]}", flush=True)
 
     for batch in (1, 32):
         latencies = interleaved_latency_ms([bundle.model, *pruned_models], batch, tokens)
@@ -113,14 +133,15 @@ def main() -> None:
         f"({train_seconds:.0f} s), fine-tune {cfg.prune.finetune_epochs} epochs, {torch.get_num_threads()} CPU threads"
     )
     print(
-        "| ratio | params | vs base | file MB | MACs (M) | b1 ms | b32 ms | b32 speed-up | top-1 pruned | "
+        "| ratio | distill | params | vs base | file MB | MACs (M) | b1 ms | b32 ms | b32 speed-up | top-1 pruned | "
         "top-1 tuned | Δ top-1 | macro-F1 tuned |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     b = rows[0]
     for r in rows:
         print(
-            f"| {r['ratio']:.1f} | {r['params'] / 1e6:.2f}M | {r['params'] / b['params']:.0%} | "
+            f"| {r['ratio']:.1f} | {r.get('distill_weight', '-')} | {r['params'] / 1e6:.2f}M | "
+            f"{r['params'] / b['params']:.0%} | "
             f"{r['file_bytes'] / 1e6:.1f} | {r['macs'] / 1e6:.0f} | {r['latency_b1_ms']:.1f} | "
             f"{r['latency_b32_ms']:.1f} | {b['latency_b32_ms'] / r['latency_b32_ms']:.2f}x | "
             f"{r['top1_no_finetune']:.4f} | {r['top1']:.4f} | {(r['top1'] - b['top1']) * 100:+.2f} pt | "

@@ -1,4 +1,4 @@
-"""The `kickvision` command: demo, demo-drop, train, update, validate, import, predict, recommend, explain, ui.
+"""The `kickvision` command: demo, train, update, watch, schedule, stack, ui, predict, recommend, explain, ...
 
 Data and configuration problems print one line (`error: ...`) and exit 2; no traceback.
 """
@@ -53,6 +53,49 @@ def cmd_update(args: argparse.Namespace) -> int:
     _quiet_user_error_tracebacks()
     result = run_update(drop, cfg)
     print("\n" + (result if isinstance(result, str) else result.render()))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from kickvision.config import load_config
+    from kickvision.errors import CatalogError
+    from kickvision.importers import catalog_dir_for
+    from kickvision.watch import DropFailed, watch
+    from pipelines.runner import run_update
+
+    cfg = load_config(args.config)
+    workdir = Path(os.environ["ZENML_CONFIG_PATH"]).parent / "imports"
+    options = {"master_category": args.master_category, "label": args.label}
+    _quiet_user_error_tracebacks()
+
+    def update(folder: Path) -> str:
+        try:
+            result = run_update(catalog_dir_for(args.format, folder, workdir, **options), cfg)
+        except Exception as exc:
+            cause = _user_error_in_chain(exc)
+            if isinstance(cause, CatalogError):
+                raise DropFailed(str(cause)) from None
+            raise cause or exc from None
+        if isinstance(result, str):  # this drop already reached the registry (e.g. before a crash)
+            return result
+        reg = result.registration
+        fate = "champion" if reg.get("promoted") else "challenger"
+        return f"{reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
+
+    def report(name: str, outcome) -> None:
+        print(f"{name}: {outcome.status}: {outcome.detail}", flush=True)
+
+    outcomes = watch(args.drops, update, once=args.once, interval_s=args.interval, report=report)
+    print(f"processed {len(outcomes)} drop(s); nothing left in {args.drops}")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from kickvision.config import load_config, load_schedule
+    from pipelines.runner import schedule_training
+
+    schedule = load_schedule(args.file)
+    print(schedule_training(schedule, load_config(schedule.config)))
     return 0
 
 
@@ -116,15 +159,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _model_uri(args: argparse.Namespace) -> str:
     """Check the --image argument, point MLflow at the active stack, and name the model to use."""
-    import mlflow
-
     from kickvision.registry import champion_uri
-    from pipelines.stack import ensure_stack, tracking_uri
+    from pipelines.stack import ensure_stack, use_tracking
 
     if getattr(args, "image", None) and not Path(args.image).is_file():
         raise KickvisionError(f"image not found: {args.image}")
-    ensure_stack("local")
-    mlflow.set_tracking_uri(tracking_uri())
+    ensure_stack()
+    use_tracking()
     return args.model_uri or champion_uri(args.model_name)
 
 
@@ -201,10 +242,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from pipelines.stack import ensure_stack, tracking_uri
+    from pipelines.stack import ensure_stack, use_tracking
 
-    ensure_stack("local")
-    uri = tracking_uri()
+    ensure_stack()
+    uri = use_tracking()
+    if uri.startswith(("http://", "https://")):
+        print(f"the active stack tracks on an MLflow server; its UI is {uri}")
+        return 0
     print(f"MLflow UI on http://127.0.0.1:{args.port}  (tracking store {uri})")
     cmd = [
         str(Path(sys.executable).with_name("mlflow")),
@@ -217,6 +261,40 @@ def cmd_ui(args: argparse.Namespace) -> int:
         str(args.port),
     ]
     return subprocess.call(cmd)
+
+
+def cmd_stack_list(args: argparse.Namespace) -> int:
+    from pipelines.stack import describe_stacks
+
+    rows = describe_stacks()
+    print(f"{'':2}{'recipe':<12}{'ZenML stack':<24}{'registered':<12}{'options':<70}")
+    for row in rows:
+        print(f"{row['active']:<2}{row['recipe']:<12}{row['stack']:<24}{row['registered']:<12}{row['options']:<70}")
+        print(f"{'':14}{row['description']}")
+    return 0
+
+
+def cmd_stack_use(args: argparse.Namespace) -> int:
+    from pipelines.stack import load_recipe, use_stack
+
+    options = dict(_key_value(item) for item in args.set)
+    if args.tracking_uri:
+        options["tracking_uri"] = args.tracking_uri
+    credentials = {"tracking_username": args.username, "tracking_password": args.password, "tracking_token": args.token}
+    stack = use_stack(args.name, options, credentials)
+    recipe = load_recipe(args.name)
+    print(f"active stack: {stack.name} (infra/stacks/{args.name}.yaml: {recipe.description})")
+    for kind, component in recipe.filled(options).items():
+        configuration = component.get("configuration") or {}
+        print(f"  {kind:<19} {component['name']} ({component['flavor']}) {configuration or ''}")
+    return 0
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise KickvisionError(f"--set takes key=value, not '{item}'")
+    return key.strip().replace("-", "_"), value.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--config", default="demo", help="run config (its validate/data/continual/registry sections)")
     import_options(update)
     update.set_defaults(func=cmd_update)
+
+    watcher = sub.add_parser("watch", help="update the champion with every new drop folder in DIR, in name order")
+    watcher.add_argument("--drops", required=True, help="folder of drop folders (hidden ones are skipped)")
+    watcher.add_argument("--once", action="store_true", help="process what is there, then exit (for cron)")
+    watcher.add_argument("--interval", type=float, default=300.0, help="seconds between looks (default 300)")
+    watcher.add_argument("--format", default="generic", choices=FORMATS, help="drop layout (default generic)")
+    watcher.add_argument("--config", default="demo", help="run config (as for update)")
+    import_options(watcher)
+    watcher.set_defaults(func=cmd_watch)
+
+    schedule = sub.add_parser("schedule", help="retrain on a cron schedule (orchestrators with schedules)")
+    schedule.add_argument("--file", default="schedule", help="schedule file or name in configs/ (default schedule)")
+    schedule.set_defaults(func=cmd_schedule)
 
     demo_drop = sub.add_parser("demo-drop", help="write a demo catalog drop (new products + a new category)")
     demo_drop.add_argument("--out", default="kickvision-drop-1", help="drop folder (default ./kickvision-drop-1/)")
@@ -303,6 +394,21 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="start the MLflow UI on the active stack's tracking store (loopback)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
+
+    stack = sub.add_parser("stack", help="ZenML stacks from infra/stacks/: list them, or register and activate one")
+    stack_sub = stack.add_subparsers(dest="stack_command", required=True)
+    stack_list = stack_sub.add_parser("list", help="the stack recipes, which are registered, which is active")
+    stack_list.set_defaults(func=cmd_stack_list)
+    stack_use = stack_sub.add_parser("use", help="register (if needed) and activate a stack recipe")
+    stack_use.add_argument("name", help="recipe: local, team, kubernetes, kubeflow (infra/stacks/<name>.yaml)")
+    stack_use.add_argument("--tracking-uri", help="the MLflow server (team, kubernetes, kubeflow)")
+    stack_use.add_argument("--username", help="MLflow server user (default $MLFLOW_TRACKING_USERNAME)")
+    stack_use.add_argument("--password", help="MLflow server password (default $MLFLOW_TRACKING_PASSWORD)")
+    stack_use.add_argument("--token", help="MLflow server token, instead of user and password")
+    stack_use.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any other recipe option (repeatable)"
+    )
+    stack_use.set_defaults(func=cmd_stack_use)
     return parser
 
 

@@ -103,6 +103,10 @@ class PruneConfig(_Section):
     round_to: int | None = Field(8, ge=1, description="keep widths multiples of this (fast kernels)")
     finetune_epochs: int = Field(3, ge=0)
     lr: float = 5e-4
+    distill_weight: float = Field(
+        0.0, ge=0, description="weight of distillation from the unpruned model during the fine-tune (0 = off)"
+    )
+    distill_temperature: float = Field(2.0, gt=0)
     tolerance: float = Field(0.005, ge=0, le=1, description="max validation top-1 loss to keep the pruned model")
 
 
@@ -163,6 +167,24 @@ class RunConfig(_Section):
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class ScheduleConfig(_Section):
+    """configs/schedule.yaml: retrain on a cron schedule where the orchestrator supports schedules."""
+
+    name: str = "kickvision-nightly"
+    cron_expression: str = "0 3 * * *"
+    catalog: str  # the catalog folder as the orchestrator's pods see it (e.g. a mounted volume)
+    config: str = "fashion"  # the run config to train with
+    watch_cron_line: str = ""  # what to put in crontab where the orchestrator has no schedules
+
+
+def load_schedule(path_or_name: str | Path = "schedule") -> ScheduleConfig:
+    path = resolve_config_path(path_or_name)
+    try:
+        return ScheduleConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def resolve_config_path(path_or_name: str | Path) -> Path:

@@ -223,6 +223,7 @@ def prune_bundle(
     from kickvision.training import (
         _loader,
         classification_scores,
+        distillation_loss,
         pick_device,
         predict_logits,
         seed_everything,
@@ -257,11 +258,23 @@ def prune_bundle(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.lr, total_steps=max(1, cfg.finetune_epochs * len(loader)), pct_start=0.2
     )
+    teacher_loss = None
+    if cfg.distill_weight > 0:  # the unpruned model teaches the pruned one what it lost
+        teacher = copy.deepcopy(bundle.model).to(device)
+        teacher_loss = distillation_loss(teacher, cfg.distill_weight, cfg.distill_temperature)
     # Keep the fine-tune epoch with the best validation top-1, as training keeps its best epoch.
     history, best_top1, best_state = [], pruned_top1, copy.deepcopy(model.state_dict())
     for epoch in range(1, cfg.finetune_epochs + 1):
         stats = train_one_epoch(
-            model, loader, optimizer, scheduler, tune_cfg, device, desc=f"prune fine-tune {epoch}", progress=progress
+            model,
+            loader,
+            optimizer,
+            scheduler,
+            tune_cfg,
+            device,
+            desc=f"prune fine-tune {epoch}",
+            progress=progress,
+            extra_loss=teacher_loss,
         )
         stats["val_top1"] = val_top1(model)
         history.append({"epoch": epoch, **stats})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -18,3 +19,30 @@ def flatten_params(nested: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)[:500]
     return flat
+
+
+def git_commit(directory: str | Path | None = None) -> str:
+    """The commit of the checkout holding `directory` (default: this package), or "unknown"."""
+    import subprocess
+
+    where = Path(directory) if directory else Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = done.stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True)
+    return commit + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+def run_tags(pipeline: str, config_name: str, catalog_hash: str, drop: str) -> dict[str, str]:
+    """Tags every MLflow run of a pipeline carries, so the UI's compare view can line runs up."""
+    return {
+        "kickvision.pipeline": pipeline,
+        "kickvision.config": config_name,
+        "kickvision.catalog_hash": catalog_hash,
+        "kickvision.drop": drop,
+        "kickvision.git_commit": git_commit(),
+    }

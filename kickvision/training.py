@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from kickvision.bundle import ModelBundle
 from kickvision.config import ModelConfig, TrainConfig
 from kickvision.data import PreparedData, ShoeBatches, images_to_tensor
-from kickvision.model import MultimodalShoeNet, build_model, count_parameters
+from kickvision.model import MultimodalShoeNet, ShoeNetOutput, build_model, count_parameters
 from kickvision.recommend import EmbeddingIndex, make_index
 
 log = logging.getLogger(__name__)
@@ -175,11 +175,13 @@ def train_one_epoch(
     after_backward: Callable[[], None] | None = None,
     desc: str = "epoch",
     progress: bool = True,
+    extra_loss: Callable[[dict[str, torch.Tensor], ShoeNetOutput], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """One pass of cross-entropy (+ SupCon on the embedding) training.
 
     `after_backward()` runs between backward and the optimizer step: it may add to the gradients
     (the EWC penalty's gradient, which is cheaper added directly than taken through autograd).
+    `extra_loss(batch, output)` is added to the loss (e.g. distillation from a teacher).
     """
     model.train()
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
@@ -193,6 +195,8 @@ def train_one_epoch(
                 loss = loss + cfg.contrastive_weight * supervised_contrastive_loss(
                     out.embedding, batch["label"], cfg.contrastive_temperature
                 )
+            if extra_loss is not None:
+                loss = loss + extra_loss(batch, out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if after_backward is not None:
@@ -212,6 +216,22 @@ def train_one_epoch(
         "train_samples_per_s": seen / max(elapsed, 1e-9),
         "epoch_seconds": elapsed,
     }
+
+
+def distillation_loss(
+    teacher: MultimodalShoeNet, weight: float, temperature: float
+) -> Callable[[dict[str, torch.Tensor], ShoeNetOutput], torch.Tensor]:
+    """Hinton et al.'s soft-target loss, w·T²·KL(teacher ‖ student), with the teacher frozen in eval mode."""
+    teacher.eval()
+
+    def loss(batch: dict[str, torch.Tensor], out: ShoeNetOutput) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(batch["image"], batch["input_ids"], batch["attention_mask"]).logits.float()
+        student = F.log_softmax(out.logits.float() / temperature, dim=1)
+        soft = F.softmax(target / temperature, dim=1)
+        return weight * temperature**2 * F.kl_div(student, soft, reduction="batchmean")
+
+    return loss
 
 
 def fit(

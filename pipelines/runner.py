@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from kickvision.catalog import hash_drop
-from kickvision.config import RunConfig
+from kickvision.config import RunConfig, ScheduleConfig
+from kickvision.errors import KickvisionError
+from kickvision.tracking import run_tags
+
+
+class ScheduleUnsupported(KickvisionError):
+    """The active orchestrator cannot run schedules."""
 
 
 @dataclass
@@ -39,34 +45,88 @@ class RunSummary:
             ]
         lines += [
             f"registered     {reg.get('model_name')} v{reg.get('version')}: {fate} ({reg.get('reason')})",
-            f"MLflow UI      mlflow ui --backend-store-uri {self.tracking_uri} --port 5000",
+            f"MLflow UI      {self.ui_hint()}",
         ]
         return "\n".join(lines)
 
+    def ui_hint(self) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri
+        return f"kickvision ui  (or: mlflow ui --backend-store-uri {self.tracking_uri} --port 5000)"
+
+
+def run_options(run_name: str, tags: dict[str, str]) -> dict[str, Any]:
+    """ZenML run options: the run name, MLflow run tags, and the active stack's run config (if any)."""
+    from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
+
+    from pipelines.stack import active_run_config
+
+    options: dict[str, Any] = {
+        "run_name": run_name,
+        "settings": {"experiment_tracker": MLFlowExperimentTrackerSettings(tags=tags)},
+    }
+    if config_path := active_run_config():
+        options["config_path"] = config_path
+    return options
+
+
+def training_parameters(catalog_dir: str, content_hash: str, config: RunConfig) -> dict[str, Any]:
+    """The training pipeline's parameters: the drop and every section of the run config."""
+    return {
+        "catalog_dir": catalog_dir,
+        "content_hash": content_hash,
+        "validation": config.validate_,
+        "data": config.data,
+        "model": config.model,
+        "train": config.train,
+        "registry": config.registry,
+        "continual": config.continual,
+        "prune": config.prune,
+        "evaluation": config.evaluate,
+        "seed": config.seed,
+    }
+
 
 def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | None = None) -> RunSummary:
-    """Run the training pipeline on `catalog_dir` with `config` on the local kickvision stack."""
-    from pipelines.stack import ensure_stack, tracking_uri
+    """Run the training pipeline on `catalog_dir` with `config` on the active kickvision stack."""
+    from pipelines.stack import ensure_stack, use_tracking
     from pipelines.training import training_pipeline
 
-    ensure_stack("local")
+    ensure_stack()
+    uri = use_tracking()  # a remote server that is down fails here, before anything runs
     catalog_dir = str(Path(catalog_dir).resolve())
     content_hash = hash_drop(catalog_dir)
     run_name = run_name or f"train-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = training_pipeline.with_options(run_name=run_name)(
-        catalog_dir=catalog_dir,
-        content_hash=content_hash,
-        validation=config.validate_,
-        data=config.data,
-        model=config.model,
-        train=config.train,
-        registry=config.registry,
-        continual=config.continual,
-        prune=config.prune,
-        evaluation=config.evaluate,
-        seed=config.seed,
+    tags = run_tags("training", config.name, content_hash, Path(catalog_dir).name)
+    run = training_pipeline.with_options(**run_options(run_name, tags))(
+        **training_parameters(catalog_dir, content_hash, config)
     )
-    return summarise(run, tracking_uri(), "register_model")
+    return summarise(run, uri, "register_model")
+
+
+def schedule_training(schedule: ScheduleConfig, config: RunConfig) -> str:
+    """Attach a cron Schedule for the training pipeline to the active stack's orchestrator."""
+    from zenml.client import Client
+    from zenml.config.schedule import Schedule
+
+    from pipelines.stack import ensure_stack, use_tracking
+    from pipelines.training import training_pipeline
+
+    ensure_stack()
+    orchestrator = Client().active_stack.orchestrator
+    if not orchestrator.config.is_schedulable:
+        raise ScheduleUnsupported(
+            f"the active stack's orchestrator ({orchestrator.flavor}) runs no schedules; use a Kubernetes or "
+            f"Kubeflow stack (kickvision stack use ...), or put the drop watcher in crontab: {schedule.watch_cron_line}"
+        )
+    use_tracking()
+    tags = run_tags("training", config.name, "scheduled", Path(schedule.catalog).name)
+    options = run_options(f"{schedule.name}-{{date}}-{{time}}", tags)
+    cron = Schedule(name=schedule.name, cron_expression=schedule.cron_expression)
+    # No content hash: each scheduled run reads what the folder holds when it fires.
+    parameters = training_parameters(schedule.catalog, "", config)
+    training_pipeline.with_options(schedule=cron, enable_cache=False, **options)(**parameters)
+    return f"scheduled {schedule.name}: training pipeline on {schedule.catalog} at '{schedule.cron_expression}'"
 
 
 def run_update(drop_dir: str | Path, config: RunConfig, run_name: str | None = None) -> RunSummary | str:
@@ -75,16 +135,14 @@ def run_update(drop_dir: str | Path, config: RunConfig, run_name: str | None = N
     Returns the run's summary, or a one-paragraph message when there is nothing to do because
     this drop was already applied to the current champion.
     """
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     from kickvision.registry import champion_uri, champion_version, processed_by
-    from pipelines.stack import ensure_stack, tracking_uri
+    from pipelines.stack import ensure_stack, use_tracking
     from pipelines.update import update_pipeline
 
-    ensure_stack("local")
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    ensure_stack()
+    uri = use_tracking()
     name = config.registry.model_name
     champion_uri(name)  # a clear RegistryError when there is no champion yet
     champ = champion_version(MlflowClient(), name)
@@ -98,7 +156,8 @@ def run_update(drop_dir: str | Path, config: RunConfig, run_name: str | None = N
             f"{done.tags.get('promotion_reason')}). The champion is unchanged."
         )
     run_name = run_name or f"update-{Path(drop_dir).name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = update_pipeline.with_options(run_name=run_name)(
+    tags = run_tags("update", config.name, content_hash, Path(drop_dir).name)
+    run = update_pipeline.with_options(**run_options(run_name, tags))(
         drop_dir=drop_dir,
         content_hash=content_hash,
         champion_uri=f"models:/{name}/{champ.version}",

@@ -1,7 +1,7 @@
 """ewc_update: the champion learns the drop (EWC + replay); the index is rebuilt for recommendations."""
 
 import mlflow
-from zenml import step
+from zenml import get_step_context, step
 
 from kickvision.bundle import ModelBundle
 from kickvision.calibration import calibrate_temperature
@@ -27,7 +27,13 @@ def ewc_update(
     """
     mlflow.log_params(flatten_params({"continual": continual.model_dump(mode="json"), "seed": seed}))
     mlflow.log_params({f"split_{k}_rows": v for k, v in data.split_counts().items()})
-    mlflow.set_tags({"pipeline": "update", "parent_version": champion.info.get("registered_version", "")})
+    mlflow.set_tags(
+        {
+            "pipeline": "update",
+            "parent_version": champion.info.get("registered_version", ""),
+            "kickvision.zenml_run_id": str(get_step_context().pipeline_run.id),
+        }
+    )
     result = update_bundle(
         champion,
         data,

@@ -14,9 +14,10 @@ def ingest_catalog(catalog_dir: str, content_hash: str) -> Catalog:
     Args:
         catalog_dir: the drop folder (catalog.csv + images).
         content_hash: hash_drop(catalog_dir) computed at launch; as a parameter it makes an
-            unchanged drop a cache hit and a changed one a miss.
+            unchanged drop a cache hit and a changed one a miss. Empty for scheduled runs, which
+            read whatever the folder holds when they fire (and run with caching off).
     """
     current = hash_drop(catalog_dir)
-    if current != content_hash:
+    if content_hash and current != content_hash:
         raise CatalogError(f"catalog drop {catalog_dir} changed while the run was starting; run again")
     return read_catalog(catalog_dir, content_hash=current)

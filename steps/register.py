@@ -43,6 +43,7 @@ def register_model(
     mlflow.set_tags(
         {
             "promotion_decision": "champion" if decision.promoted else "challenger",
+            "kickvision.promotion_decision": "champion" if decision.promoted else "challenger",
             "promotion_reason": decision.reason,
             "registered_version": decision.version,
         }

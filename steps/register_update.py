@@ -56,6 +56,7 @@ def register_update(
     mlflow.set_tags(
         {
             "promotion_decision": "champion" if decision.promoted else "challenger",
+            "kickvision.promotion_decision": "champion" if decision.promoted else "challenger",
             "promotion_reason": decision.reason,
             "registered_version": decision.version,
         }

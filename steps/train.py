@@ -1,7 +1,7 @@
 """train: fit MultimodalShoeNet; params and per-epoch metrics go to MLflow."""
 
 import mlflow
-from zenml import step
+from zenml import get_step_context, step
 
 from kickvision.bundle import ModelBundle
 from kickvision.config import ContinualConfig, DataConfig, ModelConfig, TrainConfig
@@ -44,6 +44,7 @@ def train_model(
         )
     )
     mlflow.log_params({f"split_{k}_rows": v for k, v in data.split_counts().items()})
+    mlflow.set_tag("kickvision.zenml_run_id", str(get_step_context().pipeline_run.id))
     tokenizer = build_tokenizer(model.text_encoder)
     result = fit(
         data,

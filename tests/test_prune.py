@@ -13,7 +13,7 @@ from kickvision.data import prepare_catalog
 from kickvision.model import build_model, build_tokenizer, count_parameters
 from kickvision.prune import changed_shapes, prune_bundle, prune_structured, weights_file_bytes
 from kickvision.release import equip_for_release
-from kickvision.training import fit, predict_logits
+from kickvision.training import distillation_loss, fit, predict_logits
 from kickvision.validation import quarantine_bad_rows
 
 
@@ -68,9 +68,24 @@ def test_prune_bundle_reports_the_metrics_and_keeps_the_pruned_model_within_tole
     assert again.bundle is result.bundle and "already pruned" in again.reason
 
 
+def test_distillation_loss_is_zero_for_the_teacher_itself_and_grows_with_disagreement(tiny_config):
+    teacher = build_model(tiny_config.model, n_classes=5).eval()
+    batch = {
+        "image": torch.randn(4, 3, 32, 32),
+        "input_ids": torch.randint(1000, 2000, (4, 12)),
+        "attention_mask": torch.ones(4, 12, dtype=torch.long),
+    }
+    out = teacher(batch["image"], batch["input_ids"], batch["attention_mask"])
+    loss = distillation_loss(teacher, weight=1.0, temperature=2.0)
+    assert loss(batch, out).item() == pytest.approx(0.0, abs=1e-6)
+    shifted = type(out)(**{**vars(out), "logits": out.logits + torch.randn_like(out.logits) * 3})
+    assert loss(batch, shifted).item() > 0.01
+
+
 def test_the_tolerance_gate_keeps_the_unpruned_model_when_it_refuses(trained, tiny_config):
     bundle, data = trained
-    result = prune_bundle(bundle, data, tiny_config.prune, tiny_config.train, progress=False, force_refuse=True)
+    with_teacher = tiny_config.prune.model_copy(update={"distill_weight": 1.0})  # the distilled fine-tune runs too
+    result = prune_bundle(bundle, data, with_teacher, tiny_config.train, progress=False, force_refuse=True)
     assert not result.kept_pruned and result.bundle is bundle and "kept the unpruned model" in result.reason
     assert result.metrics["prune_params_after"] < result.metrics["prune_params_before"]  # measured, then refused
 

@@ -1,0 +1,178 @@
+"""Fused model vs single-modality models vs TF-IDF on a real catalog: one group split, several seeds.
+
+For each training seed: the config's fused model, the same model without its text branch (image
+only), without its image branches (text only), all with the same encoders and budget; the fused
+model is also scored with the photo hidden and with the title hidden (modality dropout is what
+makes that meaningful). TF-IDF (word 1-2 grams + character 2-5 grams) + logistic regression on
+the title is the classical baseline (C chosen on validation). Prints top-1 and macro-F1 (mean ±
+std over seeds), per-class F1, training wall time and peak RSS during training, plus where a
+training step's CPU time goes per branch; writes JSON.
+
+    .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config fashion
+    .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config demo --seeds 42 7 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import prepared_catalog
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.pipeline import make_pipeline, make_union
+
+from kickvision.config import load_config
+from kickvision.model import build_model
+from kickvision.training import classification_scores, fit, predict_logits
+
+VARIANTS = {"fused": {}, "image only": {"text_encoder": None}, "text only": {"image_encoders": []}}
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs (sampled every 0.2 s)."""
+
+    def __enter__(self):
+        self.peak, self._stop = _rss_bytes(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def branch_costs(cfg, n_classes: int, batch: int) -> dict[str, float]:
+    """Seconds of forward + backward per training batch, per branch (where the CPU time goes)."""
+    model = build_model(cfg.model, n_classes).train()
+    size, tokens = cfg.model.image_size, cfg.data.max_title_tokens
+    images = torch.rand(batch, 3, size, size)
+    ids, mask = torch.randint(1000, 2000, (batch, tokens)), torch.ones(batch, tokens, dtype=torch.long)
+    branches = {enc.name: (lambda enc=enc: enc(images)) for enc in model.image_encoders}
+    if model.text_encoder is not None:
+        branches[cfg.model.text_encoder.name] = lambda: model.text_encoder(ids, mask)
+    branches["whole model"] = lambda: model(images, ids, mask).logits
+    costs = {}
+    for name, forward in branches.items():
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            forward().float().sum().backward()
+            times.append(time.perf_counter() - started)
+        costs[name] = float(np.median(times[1:]))
+    return costs
+
+
+def scores_with_per_class(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> dict:
+    per_class = f1_score(labels, predictions, labels=list(range(n_classes)), average=None, zero_division=0)
+    return classification_scores(labels, predictions) | {"per_class_f1": [float(x) for x in per_class]}
+
+
+def tfidf_baseline(data) -> dict:
+    titles = data.rows["title"].fillna("").to_numpy()
+    labels = data.labels()
+    train, val, test = (data.indices(s) for s in ("train", "val", "test"))
+    best = None
+    for c in (1.0, 3.0, 10.0, 30.0):
+        features = make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+        )
+        model = make_pipeline(features, LogisticRegression(C=c, max_iter=3000))
+        started = time.perf_counter()
+        model.fit(titles[train], labels[train])
+        seconds = time.perf_counter() - started
+        val_top1 = float((model.predict(titles[val]) == labels[val]).mean())
+        if best is None or val_top1 > best[0]:
+            best = (val_top1, c, model, seconds)
+    val_top1, c, model, seconds = best
+    return scores_with_per_class(labels[test], model.predict(titles[test]), len(data.classes)) | {
+        "C": c,
+        "train_seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
+    parser.add_argument("--config", default="fashion")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1])
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the models")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/accuracy_<catalog>_<config>.json)")
+    args = parser.parse_args()
+
+    cfg = load_config(args.config, overrides={"train": {"epochs": args.epochs}} if args.epochs else None)
+    data, tokenizer, name = prepared_catalog(args.catalog, cfg)  # one group split for every seed
+    labels, test = data.labels(), data.indices("test")
+    n_classes = len(data.classes)
+    print(f"{name}: {data.split_counts()} products, classes {data.classes}", flush=True)
+    costs = branch_costs(cfg, n_classes, cfg.train.batch_size)
+    print("seconds per training batch (fwd+bwd):", {k: round(v, 3) for k, v in costs.items()}, flush=True)
+
+    rows = []
+    for seed in args.seeds:
+        for variant in args.variants.split(","):
+            model_cfg = cfg.model.model_copy(update=VARIANTS[variant])
+            started = time.perf_counter()
+            with PeakRSS() as memory:
+                tokens = cfg.data.max_title_tokens
+                fitted = fit(data, model_cfg, cfg.train, tokenizer, tokens, seed=seed, progress=False)
+            seconds = time.perf_counter() - started
+            probes = {variant: {}}
+            if variant == "fused":
+                probes |= {"fused, photo removed": {"use_image": False}, "fused, title removed": {"use_text": False}}
+            for label, hide in probes.items():
+                logits, _ = predict_logits(fitted.bundle.model, data, test, **hide)
+                row = {"model": label, "seed": seed, **scores_with_per_class(labels[test], logits.argmax(1), n_classes)}
+                if label == variant:
+                    row |= {"train_seconds": seconds, "peak_rss_gb": memory.peak / 1e9, "epochs": len(fitted.history)}
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "per_class_f1"}), flush=True)
+    tfidf = tfidf_baseline(data)
+    rows.append({"model": "TF-IDF + logistic regression (title)", "seed": None, **tfidf})
+
+    print(f"\n{name}, config {cfg.name} ({cfg.model.image_size} px), {len(test)} test products, seeds {args.seeds}")
+    print("| model | top-1 | macro-F1 | train s | peak RSS GB | " + " | ".join(data.classes) + " |")
+    print("|---|---|---|---|---|" + "---|" * n_classes)
+    summary = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        group = [r for r in rows if r["model"] == model]
+        top1 = np.array([r["top1"] for r in group])
+        f1 = np.array([r["macro_f1"] for r in group])
+        per_class = np.mean([r["per_class_f1"] for r in group], axis=0)
+        seconds = np.mean([r["train_seconds"] for r in group if "train_seconds" in r] or [np.nan])
+        peak = np.max([r["peak_rss_gb"] for r in group if "peak_rss_gb" in r] or [np.nan])
+        summary.append({"model": model, "top1_mean": top1.mean(), "top1_std": top1.std(), "macro_f1_mean": f1.mean()})
+        print(
+            f"| {model} | {top1.mean():.4f} ± {top1.std():.4f} | {f1.mean():.4f} ± {f1.std():.4f} | {seconds:.0f} | "
+            f"{peak:.2f} | " + " | ".join(f"{x:.3f}" for x in per_class) + " |"
+        )
+    out = Path(args.out or Path(__file__).parent / "results" / f"accuracy_{name}_{cfg.name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"catalog": name, "config": cfg.name, "seeds": args.seeds, "classes": data.classes, "branch_costs": costs}
+    out.write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=2, default=float))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
