@@ -79,6 +79,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     cfg = ModelConfig.model_validate(spec["model_config"])
     model = MultimodalShoeNet(cfg, len(spec["classes"]), text_hf_config=spec["text_hf_config"], load_weights=False)
     state = load_file(str(folder / WEIGHTS_FILE))
+    state = {k: v for k, v in state.items() if ".pooler." not in k}  # bundles saved before the pooler was dropped
     if spec.get("info", {}).get("pruned_shapes"):  # a pruned model: reshape the fresh one to fit (prune.py)
         from kickvision.prune import apply_pruned_shapes
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageOps
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from kickvision.catalog import Catalog, open_image_bounded, resolve_inside
 from kickvision.config import DataConfig
@@ -70,6 +70,10 @@ def group_split(rows: pd.DataFrame, cfg: DataConfig, seed: int) -> np.ndarray:
         n_splits = max(2, round(1 / fraction))
         # Fewer groups than folds in a class only weakens stratification; it never leaks.
         kfold = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + salt)
+        if np.unique(labels[indices], return_counts=True)[1].max() < n_splits:
+            # sklearn refuses to stratify when every class is smaller than the fold count (a small
+            # drop): hold out a group-safe random share instead.
+            kfold = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed + salt)
         _, held = next(kfold.split(indices, labels[indices], groups[indices]))
         split[indices[held]] = name
 

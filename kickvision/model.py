@@ -175,6 +175,11 @@ class TextEncoder(nn.Module):
                 self.pretrained_loaded = False
                 why = "pretrained: false" if spec.pretrained is False else "no offline weights"
                 log.info("text encoder %s: random init (%s)", spec.name, why)
+        # BERT-family models carry a pooler for next-sentence prediction; the title vector here is a
+        # masked mean of the token states, so the pooler is dead weight (and pruning, which follows
+        # what reaches the outputs, would leave it at the old width).
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None
         self.out_dim = (
             self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.dim
         )

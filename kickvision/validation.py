@@ -31,6 +31,7 @@ class ValidationResult:
     quarantine: pd.DataFrame
     total_rows: int
     reason_counts: dict[str, int] = field(default_factory=dict)
+    data_docs_html: str = ""  # GX's Data Docs page of the expectation suite's results
 
     @property
     def good_rows(self) -> int:
@@ -186,7 +187,16 @@ def quarantine_bad_rows(
         quarantine=quarantine.reset_index(drop=True),
         total_rows=total,
         reason_counts={str(k): int(v) for k, v in counts.items()},
+        data_docs_html=render_data_docs(results),
     )
+
+
+def render_data_docs(results) -> str:
+    """GX's Data Docs validation page for `results`, as one HTML document (styles from GX's CDN)."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(results))
 
 
 def _reason_kind(reason: str) -> str:

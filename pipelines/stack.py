@@ -129,7 +129,7 @@ def use_stack(recipe: str, options: dict[str, str] | None = None, credentials: d
     spec = load_recipe(recipe)
     components = spec.filled(options or {})
     client = Client()
-    names = {}
+    names, changed = {}, False
     for kind, component in components.items():
         component_type = StackComponentType(kind)
         configuration = dict(component.get("configuration") or {})
@@ -152,11 +152,15 @@ def use_stack(recipe: str, options: dict[str, str] | None = None, credentials: d
                 )
             if configuration and configuration != {k: existing.configuration.get(k) for k in configuration}:
                 client.update_stack_component(component["name"], component_type, configuration=configuration)
+                changed = True
         names[component_type] = component["name"]
     try:
         client.get_stack(spec.name)
     except KeyError:
         client.create_stack(name=spec.name, components=names)
+    else:
+        if changed:  # ZenML caches stack instances by the stack's update time: bump it
+            client.update_stack(spec.name, component_updates={k: [v] for k, v in names.items()})
     if client.active_stack_model.name != spec.name:
         client.activate_stack(spec.name)
     return client.active_stack_model

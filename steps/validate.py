@@ -34,6 +34,7 @@ def validate_catalog(
         path = Path(tmp) / "quarantine.csv"
         result.quarantine.to_csv(path, index=False)
         mlflow.log_artifact(str(path), artifact_path="validation")
+    mlflow.log_text(result.data_docs_html, "validation/data_docs.html")
     print(result.summary())
     usable_or_raise(result, config)
     return result.catalog, result.quarantine

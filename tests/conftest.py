@@ -14,6 +14,8 @@ os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import zenml  # noqa: E402,F401  (its console log handlers bind to the real stderr, not a test's captured one)
+
 import kickvision  # noqa: E402,F401  (applies the offline defaults)
 
 REPO = Path(__file__).resolve().parents[1]

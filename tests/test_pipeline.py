@@ -76,6 +76,10 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
     gallery = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/explain/gallery.html")
     assert gallery.count("<figure>") >= 1 and "data:image/png;base64," in gallery
     assert "http://" not in gallery and "https://" not in gallery  # self-contained
+    docs = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/validation/data_docs.html")
+    assert "Great Expectations" in docs and "product_id" in docs  # GX Data Docs of the catalog checks
+    for tag in ("kickvision.pipeline", "kickvision.catalog_hash", "kickvision.git_commit", "kickvision.zenml_run_id"):
+        assert run.data.tags.get(tag), tag
     card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
     assert f"| test_top1 | {run.data.metrics['test_top1']:.4f} |" in card
     assert f"| test_macro_f1 | {run.data.metrics['test_macro_f1']:.4f} |" in card

@@ -25,9 +25,21 @@ def tiny_config():
     return load_config(REPO / "configs" / "demo.yaml", overrides=TINY_RUN)
 
 
-@pytest.mark.parametrize("fusion", ["concat", "gated"])
-def test_pruned_model_is_smaller_and_reloads_to_identical_outputs(tiny_config, tmp_path, fusion):
+TINY_BERT = {  # BERT family (MiniLM in configs/fashion.yaml): query/key/value heads, no pooler
+    "name": "bert-tiny",
+    "model_type": "bert",
+    "pretrained": False,
+    "overrides": {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2},
+}
+
+
+@pytest.mark.parametrize("fusion,text", [("concat", None), ("gated", None), ("concat", TINY_BERT)])
+def test_pruned_model_is_smaller_and_reloads_to_identical_outputs(tiny_config, tmp_path, fusion, text):
+    from kickvision.config import TextEncoderConfig
+
     cfg = tiny_config.model.model_copy(update={"fusion": fusion})
+    if text is not None:
+        cfg = cfg.model_copy(update={"text_encoder": TextEncoderConfig.model_validate(text)})
     model = build_model(cfg, n_classes=5).eval()
     pruned = copy.deepcopy(model)
     prune_structured(pruned, ratio=0.5, head_ratio=0.5, round_to=None)

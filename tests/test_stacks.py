@@ -188,3 +188,12 @@ def test_a_down_server_fails_at_the_start_in_one_line_and_registers_nothing(
 
     assert len(client.search_model_versions(f"name='{MODEL}'")) == before
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs_before
+
+
+def test_schedule_on_the_local_orchestrator_says_to_use_cron_instead(back_to_local, capsys):
+    from pipelines.stack import use_stack
+
+    use_stack("local")
+    assert cli_main(["schedule"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "runs no schedules" in err and "kickvision watch --drops" in err

@@ -75,3 +75,10 @@ def test_a_drop_may_bring_few_products_of_a_category_the_model_knows(demo_drop):
     known = sorted(catalog.rows["category"])[:3]
     lenient = quarantine_bad_rows(catalog, ValidateConfig(min_rows_per_class=3), known_categories=known)
     assert sorted(lenient.catalog.rows["category"]) == known
+
+
+def test_data_docs_page_shows_the_failed_expectations(bad_result):
+    html = bad_result.data_docs_html
+    assert html.startswith("<!DOCTYPE html>") and "Great Expectations" in html
+    assert "product_id" in html and "unique" in html.lower()
+    assert "failed" in html.lower()

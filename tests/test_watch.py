@@ -101,7 +101,8 @@ def test_watch_processes_drops_in_order_and_resumes_after_a_kill(watch_config, d
         assert cli_main(["watch", "--drops", str(drops_dir), "--once", "--config", str(watch_config)]) == 2
         assert "already processing" in capsys.readouterr().err
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the crash: mid-way through the second drop
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)  # the crash: mid-way through the second drop
         first.wait()
 
     assert cli_main(["watch", "--drops", str(drops_dir), "--once", "--config", str(watch_config)]) == 0
