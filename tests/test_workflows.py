@@ -54,5 +54,6 @@ def test_tests_workflow_runs_the_ci_script_and_retraining_has_a_nightly_cron():
     assert "bash .ci/run" in _run_lines(tests)
     retrain = yaml.safe_load((REPO / ".github/workflows/retrain.yml").read_text())
     triggers = retrain[True]  # YAML 1.1 reads the key `on` as True
-    assert triggers["schedule"][0]["cron"] and "workflow_dispatch" in triggers
+    assert triggers["schedule"][0]["cron"] and "drop" in triggers["workflow_dispatch"]["inputs"]
+    assert triggers["push"]["paths"] == ["configs/**"]
     assert any("watch --drops" in line for line in _run_lines(retrain))
