@@ -59,18 +59,15 @@ def cmd_update(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from kickvision.config import load_config
     from kickvision.errors import CatalogError
-    from kickvision.importers import catalog_dir_for
     from kickvision.watch import DropFailed, watch
     from pipelines.runner import run_update
 
     cfg = load_config(args.config)
-    workdir = Path(os.environ["ZENML_CONFIG_PATH"]).parent / "imports"
-    options = {"master_category": args.master_category, "label": args.label}
     _quiet_user_error_tracebacks()
 
     def update(folder: Path) -> str:
         try:
-            result = run_update(catalog_dir_for(args.format, folder, workdir, **options), cfg)
+            result = run_update(_catalog_dir(args, folder), cfg)
         except Exception as exc:
             cause = _user_error_in_chain(exc)
             if isinstance(cause, CatalogError):
@@ -119,13 +116,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _train(str(out), args.config)
 
 
-def _catalog_dir(args: argparse.Namespace) -> str:
-    """The generic drop to use: --catalog itself, or its import when --format names another layout."""
+def _catalog_dir(args: argparse.Namespace, source: str | Path | None = None) -> str:
+    """The generic drop for `source` (default --catalog): itself, or its import when --format names another layout."""
     from kickvision.importers import catalog_dir_for
 
     workdir = Path(os.environ["ZENML_CONFIG_PATH"]).parent / "imports"
     options = {"master_category": args.master_category, "label": args.label}
-    return str(catalog_dir_for(args.format, args.catalog, workdir, **options))
+    return str(catalog_dir_for(args.format, source or args.catalog, workdir, **options))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
