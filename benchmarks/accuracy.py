@@ -10,6 +10,7 @@ training step's CPU time goes per branch; writes JSON.
 
     .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config demo --seeds 42 7 1
+    .venv/bin/python benchmarks/accuracy.py ... --variants fused --set model.branch_loss_weight=0.5
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline, make_union
 
-from kickvision.config import load_config
+from kickvision.config import deep_merge, dotted_overrides, load_config
 from kickvision.model import build_model
 from kickvision.training import classification_scores, fit, predict_logits
 
@@ -117,11 +118,21 @@ def main() -> None:
     parser.add_argument("--config", default="fashion")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1])
     parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override (repeatable), e.g. train.epochs=3",
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the models")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/accuracy_<catalog>_<config>.json)")
     args = parser.parse_args()
 
-    cfg = load_config(args.config, overrides={"train": {"epochs": args.epochs}} if args.epochs else None)
+    overrides = dotted_overrides(args.set)
+    if args.epochs:
+        overrides = deep_merge(overrides, {"train": {"epochs": args.epochs}})
+    cfg = load_config(args.config, overrides=overrides)
     data, tokenizer, name = prepared_catalog(args.catalog, cfg)  # one group split for every seed
     labels, test = data.labels(), data.indices("test")
     n_classes = len(data.classes)

@@ -73,6 +73,12 @@ class ModelConfig(_Section):
     embedding_dim: int = 128
     dropout: float = 0.1
     modality_dropout: float = Field(0.15, ge=0, lt=1, description="per-sample branch drop in training")
+    branch_loss_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a cross-entropy loss on a linear classifier per branch (0 = no branch heads); "
+        "makes every modality learn to classify on its own instead of leaning on the title",
+    )
 
 
 class TrainConfig(_Section):
@@ -212,6 +218,22 @@ def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = Non
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}: setting '{where}': {first['msg']}") from None
+
+
+def dotted_overrides(assignments: list[str]) -> dict[str, Any]:
+    """`["train.epochs=3", "model.fusion=gated"]` -> `{"train": {"epochs": 3}, "model": {"fusion": "gated"}}`
+    (values parsed as YAML scalars)."""
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{assignment}' is not KEY=VALUE (e.g. train.epochs=3)")
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return overrides
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

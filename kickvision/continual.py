@@ -219,20 +219,27 @@ def _grown_along_rows(new: torch.Size, old: torch.Size) -> bool:
     return len(new) == len(old) and new[0] >= old[0] and tuple(new[1:]) == tuple(old[1:])
 
 
-def grow_classifier(model: torch.nn.Module, n_classes: int) -> None:
-    """Give `model.classifier` `n_classes` outputs, keeping the old rows (and so the old logits) exactly."""
-    old = model.classifier
-    if n_classes == old.out_features:
-        return
-    if n_classes < old.out_features:
-        raise ValueError(f"cannot shrink the classifier from {old.out_features} to {n_classes} classes")
+def _grown_linear(old: torch.nn.Linear, n_classes: int) -> torch.nn.Linear:
     grown = torch.nn.Linear(old.in_features, n_classes, device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
         torch.nn.init.normal_(grown.weight, std=old.weight.std().item() if old.weight.numel() > 1 else 0.02)
         grown.bias.fill_(old.bias.mean().item())  # new classes start at the old classes' mean prior
         grown.weight[: old.out_features] = old.weight
         grown.bias[: old.out_features] = old.bias
-    model.classifier = grown
+    return grown
+
+
+def grow_classifier(model: torch.nn.Module, n_classes: int) -> None:
+    """Give `model.classifier` (and the per-branch heads) `n_classes` outputs, keeping the old rows
+    (and so the old logits) exactly."""
+    old = model.classifier
+    if n_classes == old.out_features:
+        return
+    if n_classes < old.out_features:
+        raise ValueError(f"cannot shrink the classifier from {old.out_features} to {n_classes} classes")
+    model.classifier = _grown_linear(old, n_classes)
+    if getattr(model, "branch_classifiers", None) is not None:
+        model.branch_classifiers = torch.nn.ModuleList(_grown_linear(h, n_classes) for h in model.branch_classifiers)
 
 
 def grow_fisher(fisher: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ MINILM_ALIAS = "all-minilm-l6-v2"
 class ShoeNetOutput:
     logits: torch.Tensor  # [B, n_classes]
     embedding: torch.Tensor  # [B, embedding_dim], L2-normalised
+    branch_logits: list[torch.Tensor] | None = None  # per branch [B, n_classes], when branch heads exist
 
 
 # ---------------------------------------------------------------- pretrained weight resolution
@@ -230,6 +231,14 @@ class MultimodalShoeNet(nn.Module):
         )
         self.classifier = nn.Linear(cfg.fusion_hidden, n_classes)
         self.embedding_head = nn.Linear(cfg.fusion_hidden, cfg.embedding_dim)
+        # Training-only heads (one per branch): a fused model trained on cross-entropy alone leans on
+        # the title, which fits the training set fast, and its photo branches stay weak (modality
+        # competition, Wang et al. 2020); a loss on each branch alone makes every branch learn.
+        self.branch_classifiers = (
+            nn.ModuleList(nn.Linear(cfg.projection_dim, n_classes) for _ in branches)
+            if cfg.branch_loss_weight > 0 and n > 1
+            else None
+        )
 
     @property
     def n_image_branches(self) -> int:
@@ -253,6 +262,11 @@ class MultimodalShoeNet(nn.Module):
     ) -> ShoeNetOutput:
         """`image_present` / `text_present` ([B] bools) zero a missing modality's branches."""
         vectors = self.branch_vectors(images, input_ids, attention_mask)
+        branch_logits = (
+            [head(v) for head, v in zip(self.branch_classifiers, vectors, strict=True)]
+            if self.branch_classifiers is not None and self.training
+            else None
+        )
         masks = self._branch_masks(vectors[0], image_present, text_present)
         if self.training and self.cfg.modality_dropout > 0 and len(vectors) > 1:
             masks = self._modality_dropout(masks)
@@ -263,7 +277,7 @@ class MultimodalShoeNet(nn.Module):
         else:
             fused = torch.cat(vectors, 1)
         hidden = self.fusion(fused)
-        return ShoeNetOutput(self.classifier(hidden), F.normalize(self.embedding_head(hidden), dim=1))
+        return ShoeNetOutput(self.classifier(hidden), F.normalize(self.embedding_head(hidden), dim=1), branch_logits)
 
     def _branch_masks(self, like: torch.Tensor, image_present, text_present) -> list[torch.Tensor]:
         ones = torch.ones(like.shape[0], device=like.device, dtype=like.dtype)

@@ -175,6 +175,8 @@ def prune_structured(model: nn.Module, ratio: float, head_ratio: float, round_to
     ignored = [model.classifier, model.embedding_head, *[projection[0] for projection in model.projections]]
     if model.gate is not None:
         ignored.append(model.gate)
+    if model.branch_classifiers is not None:
+        ignored.extend(model.branch_classifiers)
     # ViT tokens and position table are bare Parameters: their width (last dim) follows the embedding.
     loose = [
         (getattr(module, name), getattr(module, name).dim() - 1)

@@ -177,7 +177,7 @@ def train_one_epoch(
     progress: bool = True,
     extra_loss: Callable[[dict[str, torch.Tensor], ShoeNetOutput], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """One pass of cross-entropy (+ SupCon on the embedding) training.
+    """One pass of cross-entropy (+ per-branch cross-entropy, + SupCon on the embedding) training.
 
     `after_backward()` runs between backward and the optimizer step: it may add to the gradients
     (the EWC penalty's gradient, which is cheaper added directly than taken through autograd).
@@ -191,6 +191,14 @@ def train_one_epoch(
         with _autocast(device, cfg.amp):
             out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
             loss = F.cross_entropy(out.logits.float(), batch["label"], label_smoothing=cfg.label_smoothing)
+            if out.branch_logits:  # each branch on its own (ModelConfig.branch_loss_weight)
+                branch_loss = torch.stack(
+                    [
+                        F.cross_entropy(b.float(), batch["label"], label_smoothing=cfg.label_smoothing)
+                        for b in out.branch_logits
+                    ]
+                ).mean()
+                loss = loss + model.cfg.branch_loss_weight * branch_loss
             if cfg.contrastive_weight > 0:
                 loss = loss + cfg.contrastive_weight * supervised_contrastive_loss(
                     out.embedding, batch["label"], cfg.contrastive_temperature

@@ -21,3 +21,14 @@ def test_wrong_type_is_a_config_error(tmp_path):
     path.write_text("train:\n  epochs: many\n")
     with pytest.raises(ConfigError, match="train.epochs"):
         load_config(path)
+
+
+def test_dotted_overrides_build_nested_sections():
+    from kickvision.config import dotted_overrides
+
+    assert dotted_overrides(["train.epochs=3", "model.fusion=gated", "model.branch_loss_weight=0.5"]) == {
+        "train": {"epochs": 3},
+        "model": {"fusion": "gated", "branch_loss_weight": 0.5},
+    }
+    with pytest.raises(ConfigError):
+        dotted_overrides(["train.epochs"])

@@ -185,3 +185,17 @@ def test_a_strong_ewc_penalty_keeps_the_update_near_the_anchor(trained, tiny_con
         )
 
     assert distance(1e6) < 0.5 * distance(0.0)
+
+
+def test_growing_the_classifier_grows_the_branch_heads_too(tiny_config):
+    cfg = tiny_config.model.model_copy(update={"branch_loss_weight": 0.5})
+    model = build_model(cfg, n_classes=4).train()
+    inputs = _inputs(cfg)
+    torch.manual_seed(0)  # dropout draws
+    before = [b.detach() for b in model(*inputs).branch_logits]
+    grow_classifier(model, 6)
+    torch.manual_seed(0)  # the same modality-dropout draw
+    after = model(*inputs).branch_logits
+    for old, new in zip(before, after, strict=True):
+        assert new.shape[1] == 6
+        torch.testing.assert_close(new[:, :4], old, rtol=0, atol=0)

@@ -76,3 +76,29 @@ def test_bundle_round_trip_gives_identical_outputs(tiny_config, demo_drop, tmp_p
     assert np.allclose([sum(p.values()) for p in predicted["probabilities"]], 1, atol=1e-4)
     title_only = ShoePredictor(loaded).predict_frame(pd.DataFrame({"title": ["Stride Women Black Heels"]}))
     assert len(title_only) == 1
+
+
+def test_branch_heads_train_every_branch_alone_and_stay_out_of_inference(tiny_config):
+    cfg = tiny_config.model.model_copy(update={"branch_loss_weight": 0.5})
+    model = build_model(cfg, n_classes=5).train()
+    out = model(*_inputs(cfg))
+    assert len(out.branch_logits) == 3 and all(b.shape == (4, 5) for b in out.branch_logits)
+    # A branch head's loss reaches its own encoder only.
+    out.branch_logits[0].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.image_encoders[0].parameters())
+    assert all(p.grad is None for p in model.text_encoder.parameters())
+    assert model.eval()(*_inputs(cfg)).branch_logits is None
+    assert build_model(tiny_config.model, 5).branch_classifiers is None  # weight 0: no heads at all
+
+
+def test_branch_loss_is_part_of_training_and_survives_save_load(tiny_config, demo_drop, tmp_path):
+    cfg = tiny_config.model_copy(update={"model": tiny_config.model.model_copy(update={"branch_loss_weight": 1.0})})
+    catalog = quarantine_bad_rows(read_catalog(demo_drop), cfg.validate_).catalog
+    tokenizer = build_tokenizer(cfg.model.text_encoder)
+    data = prepare_catalog(catalog, tokenizer, cfg.model.image_size, cfg.data, seed=1)
+    result = fit(data, cfg.model, cfg.train, tokenizer, cfg.data.max_title_tokens, progress=False)
+    save_bundle(result.bundle, tmp_path / "bundle")
+    loaded = load_bundle(tmp_path / "bundle")
+    assert loaded.model.branch_classifiers is not None
+    for name, tensor in result.bundle.model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[name], tensor, rtol=0, atol=0)
