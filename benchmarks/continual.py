@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from common import prepared_catalog
 
-from kickvision.config import load_config
+from kickvision.config import deep_merge, dotted_overrides, load_config
 from kickvision.continual import continual_state_after_training, evaluate_update, update_bundle
 from kickvision.data import PreparedData
 from kickvision.model import build_tokenizer
@@ -41,6 +41,8 @@ METHODS = {
     "replay only": {"ewc": False, "replay": True},
     "EWC + replay": {"ewc": True, "replay": True},
 }
+
+JOINT = "joint retrain"
 
 
 def subset(data: PreparedData, mask: np.ndarray, classes: list[str], tag: str) -> PreparedData:
@@ -71,7 +73,7 @@ def scenario_masks(data: PreparedData, name: str, seed: int) -> tuple[np.ndarray
     return years <= 2012, years >= 2013
 
 
-def run_scenario(name: str, data: PreparedData, cfg, seed: int) -> list[dict]:
+def run_scenario(name: str, data: PreparedData, cfg, seed: int, methods: list[str]) -> list[dict]:
     base_mask, drop_mask = scenario_masks(data, name, seed)
     base_classes = sorted(data.rows.loc[base_mask, "category"].unique())
     all_classes = base_classes + sorted(set(data.rows.loc[drop_mask, "category"]) - set(base_classes))
@@ -91,6 +93,8 @@ def run_scenario(name: str, data: PreparedData, cfg, seed: int) -> list[dict]:
 
     results = []
     for method, use in METHODS.items():
+        if method not in methods:
+            continue
         c = cfg.continual.model_copy(
             update={"ewc_lambda": cfg.continual.ewc_lambda if use["ewc"] else 0.0, "use_replay": use["replay"]}
         )
@@ -102,11 +106,15 @@ def run_scenario(name: str, data: PreparedData, cfg, seed: int) -> list[dict]:
         )
         print(_row(results[-1]))
 
+    for r in results:
+        r["base_train_seconds"] = base_seconds
+    if JOINT not in methods:
+        return results
     started = time.perf_counter()
     retrained = fit(joint, cfg.model, cfg.train, tokenizer, cfg.data.max_title_tokens, seed=seed).bundle
     seconds = time.perf_counter() - started
     results.append(
-        {"scenario": name, "method": "joint retrain", "seconds": seconds, **evaluate_update(champion, retrained, drop)}
+        {"scenario": name, "method": JOINT, "seconds": seconds, **evaluate_update(champion, retrained, drop)}
     )
     print(_row(results[-1]))
     for r in results:
@@ -129,7 +137,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override train.epochs (base model and joint retrain)")
     parser.add_argument("--update-epochs", type=int, help="override continual.epochs")
     parser.add_argument("--scenarios", default="A,B", help="A (class-incremental), B (temporal; needs a year column)")
+    parser.add_argument("--methods", default=",".join([*METHODS, JOINT]), help="comma-separated subset")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/continual_<catalog>.json)")
     args = parser.parse_args()
     if args.threads:
@@ -140,11 +150,11 @@ def main() -> None:
         overrides["train"] = {"epochs": args.epochs}
     if args.update_epochs:
         overrides["continual"]["epochs"] = args.update_epochs
-    cfg = load_config(args.config, overrides=overrides)
+    cfg = load_config(args.config, overrides=deep_merge(overrides, dotted_overrides(args.set)))
     data, tokenizer, name = prepared_catalog(args.catalog, cfg)
     scenarios = [s for s in args.scenarios.split(",") if s == "A" or "year" in data.rows]
 
-    results = [r for s in scenarios for r in run_scenario(s, data, cfg, cfg.seed)]
+    results = [r for s in scenarios for r in run_scenario(s, data, cfg, cfg.seed, args.methods.split(","))]
     print(
         f"\n{name}: {cfg.name} config, train epochs {cfg.train.epochs}, update epochs {cfg.continual.epochs}, "
         f"λ {cfg.continual.ewc_lambda}, replay {cfg.continual.replay_per_class}/class, "
@@ -153,10 +163,10 @@ def main() -> None:
     print("| scen. | method | old top-1 | new top-1 | overall top-1 | forgetting | wall s | vs joint |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
+        vs_joint = f"{r['time_vs_joint']:.2f}" if "time_vs_joint" in r else "-"
         print(
             f"| {r['scenario']} | {r['method']} | {r['update_old_top1_after']:.4f} | {r['update_new_top1']:.4f} | "
-            f"{r['update_combined_top1_after']:.4f} | {r['update_forgetting']:+.4f} | {r['seconds']:.0f} | "
-            f"{r['time_vs_joint']:.2f} |"
+            f"{r['update_combined_top1_after']:.4f} | {r['update_forgetting']:+.4f} | {r['seconds']:.0f} | {vs_joint} |"
         )
     out = Path(args.out or Path(__file__).parent / "results" / f"continual_{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,11 @@ class ModelBundle:
     def model_config(self) -> ModelConfig:
         return self.model.cfg
 
+    @property
+    def text_columns(self) -> list[str]:
+        """Catalog columns the text encoder reads after the title (DataConfig.text_columns at training)."""
+        return list(self.info.get("text_columns", []))
+
 
 def save_bundle(bundle: ModelBundle, folder: str | Path) -> Path:
     folder = Path(folder)

@@ -42,6 +42,10 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     max_title_tokens: int = Field(32, ge=4)
+    text_columns: list[str] = Field(
+        default_factory=list,
+        description="catalog columns appended to the title as 'column: value' (empty = title only)",
+    )
 
 
 class ImageEncoderConfig(_Section):

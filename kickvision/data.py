@@ -14,7 +14,7 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from kickvision.catalog import Catalog, open_image_bounded, resolve_inside
 from kickvision.config import DataConfig
-from kickvision.errors import CatalogError
+from kickvision.errors import CatalogError, ConfigError
 
 SPLITS = ("train", "val", "test")
 IMAGE_MEAN = (0.5, 0.5, 0.5)
@@ -99,6 +99,30 @@ def images_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def product_texts(rows: pd.DataFrame, text_columns: list[str] | tuple[str, ...] = ()) -> list[str | None]:
+    """What the text encoder reads per product: the title, then each of `text_columns` that has a
+    value as "column: value" (e.g. "Puma Men Running Shoe | usage: Sports | gender: Men").
+
+    None where the product has neither a title nor any attribute (the text branch is then hidden).
+    """
+    n = len(rows)
+    titles = rows["title"] if "title" in rows else pd.Series([None] * n, index=rows.index)
+    texts = []
+    for i, title in enumerate(titles):
+        parts = [] if _blank(title) else [str(title).strip()]
+        for column in text_columns:
+            if column in rows:
+                value = rows[column].iloc[i]
+                if not _blank(value):
+                    parts.append(f"{column.replace('_', ' ')}: {str(value).strip()}")
+        texts.append(" | ".join(parts) if parts else None)
+    return texts
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip()
+
+
 def tokenize_titles(tokenizer, titles: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and attention mask, padded to max_tokens."""
     encoded = tokenizer(
@@ -167,7 +191,14 @@ def prepare_catalog(
         if len(rows)
         else np.zeros((0, image_size, image_size, 3), np.uint8)
     )
-    input_ids, attention_mask = tokenize_titles(tokenizer, rows["title"].tolist(), cfg.max_title_tokens)
+    missing = [c for c in cfg.text_columns if c not in rows]
+    if missing:
+        raise ConfigError(
+            f"data.text_columns: the catalog has no column {', '.join(map(repr, missing))} "
+            f"(it has: {', '.join(map(str, catalog.rows.columns))})"
+        )
+    texts = [t or "" for t in product_texts(rows, cfg.text_columns)]
+    input_ids, attention_mask = tokenize_titles(tokenizer, texts, cfg.max_title_tokens)
     return PreparedData(rows, classes, images, input_ids, attention_mask, str(catalog.root), catalog.content_hash)
 
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from kickvision.bundle import ModelBundle
 from kickvision.catalog import open_image_bounded
-from kickvision.data import PAD_COLOUR, images_to_tensor, tokenize_titles
+from kickvision.data import PAD_COLOUR, images_to_tensor, product_texts, tokenize_titles
 
 MAX_PIXELS = 40_000_000
 
@@ -91,16 +91,13 @@ class ShoePredictor:
         return np.concatenate(out), np.concatenate(embeddings)
 
     def read_frame(self, frame: pd.DataFrame) -> tuple[list[Image.Image | None], list[str | None]]:
-        """Decoded images and titles of a frame with `image` and/or `title` columns."""
+        """Decoded images and texts of a frame with `image` and/or `title` columns (plus the
+        model's text columns, e.g. `usage`, where it was trained with them; absent ones are skipped)."""
         if "image" not in frame and "title" not in frame:
             raise ValueError("input needs an 'image' column, a 'title' column, or both")
         n = len(frame)
         images = [decode_image_field(v) for v in (frame["image"] if "image" in frame else [None] * n)]
-        titles = [
-            None if t is None or (isinstance(t, float) and np.isnan(t)) else str(t)
-            for t in (frame["title"] if "title" in frame else [None] * n)
-        ]
-        return images, titles
+        return images, product_texts(frame.reset_index(drop=True), self.bundle.text_columns)
 
     def predict_frame(self, frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
         """`frame` has `image` and/or `title` columns; returns category, probability, probabilities

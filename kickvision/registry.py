@@ -77,10 +77,14 @@ def image_to_base64(path: str | Path) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def example_frame(data, n: int = 2) -> pd.DataFrame:
-    """A served-model input example (base64 photo + title) from the first test products of `data`."""
+def example_frame(data, n: int = 2, text_columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """A served-model input example (base64 photo + title, + the model's text columns) from the
+    first test products of `data`."""
     rows = data.rows_with_image_paths(data.indices("test")[:n])
-    return pd.DataFrame({"image": [image_to_base64(p) for p in rows["image"]], "title": rows["title"].tolist()})
+    frame = pd.DataFrame({"image": [image_to_base64(p) for p in rows["image"]], "title": rows["title"].tolist()})
+    for column in text_columns:
+        frame[column] = rows[column].fillna("").astype(str).tolist()
+    return frame
 
 
 def log_pyfunc(bundle: ModelBundle, example: pd.DataFrame, name: str = "model", k: int = 5):
@@ -128,14 +132,14 @@ def register_and_promote(
     """Register `model_uri` as a new version (alias challenger) and move champion if it is no worse.
 
     Both the new version and the current champion are loaded through MLflow and scored on the same
-    `test_rows` (columns image, title, category), so the comparison is like for like.
+    `test_rows` (columns image, title, the models' text columns, category), so the comparison is like for like.
     """
     client = client or MlflowClient()
     previous = champion_version(client, model_name)
     version = mlflow.register_model(model_uri, model_name).version
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     truth = test_rows["category"].tolist()
-    inputs = test_rows[["image", "title"]]
+    inputs = test_rows.drop(columns=["category"])  # image, title (+ the models' text columns)
 
     candidate = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").predict(inputs)
     candidate_score = score_predictions(truth, candidate["category"].tolist(), metric)

@@ -251,6 +251,7 @@ def fit(
     seed: int = 42,
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
+    text_columns: list[str] | tuple[str, ...] = (),
 ) -> FitResult:
     """Train a fresh MultimodalShoeNet; early-stops on validation macro-F1 and keeps the best epoch."""
     seed_everything(seed)
@@ -308,6 +309,7 @@ def fit(
         "best_val_macro_f1": best_f1,
         "parameters": count_parameters(model),
         "pretrained": model.pretrained_report(),
+        "text_columns": list(text_columns),  # what the text encoder reads besides the title (DataConfig)
     }
     bundle = ModelBundle(model, tokenizer, list(data.classes), max_title_tokens, info)
     return FitResult(bundle, history, best_epoch)

@@ -55,8 +55,9 @@ class RunSummary:
         return f"kickvision ui  (or: mlflow ui --backend-store-uri {self.tracking_uri} --port 5000)"
 
 
-def run_options(run_name: str, tags: dict[str, str]) -> dict[str, Any]:
-    """ZenML run options: the run name, MLflow run tags, and the active stack's run config (if any)."""
+def run_options(run_name: str, tags: dict[str, str], model=None) -> dict[str, Any]:
+    """ZenML run options: the run name, MLflow run tags, the ZenML model version the run creates,
+    and the active stack's run config (if any)."""
     from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
 
     from pipelines.stack import active_run_config
@@ -65,6 +66,8 @@ def run_options(run_name: str, tags: dict[str, str]) -> dict[str, Any]:
         "run_name": run_name,
         "settings": {"experiment_tracker": MLFlowExperimentTrackerSettings(tags=tags)},
     }
+    if model is not None:
+        options["model"] = model
     if config_path := active_run_config():
         options["config_path"] = config_path
     return options
@@ -89,6 +92,7 @@ def training_parameters(catalog_dir: str, content_hash: str, config: RunConfig) 
 
 def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | None = None) -> RunSummary:
     """Run the training pipeline on `catalog_dir` with `config` on the active kickvision stack."""
+    from pipelines.model_version import zenml_model
     from pipelines.stack import ensure_stack, use_tracking
     from pipelines.training import training_pipeline
 
@@ -98,7 +102,7 @@ def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | Non
     content_hash = hash_drop(catalog_dir)
     run_name = run_name or f"train-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = run_tags("training", config.name, content_hash, Path(catalog_dir).name)
-    run = training_pipeline.with_options(**run_options(run_name, tags))(
+    run = training_pipeline.with_options(**run_options(run_name, tags, zenml_model(config, "training")))(
         **training_parameters(catalog_dir, content_hash, config)
     )
     return summarise(run, uri, "register_model")
@@ -109,6 +113,7 @@ def schedule_training(schedule: ScheduleConfig, config: RunConfig) -> str:
     from zenml.client import Client
     from zenml.config.schedule import Schedule
 
+    from pipelines.model_version import zenml_model
     from pipelines.stack import ensure_stack, use_tracking
     from pipelines.training import training_pipeline
 
@@ -121,7 +126,7 @@ def schedule_training(schedule: ScheduleConfig, config: RunConfig) -> str:
         )
     use_tracking()
     tags = run_tags("training", config.name, "scheduled", Path(schedule.catalog).name)
-    options = run_options(f"{schedule.name}-{{date}}-{{time}}", tags)
+    options = run_options(f"{schedule.name}-{{date}}-{{time}}", tags, zenml_model(config, "training"))
     cron = Schedule(name=schedule.name, cron_expression=schedule.cron_expression)
     # No content hash: each scheduled run reads what the folder holds when it fires.
     parameters = training_parameters(schedule.catalog, "", config)
@@ -138,6 +143,7 @@ def run_update(drop_dir: str | Path, config: RunConfig, run_name: str | None = N
     from mlflow.tracking import MlflowClient
 
     from kickvision.registry import champion_uri, champion_version, processed_by
+    from pipelines.model_version import zenml_model
     from pipelines.stack import ensure_stack, use_tracking
     from pipelines.update import update_pipeline
 
@@ -157,7 +163,7 @@ def run_update(drop_dir: str | Path, config: RunConfig, run_name: str | None = N
         )
     run_name = run_name or f"update-{Path(drop_dir).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = run_tags("update", config.name, content_hash, Path(drop_dir).name)
-    run = update_pipeline.with_options(**run_options(run_name, tags))(
+    run = update_pipeline.with_options(**run_options(run_name, tags, zenml_model(config, "update")))(
         drop_dir=drop_dir,
         content_hash=content_hash,
         champion_uri=f"models:/{name}/{champ.version}",
@@ -179,5 +185,6 @@ def summarise(run, uri: str, register_step: str) -> RunSummary:
 
     run = Client().get_pipeline_run(run.id)
     steps = {name: str(s.status.value) for name, s in run.steps.items()}
-    registration = run.steps[register_step].output.load()
+    # The register step's return value; it also saves the model card as a second output.
+    registration = run.steps[register_step].outputs["output"][0].load()
     return RunSummary(run.name, str(run.status.value), steps, registration.get("test_metrics", {}), registration, uri)

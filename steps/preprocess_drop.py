@@ -17,12 +17,12 @@ def preprocess_drop(
 
     Args:
         catalog: the drop's validated rows.
-        champion: the model being updated (tokenizer, image size, title length, classes).
+        champion: the model being updated (tokenizer, image size, title length, text columns, classes).
         data: split fractions.
         validation: the image pixel bound used while decoding.
         seed: split seed.
     """
-    cfg = data.model_copy(update={"max_title_tokens": champion.max_title_tokens})
+    cfg = data.model_copy(update={"max_title_tokens": champion.max_title_tokens, "text_columns": champion.text_columns})
     prepared = prepare_catalog(
         catalog,
         champion.tokenizer,

@@ -12,6 +12,7 @@ from kickvision.data import PreparedData
 from kickvision.evaluation import EvaluationReport
 from kickvision.model_card import render_model_card
 from kickvision.registry import example_frame, log_pyfunc, register_and_promote
+from pipelines.model_version import record_in_model_version
 
 
 @step(experiment_tracker=True, enable_cache=False)
@@ -26,8 +27,9 @@ def register_model(
         data: the prepared catalog; its test rows are the comparison data.
         registry: model name and promotion metric.
     """
-    test_rows = data.rows_with_image_paths(data.indices("test"))[["image", "title", "category"]]
-    info = log_pyfunc(bundle, example_frame(data), k=registry.recommendations)
+    columns = ["image", "title", *bundle.text_columns, "category"]
+    test_rows = data.rows_with_image_paths(data.indices("test"))[columns]
+    info = log_pyfunc(bundle, example_frame(data, text_columns=bundle.text_columns), k=registry.recommendations)
     decision = register_and_promote(
         info.model_uri,
         registry.model_name,
@@ -48,4 +50,5 @@ def register_model(
             "registered_version": decision.version,
         }
     )
+    record_in_model_version(card, decision.to_dict(), report.metrics)
     return {**decision.to_dict(), "test_metrics": report.metrics, "model_uri": info.model_uri}

@@ -12,6 +12,7 @@ from kickvision.data import PreparedData
 from kickvision.evaluation import EvaluationReport
 from kickvision.model_card import render_model_card
 from kickvision.registry import example_frame, log_pyfunc, register_update_version
+from pipelines.model_version import record_in_model_version
 
 
 @step(experiment_tracker=True, enable_cache=False)
@@ -33,7 +34,7 @@ def register_update(
         registry: model name.
         continual: the forgetting tolerance.
     """
-    info = log_pyfunc(bundle, example_frame(data), k=registry.recommendations)
+    info = log_pyfunc(bundle, example_frame(data, text_columns=bundle.text_columns), k=registry.recommendations)
     decision = register_update_version(
         info.model_uri,
         registry.model_name,
@@ -61,4 +62,5 @@ def register_update(
             "registered_version": decision.version,
         }
     )
+    record_in_model_version(card, decision.to_dict(), report.metrics)
     return {**decision.to_dict(), "test_metrics": report.metrics, "update_metrics": update_metrics}

@@ -54,6 +54,7 @@ def train_model(
         data_config.max_title_tokens,
         seed=seed,
         on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+        text_columns=data_config.text_columns,
     )
     # Index, temperature and Fisher/replay/holdout ship with the model (the prune step redoes them
     # for a pruned model).

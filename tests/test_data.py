@@ -65,3 +65,51 @@ def test_a_small_drop_with_four_products_per_category_still_splits_without_leaka
     split = group_split(rows, DataConfig(), seed=3)
     assert set(split) == {"train", "val", "test"}
     assert 3 <= (split == "test").sum() <= 9 and (split == "train").sum() >= 14
+
+
+def test_product_texts_append_the_chosen_attribute_columns():
+    from kickvision.data import product_texts
+
+    rows = pd.DataFrame(
+        {
+            "title": ["Puma Men Running Shoe", "", None],
+            "usage": ["Sports", "Casual", np.nan],
+            "base_colour": ["White", None, ""],
+        }
+    )
+    assert product_texts(rows) == ["Puma Men Running Shoe", None, None]
+    assert product_texts(rows, ["usage", "base_colour"]) == [
+        "Puma Men Running Shoe | usage: Sports | base colour: White",
+        "usage: Casual",
+        None,
+    ]
+
+
+def test_text_columns_reach_the_tokens_and_travel_with_the_model(tiny_config, demo_drop):
+    import pytest
+
+    from kickvision.bundle import ModelBundle
+    from kickvision.catalog import read_catalog
+    from kickvision.data import prepare_catalog
+    from kickvision.errors import ConfigError
+    from kickvision.inference import ShoePredictor
+    from kickvision.model import build_model, build_tokenizer
+    from kickvision.validation import quarantine_bad_rows
+
+    catalog = quarantine_bad_rows(read_catalog(demo_drop), tiny_config.validate_).catalog
+    tokenizer = build_tokenizer(tiny_config.model.text_encoder)
+    size = tiny_config.model.image_size
+    plain = prepare_catalog(catalog, tokenizer, size, tiny_config.data, seed=1)
+    with_colour = prepare_catalog(
+        catalog, tokenizer, size, tiny_config.data.model_copy(update={"text_columns": ["base_colour"]}), seed=1
+    )
+    colour_id = tokenizer.convert_tokens_to_ids("colour")
+    assert (with_colour.input_ids == colour_id).any(axis=1).mean() > 0.5 and not (plain.input_ids == colour_id).any()
+    with pytest.raises(ConfigError, match="no column 'season'"):
+        prepare_catalog(catalog, tokenizer, size, tiny_config.data.model_copy(update={"text_columns": ["season"]}), 1)
+
+    bundle = ModelBundle(
+        build_model(tiny_config.model, 3), tokenizer, ["a", "b", "c"], 16, {"text_columns": ["base_colour"]}
+    )
+    _, texts = ShoePredictor(bundle).read_frame(pd.DataFrame({"title": ["Red Heels", "x"], "base_colour": ["Red", ""]}))
+    assert texts == ["Red Heels | base colour: Red", "x"]

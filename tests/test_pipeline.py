@@ -89,6 +89,23 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
     assert str(client.get_model_version_by_alias("kickvision", "challenger").version) == "1"
 
 
+def test_the_run_is_a_zenml_model_version_with_the_model_card(first_run):
+    from zenml.client import Client
+    from zenml.enums import ModelStages
+
+    run = Client().get_pipeline_run(first_run.run_name)
+    version = Client().get_model_version("kickvision", ModelStages.PRODUCTION)  # the champion's run
+    assert run.model_version_id == version.id
+    card = version.get_artifact("model_card").load()
+    assert f"| test_top1 | {first_run.test_metrics['test_top1']:.4f} |" in card
+    metadata = version.run_metadata
+    assert metadata["promotion_decision"] == "champion" and metadata["mlflow_registered_version"] == "1"
+    assert metadata["test_metrics"]["test_top1"] == pytest.approx(first_run.test_metrics["test_top1"])
+    assert version.get_artifact("model_card").visualizations  # rendered as markdown in the dashboard
+    assert run.id in version.pipeline_run_ids.values()
+    assert len(version.data_artifact_ids) >= 5  # the run's step outputs are grouped under the version
+
+
 def test_the_gallery_is_a_zenml_dashboard_visualisation_of_the_evaluation(first_run):
     from zenml.client import Client
 
