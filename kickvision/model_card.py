@@ -52,7 +52,8 @@ def render_model_card(
         "## Model",
         f"MultimodalShoeNet: {', '.join(encoders)}; {cfg.fusion} fusion, {cfg.image_size} px input, "
         f"{count_parameters(bundle.model):,} parameters, embedding {cfg.embedding_dim}-d; "
-        f"temperature {bundle.info.get('temperature', 1.0):.3f}.",
+        f"temperature {bundle.info.get('temperature', 1.0):.3f}. Text input: the title"
+        + (f" + {', '.join(bundle.text_columns)}." if bundle.text_columns else " only."),
         "",
         "## Data",
         f"Catalog content hash `{data.catalog_hash}`, {len(data.rows)} products after validation, "

@@ -95,7 +95,7 @@ def test_the_run_is_a_zenml_model_version_with_the_model_card(first_run):
 
     run = Client().get_pipeline_run(first_run.run_name)
     version = Client().get_model_version("kickvision", ModelStages.PRODUCTION)  # the champion's run
-    assert run.model_version_id == version.id
+    assert run.model_version.id == version.id
     card = version.get_artifact("model_card").load()
     assert f"| test_top1 | {first_run.test_metrics['test_top1']:.4f} |" in card
     metadata = version.run_metadata
