@@ -88,7 +88,8 @@ def test_branch_heads_train_every_branch_alone_and_stay_out_of_inference(tiny_co
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.image_encoders[0].parameters())
     assert all(p.grad is None for p in model.text_encoder.parameters())
     assert model.eval()(*_inputs(cfg)).branch_logits is None
-    assert build_model(tiny_config.model, 5).branch_classifiers is None  # weight 0: no heads at all
+    no_heads = tiny_config.model.model_copy(update={"branch_loss_weight": 0.0})
+    assert build_model(no_heads, 5).branch_classifiers is None  # weight 0: no heads at all
 
 
 def test_branch_loss_is_part_of_training_and_survives_save_load(tiny_config, demo_drop, tmp_path):

@@ -117,7 +117,9 @@ def test_a_pruned_champion_can_be_updated(trained, tiny_config, tmp_path):
     drop = prepare_catalog(catalog, pruned.tokenizer, 32, tiny_config.data, seed=0, known_classes=pruned.classes)
     cfg = tiny_config.continual.model_copy(update={"epochs": 1})
     updated = update_bundle(pruned, drop, cfg, tiny_config.train, progress=False).bundle
-    assert count_parameters(updated.model) - count_parameters(pruned.model) == updated.model.classifier.in_features + 1
+    # One new category: one more row (+ bias) in the classifier and in each branch head.
+    heads = [updated.model.classifier, *(updated.model.branch_classifiers or [])]
+    assert count_parameters(updated.model) - count_parameters(pruned.model) == sum(h.in_features + 1 for h in heads)
     reloaded = load_bundle(save_bundle(updated, tmp_path / "updated"))
     a, _ = predict_logits(updated.model, drop, np.arange(4))
     b, _ = predict_logits(reloaded.model, drop, np.arange(4))
