@@ -180,7 +180,15 @@ def main() -> None:
         )
     out = Path(args.out or Path(__file__).parent / "results" / f"accuracy_{name}_{cfg.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"catalog": name, "config": cfg.name, "seeds": args.seeds, "classes": data.classes, "branch_costs": costs}
+    meta = {
+        "catalog": name,
+        "config": cfg.name,
+        "overrides": args.set,
+        "epochs": cfg.train.epochs,
+        "seeds": args.seeds,
+        "classes": data.classes,
+        "branch_costs": costs,
+    }
     out.write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=2, default=float))
     print(f"wrote {out}")
 
