@@ -172,7 +172,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     uri = _model_uri(args)
     frame = pd.DataFrame({"image": [str(Path(args.image).resolve()) if args.image else None], "title": [args.title]})
-    result = mlflow.pyfunc.load_model(uri).predict(frame).iloc[0]
+    model = mlflow.pyfunc.load_model(uri)
+    # A model trained with attribute columns takes them as inputs; an unknown one is left empty.
+    attributes = dict(_key_value(item) for item in args.attribute)
+    schema = model.metadata.get_input_schema()
+    for column in schema.input_names() if schema is not None else []:
+        if column not in frame:
+            frame[column] = [attributes.get(column, "")]
+    result = model.predict(frame).iloc[0]
     print(f"{result['category']}  ({result['probability']:.3f})   model: {uri}")
     for name, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:3]:
         print(f"  {p:6.3f}  {name}")
@@ -290,7 +297,7 @@ def cmd_stack_use(args: argparse.Namespace) -> int:
 def _key_value(item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key:
-        raise KickvisionError(f"--set takes key=value, not '{item}'")
+        raise KickvisionError(f"expected key=value, not '{item}'")
     return key.strip().replace("-", "_"), value.strip()
 
 
@@ -368,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="classify one product with the champion model")
     predict.add_argument("--image", help="product photo")
     predict.add_argument("--title", help="product title")
+    predict.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="an attribute the model reads next to the title (data.text_columns), e.g. usage=Sports",
+    )
     model_args(predict)
     predict.set_defaults(func=cmd_predict)
 
