@@ -30,8 +30,10 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline, make_union
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
-from kickvision.model import build_model
-from kickvision.training import classification_scores, fit, predict_logits
+from kickvision.model.net import build_model
+from kickvision.model.predict import predict_logits
+from kickvision.train.engine import classification_scores
+from kickvision.train.fit import fit
 
 VARIANTS = {"fused": {}, "image only": {"text_encoder": None}, "text only": {"image_encoders": []}}
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from kickvision.catalog import read_catalog
 from kickvision.config import RunConfig
-from kickvision.data import PreparedData, prepare_catalog
-from kickvision.demo import write_demo_catalog
-from kickvision.model import build_tokenizer
-from kickvision.validation import quarantine_bad_rows
+from kickvision.data.catalog import read_catalog
+from kickvision.data.demo import write_demo_catalog
+from kickvision.data.images import resolve_image_transform
+from kickvision.data.prepare import PreparedData, prepare_catalog
+from kickvision.data.validation import quarantine_bad_rows
+from kickvision.model.encoders import build_tokenizer
 
 
 def prepared_catalog(catalog: str | None, cfg: RunConfig):
@@ -19,5 +20,5 @@ def prepared_catalog(catalog: str | None, cfg: RunConfig):
         source = Path(catalog) if catalog else write_demo_catalog(Path(tmp) / "demo")
         rows = quarantine_bad_rows(read_catalog(source), cfg.validate_).catalog
         tokenizer = build_tokenizer(cfg.model.text_encoder)
-        data: PreparedData = prepare_catalog(rows, tokenizer, cfg.model.image_size, cfg.data, cfg.seed)
+        data: PreparedData = prepare_catalog(rows, tokenizer, resolve_image_transform(cfg.model), cfg.data, cfg.seed)
     return data, tokenizer, source.name if catalog else "demo"

@@ -30,10 +30,12 @@ import torch
 from common import prepared_catalog
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
-from kickvision.continual import continual_state_after_training, evaluate_update, update_bundle
-from kickvision.data import PreparedData
-from kickvision.model import build_tokenizer
-from kickvision.training import fit
+from kickvision.data.prepare import PreparedData
+from kickvision.evaluate.update import evaluate_update
+from kickvision.model.encoders import build_tokenizer
+from kickvision.train.fit import fit
+from kickvision.train.replay import continual_state_after_training
+from kickvision.train.update import update_bundle
 
 METHODS = {
     "naive fine-tune": {"ewc": False, "replay": False},

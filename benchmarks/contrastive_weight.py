@@ -10,14 +10,15 @@ import json
 import tempfile
 from pathlib import Path
 
-from kickvision.catalog import read_catalog
 from kickvision.config import load_config
-from kickvision.data import prepare_catalog
-from kickvision.demo import write_demo_catalog
-from kickvision.evaluation import evaluate_bundle
-from kickvision.model import build_tokenizer
-from kickvision.training import fit
-from kickvision.validation import quarantine_bad_rows
+from kickvision.data.catalog import read_catalog
+from kickvision.data.demo import write_demo_catalog
+from kickvision.data.images import resolve_image_transform
+from kickvision.data.prepare import prepare_catalog
+from kickvision.data.validation import quarantine_bad_rows
+from kickvision.evaluate.metrics import evaluate_bundle
+from kickvision.model.encoders import build_tokenizer
+from kickvision.train.fit import fit
 
 METRICS = ("test_top1", "test_macro_f1", "test_p_at_5", "test_map")
 
@@ -34,7 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         catalog = quarantine_bad_rows(read_catalog(write_demo_catalog(Path(tmp) / "demo")), base.validate_).catalog
         tokenizer = build_tokenizer(base.model.text_encoder)
-        data = prepare_catalog(catalog, tokenizer, base.model.image_size, base.data, base.seed)
+        data = prepare_catalog(catalog, tokenizer, resolve_image_transform(base.model), base.data, base.seed)
     rows = []
     for weight in args.weights:
         cfg = load_config(args.config, overrides={"train": {"contrastive_weight": weight}})

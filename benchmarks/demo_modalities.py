@@ -14,14 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from kickvision.catalog import read_catalog
 from kickvision.config import load_config
-from kickvision.data import prepare_catalog
-from kickvision.demo import write_demo_catalog
-from kickvision.evaluation import evaluate_bundle
-from kickvision.model import build_tokenizer
-from kickvision.training import fit
-from kickvision.validation import quarantine_bad_rows
+from kickvision.data.catalog import read_catalog
+from kickvision.data.demo import write_demo_catalog
+from kickvision.data.images import resolve_image_transform
+from kickvision.data.prepare import prepare_catalog
+from kickvision.data.validation import quarantine_bad_rows
+from kickvision.evaluate.metrics import evaluate_bundle
+from kickvision.model.encoders import build_tokenizer
+from kickvision.train.fit import fit
 
 VARIANTS = {
     "fused (ResNet18 + ViT + DistilBERT)": {},
@@ -43,7 +44,7 @@ def main() -> None:
         drop = write_demo_catalog(Path(tmp) / "demo", n_per_class=args.per_class)
         catalog = quarantine_bad_rows(read_catalog(drop), cfg.validate_).catalog
         tokenizer = build_tokenizer(cfg.model.text_encoder)
-        data = prepare_catalog(catalog, tokenizer, cfg.model.image_size, cfg.data, cfg.seed)
+        data = prepare_catalog(catalog, tokenizer, resolve_image_transform(cfg.model), cfg.data, cfg.seed)
 
     results = []
     for seed in args.seeds:

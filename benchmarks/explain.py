@@ -22,12 +22,13 @@ import torch
 from common import prepared_catalog
 from PIL import Image
 
-from kickvision.bundle import load_bundle, save_bundle
-from kickvision.calibration import calibrate_temperature, expected_calibration_error, softmax
 from kickvision.config import load_config
-from kickvision.explain import explain_product
-from kickvision.faithfulness import cam_faithfulness
-from kickvision.training import fit, predict_logits
+from kickvision.evaluate.calibration import calibrate_temperature, expected_calibration_error, softmax
+from kickvision.evaluate.explain import explain_product
+from kickvision.evaluate.faithfulness import cam_faithfulness
+from kickvision.model.bundle import load_bundle, save_bundle
+from kickvision.model.predict import predict_logits
+from kickvision.train.fit import fit
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
     logits, _ = predict_logits(bundle.model, data, test)
     labels = data.labels()[test]
     ece_before = expected_calibration_error(softmax(logits), labels)
-    ece_after = expected_calibration_error(softmax(logits, bundle.info["temperature"]), labels)
+    ece_after = expected_calibration_error(softmax(logits, bundle.spec.temperature), labels)
 
     started = time.perf_counter()
     faithfulness = cam_faithfulness(bundle, data, n=args.products, seed=cfg.seed)

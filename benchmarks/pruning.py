@@ -25,10 +25,13 @@ import numpy as np
 import torch
 from common import prepared_catalog
 
-from kickvision.bundle import load_bundle, save_bundle
 from kickvision.config import load_config
-from kickvision.prune import example_inputs, model_costs, prune_bundle, prune_structured
-from kickvision.training import classification_scores, fit, predict_logits
+from kickvision.model.bundle import load_bundle, save_bundle
+from kickvision.model.costs import example_inputs, model_costs
+from kickvision.model.predict import predict_logits
+from kickvision.train.engine import classification_scores
+from kickvision.train.fit import fit
+from kickvision.train.prune import prune_bundle, prune_structured
 
 
 @torch.no_grad()

@@ -21,14 +21,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kickvision.catalog import read_catalog
 from kickvision.config import load_config
-from kickvision.data import prepare_catalog
-from kickvision.demo import write_demo_catalog
-from kickvision.model import build_tokenizer
-from kickvision.recommend import make_index, retrieval_scores
-from kickvision.training import fit, predict_logits
-from kickvision.validation import quarantine_bad_rows
+from kickvision.data.catalog import read_catalog
+from kickvision.data.demo import write_demo_catalog
+from kickvision.data.images import resolve_image_transform
+from kickvision.data.prepare import prepare_catalog
+from kickvision.data.validation import quarantine_bad_rows
+from kickvision.evaluate.retrieval import retrieval_scores
+from kickvision.model.encoders import build_tokenizer
+from kickvision.model.index import make_index
+from kickvision.model.predict import predict_logits
+from kickvision.train.fit import fit
 
 MODES = {"fused": {}, "image only": {"use_text": False}, "text only": {"use_image": False}}
 
@@ -62,7 +65,7 @@ def main() -> None:
         drop = Path(args.catalog) if args.catalog else write_demo_catalog(Path(tmp) / "demo")
         catalog = quarantine_bad_rows(read_catalog(drop), cfg.validate_).catalog
         tokenizer = build_tokenizer(cfg.model.text_encoder)
-        data = prepare_catalog(catalog, tokenizer, cfg.model.image_size, cfg.data, cfg.seed)
+        data = prepare_catalog(catalog, tokenizer, resolve_image_transform(cfg.model), cfg.data, cfg.seed)
     name = Path(args.catalog).name if args.catalog else "demo"
     started = time.perf_counter()
     model = fit(data, cfg.model, cfg.train, tokenizer, cfg.data.max_title_tokens, seed=cfg.seed).bundle.model

@@ -16,6 +16,8 @@ from kickvision.errors import ConfigError
 
 # `pretrained` accepts auto | true | false | <path to weights or a model folder>.
 Pretrained = bool | Literal["auto"] | str
+# Validation metrics a training loop can keep its best epoch by (a loss is minimised, the rest maximised).
+Monitor = Literal["val_macro_f1", "val_top1", "val_loss"]
 
 
 class _Section(BaseModel):
@@ -69,6 +71,8 @@ class ModelConfig(_Section):
     """MultimodalShoeNet: encoders -> projections -> fusion -> class and embedding heads."""
 
     image_size: int = Field(96, ge=16)
+    image_mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="per-channel pixel mean (0..1)")
+    image_std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="per-channel pixel std (0..1)")
     image_encoders: list[ImageEncoderConfig] = Field(default_factory=lambda: [ImageEncoderConfig(name="resnet18")])
     text_encoder: TextEncoderConfig | None = Field(default_factory=TextEncoderConfig)
     projection_dim: int = 256
@@ -96,8 +100,11 @@ class TrainConfig(_Section):
     label_smoothing: float = 0.05
     contrastive_weight: float = Field(0.2, ge=0, description="supervised contrastive loss on the embedding head")
     contrastive_temperature: float = Field(0.1, gt=0)
+    pct_start: float = Field(0.15, gt=0, lt=1, description="share of the one-cycle schedule spent warming up")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; None = no clipping")
     balanced_sampling: bool = False
-    patience: int = Field(3, ge=1, description="early stopping on validation macro-F1")
+    monitor: Monitor = Field("val_macro_f1", description="validation metric that keeps the best epoch")
+    patience: int = Field(3, ge=1, description="early stopping: epochs without a better `monitor`")
     augment: bool = True
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
     device: str = "auto"
@@ -113,6 +120,7 @@ class PruneConfig(_Section):
     round_to: int | None = Field(8, ge=1, description="keep widths multiples of this (fast kernels)")
     finetune_epochs: int = Field(3, ge=0)
     lr: float = 5e-4
+    pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the fine-tune's one-cycle schedule")
     distill_weight: float = Field(
         0.0, ge=0, description="weight of distillation from the unpruned model during the fine-tune (0 = off)"
     )
@@ -138,6 +146,8 @@ class ContinualConfig(_Section):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = 1e-3
+    pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")
+    balanced_sampling: bool = Field(True, description="sample drop and replay products class-balanced")
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
 
 

@@ -15,3 +15,13 @@ class ConfigError(KickvisionError):
 
 class RegistryError(KickvisionError):
     """The MLflow registry lacks what was asked for (e.g. no champion yet)."""
+
+
+def user_error_in_chain(exc: BaseException) -> KickvisionError | None:
+    """The KickvisionError behind `exc`, if any (a pipeline step's may arrive wrapped by the orchestrator)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, KickvisionError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kickvision.catalog import hash_drop
-from kickvision.errors import KickvisionError
+from kickvision.data.catalog import hash_drop
+from kickvision.errors import CatalogError, KickvisionError
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,6 @@ def process_pending(drops_dir: Path, update: Callable[[Path], str]) -> list[tupl
 
 def is_drop_problem(exc: KickvisionError) -> bool:
     """Data problems are the drop's (record and move on); registry/server problems are not (stop)."""
-    from kickvision.errors import CatalogError
-
     return isinstance(exc, CatalogError | DropFailed)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from kickvision.catalog import Catalog
+from kickvision.data.catalog import Catalog
 
 
 class CatalogMaterializer(BaseMaterializer):

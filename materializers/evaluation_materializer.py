@@ -13,7 +13,7 @@ from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from kickvision.evaluation import EvaluationReport, plot_confusion
+from kickvision.evaluate.metrics import EvaluationReport, plot_confusion
 
 
 class EvaluationReportMaterializer(BaseMaterializer):

@@ -9,8 +9,8 @@ from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.utils import io_utils
 
-from kickvision.bundle import ModelBundle, load_bundle, save_bundle
-from kickvision.model import count_parameters
+from kickvision.model.bundle import ModelBundle, load_bundle, save_bundle
+from kickvision.model.net import count_parameters
 
 
 class ModelBundleMaterializer(BaseMaterializer):

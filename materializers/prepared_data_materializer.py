@@ -11,7 +11,7 @@ import pandas as pd
 from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from kickvision.data import PreparedData
+from kickvision.data.prepare import PreparedData
 
 ARRAYS = ("images", "input_ids", "attention_mask")
 

@@ -51,7 +51,9 @@ def update_pipeline(
     catalog = ingest_catalog(catalog_dir=drop_dir, content_hash=content_hash)
     valid_catalog, _quarantine = validate_catalog(catalog=catalog, config=validation, known_categories=classes)
     prepared = preprocess_drop(catalog=valid_catalog, champion=champion, data=data, validation=validation, seed=seed)
-    bundle = ewc_update(champion=champion, data=prepared, continual=continual, train=train, seed=seed)
+    bundle = ewc_update(
+        champion=champion, data=prepared, continual=continual, train=train, validation=validation, seed=seed
+    )
     bundle = prune_model(
         bundle=bundle, data=prepared, prune=prune, train=train, continual=continual, seed=seed, keep_structure=True
     )

@@ -95,7 +95,7 @@ def main() -> None:
     os.environ.setdefault("ZENML_CONFIG_PATH", str(Path.cwd() / ".kickvision" / "zenml"))
     uri = args.tracking_uri
     if uri is None:
-        from pipelines.stack import ensure_stack, use_tracking
+        from orchestration.stack import ensure_stack, use_tracking
 
         ensure_stack()
         uri = use_tracking()

@@ -1,17 +1,21 @@
-"""ZenML steps: one per file, each a thin adapter over one kickvision function."""
+"""ZenML steps, grouped by stage: one per file, each a thin adapter over one kickvision function.
 
-from steps.evaluate import evaluate_model
-from steps.evaluate_update import evaluate_update
-from steps.ewc_update import ewc_update
-from steps.ingest import ingest_catalog
-from steps.load_champion import load_champion
-from steps.preprocess import preprocess_catalog
-from steps.preprocess_drop import preprocess_drop
-from steps.prune import prune_model
-from steps.register import register_model
-from steps.register_update import register_update
-from steps.train import train_model
-from steps.validate import validate_catalog
+etl/ (ingest, validate, preprocess), training/ (train, ewc_update, prune), evaluation/ (evaluate,
+evaluate_update), registry/ (load_champion, register, register_update).
+"""
+
+from steps.etl.ingest import ingest_catalog
+from steps.etl.preprocess import preprocess_catalog
+from steps.etl.preprocess_drop import preprocess_drop
+from steps.etl.validate import validate_catalog
+from steps.evaluation.evaluate import evaluate_model
+from steps.evaluation.evaluate_update import evaluate_update
+from steps.registry.load_champion import load_champion
+from steps.registry.register import register_model
+from steps.registry.register_update import register_update
+from steps.training.ewc_update import ewc_update
+from steps.training.prune import prune_model
+from steps.training.train import train_model
 
 __all__ = [
     "evaluate_model",

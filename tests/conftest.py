@@ -70,7 +70,7 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def demo_drop(tmp_path_factory) -> Path:
     """A small clean demo drop (7 categories x 10 products, 32 px)."""
-    from kickvision.demo import write_demo_catalog
+    from kickvision.data.demo import write_demo_catalog
 
     return write_demo_catalog(tmp_path_factory.mktemp("demo") / "drop", n_per_class=10, image_size=32)
 
@@ -78,6 +78,6 @@ def demo_drop(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bad_drop(tmp_path_factory) -> Path:
     """The same, plus one row of every kind validation must quarantine."""
-    from kickvision.demo import write_demo_catalog
+    from kickvision.data.demo import write_demo_catalog
 
     return write_demo_catalog(tmp_path_factory.mktemp("bad") / "drop", n_per_class=4, image_size=32, bad_rows=True)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from kickvision.calibration import expected_calibration_error, fit_temperature, plot_reliability, softmax
+from kickvision.evaluate.calibration import expected_calibration_error, fit_temperature, plot_reliability, softmax
 
 
 def _overconfident(n=4000, classes=4, seed=0):

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from kickvision.catalog import hash_drop, read_catalog, resolve_inside
+from kickvision.data.catalog import hash_drop, read_catalog, resolve_inside
 from kickvision.errors import CatalogError
 
 

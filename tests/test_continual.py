@@ -4,23 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from kickvision.bundle import ModelBundle, load_bundle, save_bundle
-from kickvision.catalog import read_catalog
-from kickvision.continual import (
-    EWCPenalty,
-    continual_state_after_training,
-    evaluate_update,
-    grow_classifier,
-    herding,
-    select_exemplars,
-    update_bundle,
-)
-from kickvision.data import prepare_catalog
-from kickvision.demo import write_demo_drop
-from kickvision.model import build_model, build_tokenizer
-from kickvision.registry import update_gate
-from kickvision.training import fit, predict_logits
-from kickvision.validation import quarantine_bad_rows
+from kickvision.data.catalog import read_catalog
+from kickvision.data.demo import write_demo_drop
+from kickvision.data.prepare import prepare_catalog
+from kickvision.data.validation import quarantine_bad_rows
+from kickvision.evaluate.update import evaluate_update
+from kickvision.model.bundle import ModelBundle, load_bundle, save_bundle
+from kickvision.model.encoders import build_tokenizer
+from kickvision.model.net import build_model, grow_classifier
+from kickvision.model.predict import predict_logits
+from kickvision.serve.gates import update_gate
+from kickvision.train.ewc import EWCPenalty
+from kickvision.train.fit import fit
+from kickvision.train.replay import continual_state_after_training, herding, select_exemplars
+from kickvision.train.update import update_bundle
 
 
 def _inputs(cfg, batch=3, tokens=8):

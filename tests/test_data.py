@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from kickvision.config import DataConfig
-from kickvision.data import group_split, product_groups
+from kickvision.data.prepare import group_split, product_groups
 
 
 def _rows(n=300, seed=0):
@@ -68,7 +68,7 @@ def test_a_small_drop_with_four_products_per_category_still_splits_without_leaka
 
 
 def test_product_texts_append_the_chosen_attribute_columns():
-    from kickvision.data import product_texts
+    from kickvision.data.text import product_texts
 
     rows = pd.DataFrame(
         {
@@ -88,13 +88,14 @@ def test_product_texts_append_the_chosen_attribute_columns():
 def test_text_columns_reach_the_tokens_and_travel_with_the_model(tiny_config, demo_drop):
     import pytest
 
-    from kickvision.bundle import ModelBundle
-    from kickvision.catalog import read_catalog
-    from kickvision.data import prepare_catalog
+    from kickvision.data.catalog import read_catalog
+    from kickvision.data.prepare import prepare_catalog
+    from kickvision.data.validation import quarantine_bad_rows
     from kickvision.errors import ConfigError
-    from kickvision.inference import ShoePredictor
-    from kickvision.model import build_model, build_tokenizer
-    from kickvision.validation import quarantine_bad_rows
+    from kickvision.model.bundle import ModelBundle
+    from kickvision.model.encoders import build_tokenizer
+    from kickvision.model.net import build_model
+    from kickvision.serve.predictor import ShoePredictor
 
     catalog = quarantine_bad_rows(read_catalog(demo_drop), tiny_config.validate_).catalog
     tokenizer = build_tokenizer(tiny_config.model.text_encoder)

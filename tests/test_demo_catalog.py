@@ -1,7 +1,7 @@
 import pandas as pd
 
-from kickvision.catalog import hash_drop
-from kickvision.demo import BAD_ROW_KINDS, CATEGORIES, write_demo_catalog
+from kickvision.data.catalog import hash_drop
+from kickvision.data.demo import BAD_ROW_KINDS, CATEGORIES, write_demo_catalog
 
 
 def test_demo_catalog_is_deterministic(tmp_path):

@@ -3,10 +3,11 @@ import pytest
 import torch
 from PIL import Image
 
-from kickvision.bundle import ModelBundle
-from kickvision.data import images_to_tensor
-from kickvision.explain import ImageOnlyInput, _encode, explain_product, plot_explanation
-from kickvision.model import build_model, build_tokenizer
+from kickvision.data.prepare import images_to_tensor
+from kickvision.evaluate.explain import ImageOnlyInput, _encode, explain_product, plot_explanation
+from kickvision.model.bundle import ModelBundle
+from kickvision.model.encoders import build_tokenizer
+from kickvision.model.net import build_model
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +59,11 @@ def test_explain_a_chosen_class_and_missing_inputs(tiny_bundle, photo, tmp_path)
 
 
 def test_road_faithfulness_is_scored_per_branch_and_for_random_maps(tiny_config, demo_drop):
-    from kickvision.catalog import read_catalog
-    from kickvision.data import prepare_catalog
-    from kickvision.faithfulness import cam_faithfulness
-    from kickvision.training import fit
-    from kickvision.validation import quarantine_bad_rows
+    from kickvision.data.catalog import read_catalog
+    from kickvision.data.prepare import prepare_catalog
+    from kickvision.data.validation import quarantine_bad_rows
+    from kickvision.evaluate.faithfulness import cam_faithfulness
+    from kickvision.train.fit import fit
 
     tokenizer = build_tokenizer(tiny_config.model.text_encoder)
     catalog = quarantine_bad_rows(read_catalog(demo_drop), tiny_config.validate_).catalog

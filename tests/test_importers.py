@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kickvision.catalog import read_catalog
 from kickvision.cli import main as cli_main
 from kickvision.config import ValidateConfig
+from kickvision.data.catalog import read_catalog
+from kickvision.data.importers import REJECTS_FILE, import_catalog
+from kickvision.data.validation import quarantine_bad_rows
 from kickvision.errors import CatalogError
-from kickvision.importers import REJECTS_FILE, import_catalog
-from kickvision.validation import quarantine_bad_rows
 
 
 def _jpg(path, colour=(200, 30, 30)):

@@ -3,15 +3,17 @@ import pandas as pd
 import pytest
 import torch
 
-from kickvision.bundle import load_bundle, save_bundle
-from kickvision.catalog import read_catalog
 from kickvision.config import ModelConfig
-from kickvision.data import prepare_catalog
+from kickvision.data.catalog import read_catalog
+from kickvision.data.prepare import prepare_catalog
+from kickvision.data.validation import quarantine_bad_rows
 from kickvision.errors import ConfigError
-from kickvision.inference import ShoePredictor
-from kickvision.model import MultimodalShoeNet, build_model, build_tokenizer
-from kickvision.training import fit, predict_logits
-from kickvision.validation import quarantine_bad_rows
+from kickvision.model.bundle import load_bundle, save_bundle
+from kickvision.model.encoders import build_tokenizer
+from kickvision.model.net import MultimodalShoeNet, build_model
+from kickvision.model.predict import predict_logits
+from kickvision.serve.predictor import ShoePredictor
+from kickvision.train.fit import fit
 
 
 def _inputs(cfg: ModelConfig, batch=4, tokens=8):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def first_run(tiny_config, demo_drop):
-    from pipelines.runner import run_training
+    from orchestration.runner import run_training
 
     return run_training(demo_drop, tiny_config)
 
@@ -133,7 +133,7 @@ def test_champion_loads_as_pyfunc_and_predicts(first_run, demo_drop):
 
 
 def test_second_run_hits_cache_for_data_steps_and_gates_promotion(first_run, tiny_config, demo_drop):
-    from pipelines.runner import run_training
+    from orchestration.runner import run_training
 
     second = run_training(demo_drop, tiny_config)
     for step in ("ingest_catalog", "validate_catalog", "preprocess_catalog"):

@@ -5,16 +5,21 @@ import copy
 import numpy as np
 import pytest
 import torch
+from kickvision.training import distillation_loss
 
-from kickvision.bundle import ModelBundle, load_bundle, save_bundle
-from kickvision.catalog import read_catalog
-from kickvision.continual import update_bundle
-from kickvision.data import prepare_catalog
-from kickvision.model import build_model, build_tokenizer, count_parameters
-from kickvision.prune import changed_shapes, prune_bundle, prune_structured, weights_file_bytes
-from kickvision.release import equip_for_release
-from kickvision.training import distillation_loss, fit, predict_logits
-from kickvision.validation import quarantine_bad_rows
+from kickvision.data.catalog import read_catalog
+from kickvision.data.prepare import prepare_catalog
+from kickvision.data.validation import quarantine_bad_rows
+from kickvision.model.bundle import ModelBundle, load_bundle, save_bundle
+from kickvision.model.costs import weights_file_bytes
+from kickvision.model.encoders import build_tokenizer
+from kickvision.model.net import build_model, count_parameters
+from kickvision.model.predict import predict_logits
+from kickvision.model.shapes import changed_shapes
+from kickvision.serve.release import equip_for_release
+from kickvision.train.fit import fit
+from kickvision.train.prune import prune_bundle, prune_structured
+from kickvision.train.update import update_bundle
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +108,7 @@ def test_the_tolerance_gate_keeps_the_unpruned_model_when_it_refuses(trained, ti
 
 
 def test_a_pruned_champion_can_be_updated(trained, tiny_config, tmp_path):
-    from kickvision.demo import write_demo_drop
+    from kickvision.data.demo import write_demo_drop
 
     bundle, data = trained
     pruned = prune_bundle(bundle, data, tiny_config.prune, tiny_config.train, progress=False).bundle

@@ -2,12 +2,12 @@
 
 import pytest
 
-from kickvision.catalog import read_catalog
-from kickvision.data import prepare_catalog
-from kickvision.evaluation import evaluate_bundle
-from kickvision.model import build_tokenizer
-from kickvision.training import fit
-from kickvision.validation import quarantine_bad_rows
+from kickvision.data.catalog import read_catalog
+from kickvision.data.prepare import prepare_catalog
+from kickvision.data.validation import quarantine_bad_rows
+from kickvision.evaluate.metrics import evaluate_bundle
+from kickvision.model.encoders import build_tokenizer
+from kickvision.train.fit import fit
 from tests.conftest import REAL_DATA
 
 pytestmark = [

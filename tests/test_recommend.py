@@ -2,8 +2,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kickvision.recommend import EmbeddingIndex, contact_sheet, make_index, retrieval_scores
-from kickvision.training import supervised_contrastive_loss
+from kickvision.evaluate.retrieval import contact_sheet, retrieval_scores
+from kickvision.model.index import EmbeddingIndex, make_index
+from kickvision.train.losses import supervised_contrastive_loss
 
 
 def _index(n=50, d=8, seed=0):

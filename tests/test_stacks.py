@@ -37,7 +37,7 @@ def _free_port() -> int:
 @pytest.fixture
 def back_to_local():
     yield
-    from pipelines.stack import use_stack, use_tracking
+    from orchestration.stack import use_stack, use_tracking
 
     use_stack("local")
     use_tracking()
@@ -115,7 +115,7 @@ def test_every_recipe_registers_and_cluster_run_configs_parse(back_to_local, cap
     from zenml.client import Client
     from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
 
-    from pipelines.stack import active_run_config, list_recipes, load_recipe, use_stack
+    from orchestration.stack import active_run_config, list_recipes, load_recipe, use_stack
 
     assert set(list_recipes()) >= {"local", "team", "kubernetes", "kubeflow"}
     for recipe in ("kubernetes", "kubeflow"):
@@ -139,7 +139,7 @@ def test_every_recipe_registers_and_cluster_run_configs_parse(back_to_local, cap
 
 
 def test_a_recipe_option_missing_or_unknown_is_one_clear_error(back_to_local, capsys):
-    from pipelines.stack import use_stack
+    from orchestration.stack import use_stack
 
     with pytest.raises(ConfigError, match="needs tracking_uri"):
         use_stack("team", {})
@@ -191,7 +191,7 @@ def test_a_down_server_fails_at_the_start_in_one_line_and_registers_nothing(
 
 
 def test_schedule_on_the_local_orchestrator_says_to_use_cron_instead(back_to_local, capsys):
-    from pipelines.stack import use_stack
+    from orchestration.stack import use_stack
 
     use_stack("local")
     assert cli_main(["schedule"]) == 2

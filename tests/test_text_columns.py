@@ -3,10 +3,11 @@
 import mlflow
 import pytest
 
-from kickvision.bundle import ModelBundle
 from kickvision.cli import main as cli_main
-from kickvision.model import build_model, build_tokenizer
-from kickvision.registry import log_pyfunc
+from kickvision.model.bundle import ModelBundle
+from kickvision.model.encoders import build_tokenizer
+from kickvision.model.net import build_model
+from kickvision.serve.registry import log_pyfunc
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.integration
 def test_cli_predict_passes_attributes_to_a_model_that_reads_them(tiny_config, capsys):
     import pandas as pd
 
-    from pipelines.stack import ensure_stack, use_tracking
+    from orchestration.stack import ensure_stack, use_tracking
 
     ensure_stack()
     use_tracking()

@@ -9,7 +9,7 @@ import yaml
 
 from kickvision.cli import main as cli_main
 from kickvision.config import deep_merge
-from kickvision.demo import write_demo_drop
+from kickvision.data.demo import write_demo_drop
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def config_file(tmp_path_factory):
 def registry(config_file, demo_drop):
     """Train the first champion with the CLI, as a user would, and return an MLflow client on its store."""
     assert cli_main(["train", "--catalog", str(demo_drop), "--config", str(config_file)]) == 0
-    from pipelines.stack import tracking_uri
+    from orchestration.stack import tracking_uri
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)

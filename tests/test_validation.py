@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kickvision.catalog import read_catalog
 from kickvision.config import ValidateConfig
-from kickvision.demo import BAD_ROW_KINDS
+from kickvision.data.catalog import read_catalog
+from kickvision.data.demo import BAD_ROW_KINDS
+from kickvision.data.validation import quarantine_bad_rows, usable_or_raise
 from kickvision.errors import CatalogError
-from kickvision.validation import quarantine_bad_rows, usable_or_raise
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import mlflow
 import pytest
 import yaml
 
-from kickvision.catalog import hash_drop
 from kickvision.cli import main as cli_main
 from kickvision.config import deep_merge
-from kickvision.demo import write_demo_drop
+from kickvision.data.catalog import hash_drop
+from kickvision.data.demo import write_demo_drop
 from kickvision.errors import CatalogError
 from kickvision.watch import LEDGER_FILE, DropLedger, WatcherBusy, pending_drops, process_pending, watcher_lock
 
@@ -108,7 +108,7 @@ def test_watch_processes_drops_in_order_and_resumes_after_a_kill(watch_config, d
     assert cli_main(["watch", "--drops", str(drops_dir), "--once", "--config", str(watch_config)]) == 0
     assert all(_ledger(drops_dir)[d.name]["status"] == "done" for d in drops)
 
-    from pipelines.stack import tracking_uri
+    from orchestration.stack import tracking_uri
 
     client = mlflow.MlflowClient(tracking_uri())
     versions = sorted(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))

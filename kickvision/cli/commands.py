@@ -1,0 +1,302 @@
+"""What each `kickvision` subcommand does (the parser in parser.py maps names and options to these).
+
+Commands import what they need when they run, so `kickvision --help` stays fast and a command that
+never launches a pipeline never imports ZenML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from kickvision.errors import KickvisionError, user_error_in_chain
+
+DEMO_DIR = "kickvision-demo"
+
+
+class _HideUserErrorTracebacks(logging.Filter):
+    """Orchestrator logs keep the message of a data/config problem but drop its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and user_error_in_chain(record.exc_info[1]) is not None:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_error_tracebacks() -> None:
+    import zenml  # noqa: F401  (sets up ZenML's handlers, which the filter is attached to)
+
+    for handler in [*logging.getLogger().handlers, *logging.getLogger("zenml").handlers]:
+        handler.addFilter(_HideUserErrorTracebacks())
+
+
+def _train(catalog: str, config: str) -> int:
+    from kickvision.config import load_config
+    from orchestration.runner import run_training
+
+    cfg = load_config(config)  # a bad config fails here, before any pipeline starts
+    _quiet_user_error_tracebacks()
+    summary = run_training(catalog, cfg)
+    print("\n" + summary.render())
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from kickvision.config import load_config
+    from orchestration.runner import run_update
+
+    cfg = load_config(args.config)
+    args.catalog = args.drop
+    drop = _catalog_dir(args)
+    _quiet_user_error_tracebacks()
+    result = run_update(drop, cfg)
+    print("\n" + (result if isinstance(result, str) else result.render()))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from kickvision.config import load_config
+    from kickvision.errors import CatalogError
+    from kickvision.watch import DropFailed, watch
+    from orchestration.runner import run_update
+
+    cfg = load_config(args.config)
+    _quiet_user_error_tracebacks()
+
+    def update(folder: Path) -> str:
+        try:
+            result = run_update(_catalog_dir(args, folder), cfg)
+        except Exception as exc:
+            cause = user_error_in_chain(exc)
+            if isinstance(cause, CatalogError):
+                raise DropFailed(str(cause)) from None
+            raise cause or exc from None
+        if isinstance(result, str):  # this drop already reached the registry (e.g. before a crash)
+            return result
+        reg = result.registration
+        fate = "champion" if reg.get("promoted") else "challenger"
+        return f"{reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
+
+    def report(name: str, outcome) -> None:
+        print(f"{name}: {outcome.status}: {outcome.detail}", flush=True)
+
+    outcomes = watch(args.drops, update, once=args.once, interval_s=args.interval, report=report)
+    print(f"processed {len(outcomes)} drop(s); nothing left in {args.drops}")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from kickvision.config import load_config, load_schedule
+    from orchestration.runner import schedule_training
+
+    schedule = load_schedule(args.file)
+    print(schedule_training(schedule, load_config(schedule.config)))
+    return 0
+
+
+def cmd_demo_drop(args: argparse.Namespace) -> int:
+    from kickvision.data.demo import write_demo_drop
+
+    out = write_demo_drop(args.out, n_per_class=args.per_class, seed=args.seed, new_categories=not args.no_new_category)
+    rows = sum(1 for _ in (out / "catalog.csv").open()) - 1
+    print(f"wrote a demo catalog drop with {rows} products to {out}/; next: kickvision update --drop {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kickvision.data.catalog import CATALOG_FILE
+    from kickvision.data.demo import write_demo_catalog
+
+    out = Path(args.out)
+    if not (out / CATALOG_FILE).is_file():  # deterministic, so an existing one is the same catalog
+        print(f"writing the demo catalog to {out}/ ...")
+        write_demo_catalog(out, n_per_class=args.per_class)
+    return _train(str(out), args.config)
+
+
+def _catalog_dir(args: argparse.Namespace, source: str | Path | None = None) -> str:
+    """The generic drop for `source` (default --catalog): itself, or its import when --format names another layout."""
+    from kickvision.data.importers import catalog_dir_for
+
+    workdir = Path(os.environ["ZENML_CONFIG_PATH"]).parent / "imports"
+    options = {"master_category": args.master_category, "label": args.label}
+    return str(catalog_dir_for(args.format, source or args.catalog, workdir, **options))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _train(_catalog_dir(args), args.config)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from kickvision.data.importers import REJECTS_FILE, import_catalog
+
+    out = import_catalog(args.format, args.src, args.out, master_category=args.master_category, label=args.label)
+    rows = sum(1 for _ in (out / "catalog.csv").open()) - 1
+    print(f"wrote a generic drop with {rows} products to {out}")
+    if (out / REJECTS_FILE).is_file():
+        print(f"lines that could not be parsed, with reasons: {out / REJECTS_FILE}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from kickvision.config import load_config
+    from kickvision.data.catalog import read_catalog
+    from kickvision.data.validation import quarantine_bad_rows
+
+    cfg = load_config(args.config).validate_
+    result = quarantine_bad_rows(read_catalog(_catalog_dir(args)), cfg)
+    print(result.summary())
+    if args.report:
+        result.quarantine.to_csv(args.report, index=False)
+        print(f"quarantined rows with reasons: {args.report}")
+    return 0
+
+
+def _model_uri(args: argparse.Namespace) -> str:
+    """Check the --image argument, point MLflow at the active stack, and name the model to use."""
+    from kickvision.serve.registry import champion_uri
+    from orchestration.stack import ensure_stack, use_tracking
+
+    if getattr(args, "image", None) and not Path(args.image).is_file():
+        raise KickvisionError(f"image not found: {args.image}")
+    ensure_stack()
+    use_tracking()
+    return args.model_uri or champion_uri(args.model_name)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import mlflow
+    import pandas as pd
+
+    uri = _model_uri(args)
+    frame = pd.DataFrame({"image": [str(Path(args.image).resolve()) if args.image else None], "title": [args.title]})
+    model = mlflow.pyfunc.load_model(uri)
+    # A model trained with attribute columns takes them as inputs; an unknown one is left empty.
+    attributes = dict(key_value(item) for item in args.attribute)
+    schema = model.metadata.get_input_schema()
+    for column in schema.input_names() if schema is not None else []:
+        if column not in frame:
+            frame[column] = [attributes.get(column, "")]
+    result = model.predict(frame).iloc[0]
+    print(f"{result['category']}  ({result['probability']:.3f})   model: {uri}")
+    for name, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:3]:
+        print(f"  {p:6.3f}  {name}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from kickvision.evaluate.retrieval import contact_sheet
+    from kickvision.serve.predictor import ShoePredictor, decode_image_field
+    from kickvision.serve.registry import load_registered_bundle
+
+    uri = _model_uri(args)
+    bundle = load_registered_bundle(uri)
+    if bundle.index is None:
+        raise KickvisionError(f"{uri} carries no recommendation index; retrain it with this version")
+    index = bundle.index
+    if args.product_id:
+        hits = index.items.index[index.items["product_id"] == args.product_id]
+        if len(hits) == 0:
+            raise KickvisionError(f"product id '{args.product_id}' is not in the catalog of {uri}")
+        query = index.embeddings[hits[:1]].float()
+        found = index.results(query, args.k, exclude_ids=[args.product_id])[0]
+        item = index.items.iloc[hits[0]]
+        query_cell = (item["image"] if Path(item["image"]).is_file() else None, item["category"])
+        print(f"query: {item['product_id']}  {item['title']}  [{item['category']}]")
+    else:
+        predictor = ShoePredictor(bundle)
+        image = decode_image_field(str(Path(args.image).resolve())) if args.image else None
+        _, embedding = predictor.forward([image], [args.title])
+        found = index.results(embedding, args.k)[0]
+        query_cell = (image, args.title or "")
+    print(f"top {len(found)} similar products ({uri}):")
+    for rank, row in enumerate(found.itertuples(), start=1):
+        print(f"{rank:>3}. {row.score:.3f}  {row.product_id}  {row.title}  [{row.category}]")
+    if args.sheet:
+        contact_sheet([query_cell], [found], args.sheet)
+        print(f"contact sheet: {args.sheet}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from kickvision.evaluate.explain import explain_product, plot_explanation
+    from kickvision.serve.predictor import decode_image_field
+    from kickvision.serve.registry import load_registered_bundle
+
+    uri = _model_uri(args)
+    bundle = load_registered_bundle(uri)
+    if args.target and args.target not in bundle.classes:
+        raise KickvisionError(f"--target '{args.target}' is not a class of {uri}: {', '.join(bundle.classes)}")
+    image = decode_image_field(str(Path(args.image).resolve())) if args.image else None
+    explanation = explain_product(bundle, image, args.title, args.target)
+    plot_explanation(explanation, args.out)
+    top = sorted(explanation.probabilities.items(), key=lambda kv: -kv[1])[:3]
+    print(f"target {explanation.target}; top-3: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+    if explanation.words:
+        print(
+            "title words (drop in target probability when hidden): "
+            + ", ".join(f"{w} {v:+.3f}" for w, v in explanation.words)
+        )
+    print(f"figure: {args.out}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from orchestration.stack import ensure_stack, use_tracking
+
+    ensure_stack()
+    uri = use_tracking()
+    if uri.startswith(("http://", "https://")):
+        print(f"the active stack tracks on an MLflow server; its UI is {uri}")
+        return 0
+    print(f"MLflow UI on http://127.0.0.1:{args.port}  (tracking store {uri})")
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
+    return subprocess.call(cmd)
+
+
+def cmd_stack_list(args: argparse.Namespace) -> int:
+    from orchestration.stack import describe_stacks
+
+    rows = describe_stacks()
+    print(f"{'':2}{'recipe':<12}{'ZenML stack':<24}{'registered':<12}{'options':<70}")
+    for row in rows:
+        print(f"{row['active']:<2}{row['recipe']:<12}{row['stack']:<24}{row['registered']:<12}{row['options']:<70}")
+        print(f"{'':14}{row['description']}")
+    return 0
+
+
+def cmd_stack_use(args: argparse.Namespace) -> int:
+    from orchestration.stack import load_recipe, use_stack
+
+    options = dict(key_value(item) for item in args.set)
+    if args.tracking_uri:
+        options["tracking_uri"] = args.tracking_uri
+    credentials = {"tracking_username": args.username, "tracking_password": args.password, "tracking_token": args.token}
+    stack = use_stack(args.name, options, credentials)
+    recipe = load_recipe(args.name)
+    print(f"active stack: {stack.name} (infra/stacks/{args.name}.yaml: {recipe.description})")
+    for kind, component in recipe.filled(options).items():
+        configuration = component.get("configuration") or {}
+        print(f"  {kind:<19} {component['name']} ({component['flavor']}) {configuration or ''}")
+    return 0
+
+
+def key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise KickvisionError(f"expected key=value, not '{item}'")
+    return key.strip().replace("-", "_"), value.strip()

@@ -1,0 +1,90 @@
+"""The one image path of kickvision: every photo the model sees goes through an `ImageTransform`.
+
+Decoding is bounded (the pixel count is read from the file header and checked before any pixel is
+decoded), then the photo is letterboxed onto white (catalog photos sit on white) to the model's
+square input and kept as uint8 HWC, the form caches, exemplars and indexes store. Normalisation to
+float NCHW happens on the device, right before a forward pass. `resolve_image_transform` derives
+the transform from the model's config, as timm's `resolve_model_data_config` + `create_transform`
+do, so training, evaluation, serving, explanations and index rebuilds cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from kickvision.config import ModelConfig
+
+DEFAULT_MAX_PIXELS = 40_000_000  # decompression-bomb guard (ValidateConfig.max_image_pixels)
+PAD_COLOUR = (255, 255, 255)
+
+
+def open_image_bounded(source: str | Path | IO[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image as RGB, refusing oversized ones before their pixels are decoded."""
+    with Image.open(source) as img:
+        width, height = img.size  # read from the header, no pixel decoding yet
+        if width * height > max_pixels:
+            raise ValueError(f"image is {width}x{height}, over the {max_pixels:,}-pixel limit")
+        img.draft("RGB", (width, height))
+        return img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Photo -> the model's uint8 input -> normalised tensor, for one model configuration."""
+
+    size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def letterbox(self, image: Image.Image) -> np.ndarray:
+        """uint8 [S, S, 3]: the photo scaled to fit, centred on white."""
+        size = (self.size, self.size)
+        return np.asarray(ImageOps.pad(image.convert("RGB"), size, Image.Resampling.BILINEAR, color=PAD_COLOUR))
+
+    def blank(self) -> np.ndarray:
+        """The pixels standing in for a missing photo (the model is told the photo is absent)."""
+        return np.full((self.size, self.size, 3), PAD_COLOUR[0], np.uint8)
+
+    def load(self, source: str | Path | IO[bytes]) -> np.ndarray:
+        """Decode (bounded) and letterbox one image file."""
+        return self.letterbox(open_image_bounded(source, self.max_pixels))
+
+    def load_or_blank(self, sources: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 [N, S, S, 3], bool [N] readable): each file decoded, blank where it cannot be read."""
+        pixels = np.empty((len(sources), self.size, self.size, 3), np.uint8)
+        readable = np.zeros(len(sources), dtype=bool)
+        for i, source in enumerate(sources):
+            try:
+                pixels[i], readable[i] = self.load(source), True
+            except (OSError, ValueError):
+                pixels[i] = self.blank()
+        return pixels, readable
+
+    def pixels(self, images: Sequence[Image.Image | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 [N, S, S, 3], float32 [N] presence) for decoded photos, None where a photo is missing."""
+        arrays = [self.blank() if image is None else self.letterbox(image) for image in images]
+        present = np.array([image is not None for image in images], np.float32)
+        stacked = np.stack(arrays) if arrays else np.zeros((0, self.size, self.size, 3), np.uint8)
+        return stacked, present
+
+    def normalise(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC (numpy, or a tensor on any device) -> normalised float NCHW on the same device."""
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(np.require(images, requirements=["C", "W"]))  # copies read-only arrays
+        x = images.permute(0, 3, 1, 2).float().div_(255)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+def resolve_image_transform(model_cfg: ModelConfig, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageTransform:
+    """The transform of a model configuration (its image_size, image_mean and image_std)."""
+    return ImageTransform(model_cfg.image_size, tuple(model_cfg.image_mean), tuple(model_cfg.image_std), max_pixels)

@@ -1,0 +1,105 @@
+"""Predictions on raw products (photo + title), shared by the CLI, the promotion gate and the pyfunc."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from kickvision.data.images import DEFAULT_MAX_PIXELS, open_image_bounded
+from kickvision.data.text import product_texts, tokenize_titles
+from kickvision.model.bundle import ModelBundle
+
+
+def decode_image_field(value, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image | None:
+    """An `image` cell: a file path, base64 image bytes (optionally a data: URL), or empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return None
+    if isinstance(value, bytes):
+        data = value
+    else:
+        text = str(value)
+        if text.startswith("data:"):
+            text = text.split(",", 1)[1]
+        path = Path(text)
+        if len(text) < 4096 and path.is_file():
+            return open_image_bounded(path, max_pixels)
+        try:
+            data = base64.b64decode(text, validate=True)
+        except ValueError:
+            raise ValueError(f"image is neither an existing file nor base64 image data: {text[:80]!r}") from None
+    return open_image_bounded(io.BytesIO(data), max_pixels)
+
+
+class ShoePredictor:
+    """Classify products given as (image, title) pairs; either may be missing."""
+
+    def __init__(self, bundle: ModelBundle, batch_size: int = 64):
+        self.bundle = bundle
+        self.batch_size = batch_size
+        self.transform = bundle.image_transform()
+        self.temperature = bundle.spec.temperature  # fitted on validation, see evaluate/calibration.py
+        bundle.model.eval()
+
+    @torch.no_grad()
+    def probabilities(self, images: list[Image.Image | None], titles: list[str | None]) -> np.ndarray:
+        """Class probabilities [N, C] for raw products."""
+        return self.forward(images, titles)[0]
+
+    @torch.no_grad()
+    def forward(self, images: list[Image.Image | None], titles: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities [N, C], unit-norm embeddings [N, D]) for raw products."""
+        out, embeddings = [], []
+        for start in range(0, len(titles), self.batch_size):
+            batch_images = images[start : start + self.batch_size]
+            batch_titles = titles[start : start + self.batch_size]
+            pixels, image_present = self.transform.pixels(batch_images)
+            text_present = np.array([0.0 if not t else 1.0 for t in batch_titles], np.float32)
+            ids, mask = tokenize_titles(self.bundle.tokenizer, batch_titles, self.bundle.max_title_tokens)
+            result = self.bundle.model(
+                self.transform.normalise(pixels),
+                torch.from_numpy(ids),
+                torch.from_numpy(mask),
+                image_present=torch.from_numpy(image_present),
+                text_present=torch.from_numpy(text_present),
+            )
+            out.append((result.logits.float() / self.temperature).softmax(1).numpy())
+            embeddings.append(result.embedding.float().numpy())
+        if not out:
+            return np.zeros((0, len(self.bundle.classes)), np.float32), np.zeros((0, 1), np.float32)
+        return np.concatenate(out), np.concatenate(embeddings)
+
+    def read_frame(self, frame: pd.DataFrame) -> tuple[list[Image.Image | None], list[str | None]]:
+        """Decoded images and texts of a frame with `image` and/or `title` columns (plus the
+        model's text columns, e.g. `usage`, where it was trained with them; absent ones are skipped)."""
+        if "image" not in frame and "title" not in frame:
+            raise ValueError("input needs an 'image' column, a 'title' column, or both")
+        n = len(frame)
+        images = [decode_image_field(v) for v in (frame["image"] if "image" in frame else [None] * n)]
+        return images, product_texts(frame.reset_index(drop=True), self.bundle.text_columns)
+
+    def predict_frame(self, frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+        """`frame` has `image` and/or `title` columns; returns category, probability, probabilities
+        and, when the bundle carries an index, the k most similar catalog products."""
+        images, titles = self.read_frame(frame)
+        probs, embeddings = self.forward(images, titles)
+        classes = self.bundle.classes
+        best = probs.argmax(1) if len(probs) else np.zeros(0, int)
+        result = pd.DataFrame(
+            {
+                "category": [classes[i] for i in best],
+                "probability": [float(probs[r, i]) for r, i in enumerate(best)],
+                "probabilities": [{c: float(p) for c, p in zip(classes, row, strict=True)} for row in probs],
+            }
+        )
+        if self.bundle.index is not None and len(frame):
+            indices, scores = self.bundle.index.search(embeddings, k)
+            ids = self.bundle.index.items["product_id"].to_numpy()
+            result["similar_product_ids"] = [[str(ids[i]) for i in row] for row in indices]
+            result["similar_scores"] = [[float(s) for s in row] for row in scores]
+        return result

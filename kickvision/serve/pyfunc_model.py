@@ -1,0 +1,25 @@
+"""The MLflow pyfunc, logged as "models from code": MLflow stores this file, never a pickled class.
+
+`mlflow.pyfunc.load_model("models:/kickvision@champion").predict(df)` takes a DataFrame with an
+`image` column (file path or base64 image bytes) and a `title` column (either may be empty) and
+returns `category`, `probability`, `probabilities` (class -> probability) and, best first, the `k`
+most similar catalog products: `similar_product_ids` and `similar_scores` (params={"k": 10}).
+"""
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class KickvisionModel(PythonModel):
+    def load_context(self, context):
+        from kickvision.model.bundle import load_bundle
+        from kickvision.serve.predictor import ShoePredictor
+
+        self.predictor = ShoePredictor(load_bundle(context.artifacts["bundle"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return self.predictor.predict_frame(pd.DataFrame(model_input), k=int((params or {}).get("k", 5)))
+
+
+mlflow.models.set_model(KickvisionModel())

@@ -1,0 +1,315 @@
+"""The one training engine: every loop that changes weights runs through `train_loop`.
+
+Fitting a fresh model, a catalog-drop update, a pruning fine-tune (and the photo pretraining to
+come) differ in data, not in code:
+
+- `LoopSettings`, built from the run config's sections (`fit_settings`, `update_settings`,
+  `finetune_settings`): epochs, batch size, learning rates, warm-up share, gradient clipping,
+  sampling, which validation metric keeps the best epoch and how long to wait for it. No literal
+  lives in a loop.
+- loss terms `(batch, output) -> tensor`, summed (losses.py), and gradient hooks that act between
+  backward and the optimizer step (the EWC penalty, ewc.py).
+
+Per epoch: one pass of AdamW over parameter groups (pretrained encoders at `encoder_lr`, the rest
+at `lr`, after timm's create_optimizer_v2) under a one-cycle schedule, gradients clipped to
+`grad_clip`, bf16 autocast on CUDA; then validation. The epoch with the best `monitor` value is
+kept (a later epoch wins a tie: it has seen more data); training stops after `patience` epochs
+without a strictly better value. Callers seed (`seed_everything`) before building what the loop
+trains, since model initialisation draws from the same generator as dropout.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score
+from tqdm.auto import tqdm
+
+from kickvision.config import ContinualConfig, PruneConfig, TrainConfig
+from kickvision.data.images import resolve_image_transform
+from kickvision.data.prepare import PreparedData
+from kickvision.model.net import MultimodalShoeNet
+from kickvision.model.predict import predict_logits
+from kickvision.train.loader import make_loader
+from kickvision.train.losses import LossTerm
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+Validator = Callable[[MultimodalShoeNet], dict[str, float]]
+
+
+class GradientHook(Protocol):
+    """Acts on `.grad` between backward and the optimizer step (e.g. adds a penalty's gradient)."""
+
+    def after_backward(self) -> None: ...
+
+    def epoch_metrics(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Everything a training loop needs besides the model, the data and the loss terms."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    encoder_lr: float | None = None  # pretrained encoders; None = lr
+    weight_decay: float = 0.05
+    pct_start: float = 0.15
+    grad_clip: float | None = 1.0
+    balanced_sampling: bool = False
+    augment: bool = True
+    monitor: str | None = "val_macro_f1"  # None: keep the last epoch
+    patience: int | None = None  # None: never stop early
+    score_start: bool = False  # validate before the first epoch; the starting weights compete too
+    device: str = "auto"
+    amp: bool = True
+    num_threads: int = 0
+
+
+def fit_settings(train: TrainConfig) -> LoopSettings:
+    """Training a fresh model: early stopping on `train.monitor`."""
+    return LoopSettings(
+        train.epochs,
+        train.batch_size,
+        train.lr,
+        train.encoder_lr,
+        train.weight_decay,
+        train.pct_start,
+        train.grad_clip,
+        train.balanced_sampling,
+        train.augment,
+        train.monitor,
+        train.patience,
+        False,
+        train.device,
+        train.amp,
+        train.num_threads,
+    )
+
+
+def update_settings(continual: ContinualConfig, train: TrainConfig) -> LoopSettings:
+    """A catalog-drop update: the last epoch is kept (the drop's validation split cannot see forgetting;
+    the update gate measures that on the champion's holdout)."""
+    return replace(
+        fit_settings(train),
+        epochs=continual.epochs,
+        batch_size=continual.batch_size,
+        lr=continual.lr,
+        encoder_lr=None,
+        pct_start=continual.pct_start,
+        balanced_sampling=continual.balanced_sampling,
+        monitor=None,
+        patience=None,
+    )
+
+
+def finetune_settings(prune: PruneConfig, train: TrainConfig) -> LoopSettings:
+    """A pruning fine-tune: the best validation top-1 among the pruned starting point and each epoch."""
+    return replace(
+        fit_settings(train),
+        epochs=prune.finetune_epochs,
+        lr=prune.lr,
+        encoder_lr=None,
+        pct_start=prune.pct_start,
+        monitor="val_top1",
+        patience=None,
+        score_start=True,
+    )
+
+
+@dataclass
+class LoopResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch (epoch 0: the start)
+    best_epoch: int = 0
+    best_score: float = float("nan")
+    start_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def create_optimizer(model: MultimodalShoeNet, settings: LoopSettings) -> torch.optim.Optimizer:
+    """AdamW with two parameter groups: pretrained encoders at `encoder_lr`, everything else at `lr`."""
+    encoders = [*model.image_encoders, model.text_encoder]
+    pretrained_ids = {id(p) for e in encoders if e is not None and e.pretrained_loaded for p in e.parameters()}
+    groups = [
+        {
+            "params": [p for p in model.parameters() if id(p) in pretrained_ids],
+            "lr": settings.encoder_lr or settings.lr,
+        },
+        {"params": [p for p in model.parameters() if id(p) not in pretrained_ids], "lr": settings.lr},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
+
+
+def create_scheduler(optimizer: torch.optim.Optimizer, settings: LoopSettings, steps_per_epoch: int):
+    """One-cycle: warm up for `pct_start` of all steps to each group's lr, then anneal."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[g["lr"] for g in optimizer.param_groups],
+        total_steps=max(1, settings.epochs * steps_per_epoch),
+        pct_start=settings.pct_start,
+    )
+
+
+def classification_scores(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    return {
+        "top1": float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
+        "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)) if len(labels) else 0.0,
+    }
+
+
+def split_validator(data: PreparedData, indices: np.ndarray) -> Validator:
+    """Validation on rows `indices` of `data`: val_top1, val_macro_f1 and val_loss (cross-entropy)."""
+    labels = data.labels()[indices]
+
+    def validate(model: MultimodalShoeNet) -> dict[str, float]:
+        if not len(indices):
+            return {"val_top1": 0.0, "val_macro_f1": 0.0, "val_loss": float("nan")}
+        logits, _ = predict_logits(model, data, indices)
+        scores = classification_scores(labels, logits.argmax(1))
+        loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+        return {"val_top1": scores["top1"], "val_macro_f1": scores["macro_f1"], "val_loss": loss}
+
+    return validate
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _better(score: float, best: float, monitor: str) -> tuple[bool, bool]:
+    """(at least as good, strictly better) for `monitor` (losses are minimised)."""
+    if np.isnan(best):
+        return True, True
+    if monitor.endswith("loss"):
+        return score <= best, score < best
+    return score >= best, score > best
+
+
+def train_loop(
+    model: MultimodalShoeNet,
+    data: PreparedData,
+    train_indices: np.ndarray,
+    settings: LoopSettings,
+    loss_terms: Sequence[LossTerm],
+    validate: Validator,
+    hooks: Sequence[GradientHook] = (),
+    seed: int = 42,
+    desc: str = "epoch",
+    on_epoch_end: EpochCallback | None = None,
+    progress: bool = True,
+) -> LoopResult:
+    """Train `model` in place on `train_indices` of `data`; it ends on the kept epoch, on the CPU, in eval mode."""
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    device = pick_device(settings.device)
+    model.to(device)
+    transform = resolve_image_transform(model.cfg)
+    loader = make_loader(data, train_indices, settings.batch_size, seed, settings.augment, settings.balanced_sampling)
+    optimizer = create_optimizer(model, settings)
+    scheduler = create_scheduler(optimizer, settings, len(loader))
+
+    result, best_state, stale = LoopResult(), None, 0
+    if settings.score_start:
+        result.start_metrics = validate(model)
+        result.best_score = result.start_metrics[settings.monitor]
+        best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(1, settings.epochs + 1):
+        metrics = _one_epoch(
+            model,
+            loader,
+            optimizer,
+            scheduler,
+            loss_terms,
+            hooks,
+            transform,
+            settings,
+            device,
+            progress,
+            f"{desc} {epoch}/{settings.epochs}",
+        )
+        for hook in hooks:
+            metrics.update(hook.epoch_metrics())
+        metrics.update(validate(model))
+        result.history.append({"epoch": epoch, **metrics})
+        log.info("%s %d: %s", desc, epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if on_epoch_end:
+            on_epoch_end(epoch, metrics)
+        if settings.monitor is None:
+            result.best_epoch = epoch
+            continue
+        kept, improved = _better(metrics[settings.monitor], result.best_score, settings.monitor)
+        if kept:
+            result.best_score, result.best_epoch = metrics[settings.monitor], epoch
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        stale = 0 if improved else stale + 1
+        if settings.patience is not None and stale >= settings.patience:
+            log.info(
+                "early stop after epoch %d (best %d, %s %.4f)",
+                epoch,
+                result.best_epoch,
+                settings.monitor,
+                result.best_score,
+            )
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.to("cpu").eval()
+    return result
+
+
+def _one_epoch(model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc):
+    model.train()
+    started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+    bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)
+    for batch in bar:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch["image"] = transform.normalise(batch["image"])
+        with _autocast(device, settings.amp):
+            out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
+            loss = loss_terms[0](batch, out)
+            for term in loss_terms[1:]:
+                loss = loss + term(batch, out)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for hook in hooks:
+            hook.after_backward()
+        if settings.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        n = batch["label"].shape[0]
+        seen += n
+        loss_sum += loss.item() * n
+        correct += (out.logits.argmax(1) == batch["label"]).sum().item()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    elapsed = time.perf_counter() - started
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_top1": correct / max(seen, 1),
+        "train_samples_per_s": seen / max(elapsed, 1e-9),
+        "epoch_seconds": elapsed,
+    }

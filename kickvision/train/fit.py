@@ -1,0 +1,62 @@
+"""Fitting a fresh MultimodalShoeNet on a prepared catalog: one user of the training engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from kickvision.config import ModelConfig, TrainConfig
+from kickvision.data.prepare import PreparedData
+from kickvision.model.bundle import BundleSpec, Lineage, ModelBundle, TrainingRecord
+from kickvision.model.net import build_model, count_parameters
+from kickvision.train.engine import EpochCallback, fit_settings, seed_everything, split_validator, train_loop
+from kickvision.train.losses import ClassificationLoss
+
+
+@dataclass
+class FitResult:
+    bundle: ModelBundle
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def fit(
+    data: PreparedData,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    tokenizer,
+    max_title_tokens: int,
+    seed: int = 42,
+    on_epoch_end: EpochCallback | None = None,
+    progress: bool = True,
+    text_columns: Sequence[str] = (),
+) -> FitResult:
+    """Train a fresh model on the train split; keeps the epoch with the best validation `cfg.monitor`."""
+    seed_everything(seed)
+    model = build_model(model_cfg, len(data.classes))
+    settings = fit_settings(cfg)
+    result = train_loop(
+        model,
+        data,
+        data.indices("train"),
+        settings,
+        [ClassificationLoss.from_config(cfg, model_cfg)],
+        split_validator(data, data.indices("val")),
+        seed=seed,
+        on_epoch_end=on_epoch_end,
+        progress=progress,
+    )
+    spec = BundleSpec(
+        classes=list(data.classes),
+        max_title_tokens=max_title_tokens,
+        text_columns=list(text_columns),
+        training=TrainingRecord(
+            best_epoch=result.best_epoch,
+            monitor=settings.monitor,
+            best_score=result.best_score,
+            parameters=count_parameters(model),
+            pretrained=model.pretrained_report(),
+        ),
+        lineage=Lineage(catalog_hash=data.catalog_hash, catalog_hashes=[data.catalog_hash]),
+    )
+    return FitResult(ModelBundle(model, tokenizer, spec), result.history, result.best_epoch)

@@ -1,0 +1,99 @@
+"""Replay memory for catalog-drop updates: which products a model keeps, and its whole continual state.
+
+Exemplars per category are chosen by herding on the embedding (iCaRL, Rebuffi et al. 2017): greedily
+the products whose running mean best approximates the class mean. The holdout is a capped random
+share of never-trained test products per category, on which forgetting is measured.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from kickvision.config import ContinualConfig
+from kickvision.data.prepare import PreparedData
+from kickvision.model.memory import ContinualState, ExemplarSet
+from kickvision.model.predict import predict_logits
+from kickvision.train.ewc import diagonal_fisher, grow_fisher
+
+
+def herding(embeddings: np.ndarray, m: int) -> np.ndarray:
+    """iCaRL herding: greedily pick m rows whose running mean best approximates the class mean."""
+    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    target = x.mean(0)
+    chosen: list[int] = []
+    running = np.zeros_like(target)
+    available = np.ones(len(x), dtype=bool)
+    for k in range(1, min(m, len(x)) + 1):
+        candidate_means = (running + x) / k
+        distance = np.linalg.norm(candidate_means - target, axis=1)
+        distance[~available] = np.inf
+        best = int(np.argmin(distance))
+        chosen.append(best)
+        available[best] = False
+        running += x[best]
+    return np.array(chosen, dtype=np.int64)
+
+
+def select_exemplars(
+    embeddings: np.ndarray, categories: np.ndarray, per_class: int, method: str = "herding", seed: int = 0
+) -> np.ndarray:
+    """Indices of up to `per_class` exemplars per category (herding on embeddings, or at random)."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for category in sorted(set(categories)):
+        members = np.flatnonzero(categories == category)
+        if method == "herding":
+            picked.append(members[herding(embeddings[members], per_class)])
+        else:
+            picked.append(rng.permutation(members)[:per_class])
+    return np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+
+
+def cap_per_class(categories: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """A random subset with at most `per_class` indices per category (sorted)."""
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(categories == c))[:per_class] for c in sorted(set(categories))]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+def build_continual_state(
+    model: torch.nn.Module,
+    data: PreparedData,
+    train_indices: np.ndarray,
+    holdout: ExemplarSet,
+    cfg: ContinualConfig,
+    seed: int,
+    previous: ContinualState | None = None,
+) -> ContinualState:
+    """Fisher, replay and holdout for `model`, which was just trained on `train_indices` of `data`.
+
+    With `previous` (an update), the Fisher is accumulated online and `data` already contains the
+    old replay exemplars among `train_indices`.
+    """
+    fisher = diagonal_fisher(model, data, train_indices, cfg.fisher_samples, seed)
+    updates = 0
+    if previous is not None:
+        old = grow_fisher(previous.fisher, model)
+        fisher = {n: cfg.fisher_decay * old[n] + f if n in old else f for n, f in fisher.items()}
+        updates = previous.updates + 1
+    _, embeddings = predict_logits(model, data, train_indices)
+    categories = data.rows["category"].to_numpy()[train_indices]
+    chosen = select_exemplars(embeddings, categories, cfg.replay_per_class, cfg.replay_selection, seed)
+    replay = ExemplarSet.from_prepared(data, train_indices[chosen])
+    samples = min(cfg.fisher_samples, len(train_indices))
+    return ContinualState(fisher, replay, holdout, updates, samples, cfg.replay_selection)
+
+
+def initial_holdout(data: PreparedData, cfg: ContinualConfig, seed: int) -> ExemplarSet:
+    """Up to `holdout_per_class` test products per category of a freshly trained model's catalog."""
+    test = data.indices("test")
+    keep = cap_per_class(data.rows["category"].to_numpy()[test], cfg.holdout_per_class, seed)
+    return ExemplarSet.from_prepared(data, test[keep])
+
+
+def continual_state_after_training(
+    model: torch.nn.Module, data: PreparedData, cfg: ContinualConfig, seed: int
+) -> ContinualState:
+    """The state a freshly trained model is registered with: Fisher and replay from its train split."""
+    return build_continual_state(model, data, data.indices("train"), initial_holdout(data, cfg, seed), cfg, seed)

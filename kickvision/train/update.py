@@ -1,0 +1,129 @@
+"""Learning a catalog drop on top of the champion without forgetting: online EWC plus exemplar replay.
+
+An update grows the classifier for new categories (old rows untouched), trains on the drop plus the
+replay exemplars the champion carries, with the EWC penalty λ/2·Σ Fᵢ(θᵢ − θ*ᵢ)² as a gradient hook
+of the training engine, then recomputes the Fisher on what it trained on and accumulates it with
+decay γ (online EWC: F ← γ·F_old + F_new), and refreshes replay and holdout, so a chain of drops
+keeps working. The recommendation index is re-embedded by the updated model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kickvision.config import ContinualConfig, TrainConfig
+from kickvision.data.images import ImageTransform
+from kickvision.data.prepare import PreparedData
+from kickvision.data.text import tokenize_titles
+from kickvision.errors import RegistryError
+from kickvision.model.bundle import Lineage, ModelBundle
+from kickvision.model.index import EmbeddingIndex, make_index
+from kickvision.model.memory import ExemplarSet
+from kickvision.model.net import grow_classifier
+from kickvision.model.predict import predict_arrays, predict_logits
+from kickvision.train.engine import EpochCallback, seed_everything, split_validator, train_loop, update_settings
+from kickvision.train.ewc import EWCPenalty
+from kickvision.train.losses import ClassificationLoss
+from kickvision.train.replay import build_continual_state, cap_per_class
+
+
+@dataclass
+class UpdateResult:
+    bundle: ModelBundle
+    history: list[dict[str, float]]
+
+
+def update_bundle(
+    champion: ModelBundle,
+    drop: PreparedData,
+    cfg: ContinualConfig,
+    train_cfg: TrainConfig,
+    seed: int = 42,
+    on_epoch_end: EpochCallback | None = None,
+    progress: bool = True,
+) -> UpdateResult:
+    """The champion, updated on the drop's train split (+ replay) under the EWC penalty.
+
+    `drop` must be prepared against the champion's label map (old classes first, in order).
+    """
+    state = champion.continual
+    if state is None:
+        raise RegistryError(
+            "the champion carries no Fisher/replay state (it was trained before catalog-drop updates existed); "
+            "retrain it with `kickvision train`"
+        )
+    if list(drop.classes[: len(champion.classes)]) != list(champion.classes):
+        raise ValueError("the drop was not prepared against the champion's label map")
+    seed_everything(seed)
+    model = copy.deepcopy(champion.model)
+    grow_classifier(model, len(drop.classes))
+    anchor = {n: p.detach().cpu().clone() for n, p in champion.model.named_parameters()}
+
+    # Training set: the drop's train split, plus the replay exemplars (old categories' memory).
+    drop_train = ExemplarSet.from_prepared(drop, drop.indices("train"))
+    train_set = drop_train.concat(state.replay) if cfg.use_replay and len(state.replay) else drop_train
+    train_data = train_set.as_prepared(drop.classes)
+    # The penalty takes the Fisher at the anchor's shapes: the grown classifier's new rows stay free.
+    hooks = [EWCPenalty(model, state.fisher, anchor, cfg.ewc_lambda)] if cfg.ewc_lambda else []
+    loop = train_loop(
+        model,
+        train_data,
+        np.arange(len(train_set)),
+        update_settings(cfg, train_cfg),
+        [ClassificationLoss.from_config(train_cfg, model.cfg)],
+        split_validator(drop, drop.indices("val")),
+        hooks=hooks,
+        seed=seed,
+        desc="update",
+        on_epoch_end=on_epoch_end,
+        progress=progress,
+    )
+
+    # Memory for the next drop: Fisher on what this update trained on, replay and holdout refreshed.
+    merged = ExemplarSet.from_prepared(drop, drop.indices("test"))
+    holdout = state.holdout.concat(merged) if len(merged) else state.holdout
+    holdout = holdout.take(cap_per_class(holdout.rows["category"].to_numpy(), cfg.holdout_per_class, seed))
+    replay_pool = drop_train.concat(state.replay).as_prepared(drop.classes)
+    new_state = build_continual_state(
+        model, replay_pool, np.arange(len(replay_pool.rows)), holdout, cfg, seed, previous=state
+    )
+    old = champion.spec.lineage
+    spec = champion.spec.model_copy(deep=True)
+    spec.classes = list(drop.classes)
+    spec.temperature = 1.0  # refitted on the drop's validation split by the caller
+    spec.lineage = Lineage(
+        catalog_hash=drop.catalog_hash,
+        catalog_hashes=[*(old.catalog_hashes or [old.catalog_hash]), drop.catalog_hash],
+        updated_from=old.registered_version,
+        new_classes=[c for c in drop.classes if c not in champion.classes],
+    )
+    return UpdateResult(ModelBundle(model, champion.tokenizer, spec, continual=new_state), loop.history)
+
+
+def rebuild_index(
+    bundle: ModelBundle, old_index: EmbeddingIndex | None, drop: PreparedData, transform: ImageTransform
+) -> tuple[EmbeddingIndex, dict[str, int]]:
+    """The recommendation index re-embedded by the updated model: old products plus the drop's.
+
+    Old products are re-embedded from their stored image path when that file is still readable
+    (decoded by `transform`, bounded as in training), and from their title alone otherwise
+    (modality dropout keeps title-only embeddings meaningful). Returns (index, counts).
+    """
+    _, drop_embeddings = predict_logits(bundle.model, drop, np.arange(len(drop.rows)))
+    drop_rows = drop.rows_with_image_paths()
+    counts = {"index_drop_products": len(drop_rows), "index_old_with_image": 0, "index_old_title_only": 0}
+    if old_index is None or not len(old_index):
+        return make_index(drop_embeddings, drop_rows), counts
+    old = old_index.items[~old_index.items["product_id"].isin(drop_rows["product_id"].astype(str))]
+    images, has_image = transform.load_or_blank(old["image"])  # a gone file: embedded from its title
+    ids, mask = tokenize_titles(bundle.tokenizer, old["title"].tolist(), bundle.max_title_tokens)
+    _, old_embeddings = predict_arrays(bundle.model, images, ids, mask, use_image=has_image)
+    counts["index_old_with_image"] = int(has_image.sum())
+    counts["index_old_title_only"] = int((~has_image).sum())
+    embeddings = np.concatenate([old_embeddings, drop_embeddings])
+    rows = pd.concat([old, drop_rows.astype(str)], ignore_index=True)
+    return make_index(embeddings, rows), counts

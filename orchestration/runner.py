@@ -1,0 +1,189 @@
+"""Launch a pipeline run on the active stack and summarise it for a person."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kickvision.config import RunConfig, ScheduleConfig
+from kickvision.data.catalog import hash_drop
+from kickvision.errors import KickvisionError
+from kickvision.tracking import run_tags
+
+
+class ScheduleUnsupported(KickvisionError):
+    """The active orchestrator cannot run schedules."""
+
+
+@dataclass
+class RunSummary:
+    run_name: str
+    status: str
+    step_status: dict[str, str]
+    test_metrics: dict[str, float]
+    registration: dict[str, Any]
+    tracking_uri: str
+
+    def render(self) -> str:
+        reg = self.registration
+        fate = "became champion" if reg.get("promoted") else "stays challenger"
+        update = reg.get("update_metrics") or {}
+        lines = [
+            f"ZenML run      {self.run_name} ({self.status})",
+            f"test top-1     {self.test_metrics.get('test_top1', float('nan')):.4f}",
+            f"test macro-F1  {self.test_metrics.get('test_macro_f1', float('nan')):.4f}",
+        ]
+        if update:
+            lines += [
+                f"old top-1      {update['update_old_top1_before']:.4f} -> {update['update_old_top1_after']:.4f} "
+                f"(forgetting {update['update_forgetting']:+.4f})",
+                f"new top-1      {update['update_new_top1']:.4f}",
+                f"combined top-1 {update['update_combined_top1_before']:.4f} -> "
+                f"{update['update_combined_top1_after']:.4f}",
+            ]
+        lines += [
+            f"registered     {reg.get('model_name')} v{reg.get('version')}: {fate} ({reg.get('reason')})",
+            f"MLflow UI      {self.ui_hint()}",
+        ]
+        return "\n".join(lines)
+
+    def ui_hint(self) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri
+        return f"kickvision ui  (or: mlflow ui --backend-store-uri {self.tracking_uri} --port 5000)"
+
+
+def run_options(run_name: str, tags: dict[str, str], model=None) -> dict[str, Any]:
+    """ZenML run options: the run name, MLflow run tags, the ZenML model version the run creates,
+    and the active stack's run config (if any)."""
+    from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
+
+    from orchestration.stack import active_run_config
+
+    options: dict[str, Any] = {
+        "run_name": run_name,
+        "settings": {"experiment_tracker": MLFlowExperimentTrackerSettings(tags=tags)},
+    }
+    if model is not None:
+        options["model"] = model
+    if config_path := active_run_config():
+        options["config_path"] = config_path
+    return options
+
+
+def training_parameters(catalog_dir: str, content_hash: str, config: RunConfig) -> dict[str, Any]:
+    """The training pipeline's parameters: the drop and every section of the run config."""
+    return {
+        "catalog_dir": catalog_dir,
+        "content_hash": content_hash,
+        "validation": config.validate_,
+        "data": config.data,
+        "model": config.model,
+        "train": config.train,
+        "registry": config.registry,
+        "continual": config.continual,
+        "prune": config.prune,
+        "evaluation": config.evaluate,
+        "seed": config.seed,
+    }
+
+
+def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | None = None) -> RunSummary:
+    """Run the training pipeline on `catalog_dir` with `config` on the active kickvision stack."""
+    from orchestration.model_version import zenml_model
+    from orchestration.stack import ensure_stack, use_tracking
+    from pipelines.training import training_pipeline
+
+    ensure_stack()
+    uri = use_tracking()  # a remote server that is down fails here, before anything runs
+    catalog_dir = str(Path(catalog_dir).resolve())
+    content_hash = hash_drop(catalog_dir)
+    run_name = run_name or f"train-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tags = run_tags("training", config.name, content_hash, Path(catalog_dir).name)
+    run = training_pipeline.with_options(**run_options(run_name, tags, zenml_model(config, "training")))(
+        **training_parameters(catalog_dir, content_hash, config)
+    )
+    return summarise(run, uri, "register_model")
+
+
+def schedule_training(schedule: ScheduleConfig, config: RunConfig) -> str:
+    """Attach a cron Schedule for the training pipeline to the active stack's orchestrator."""
+    from zenml.client import Client
+    from zenml.config.schedule import Schedule
+
+    from orchestration.model_version import zenml_model
+    from orchestration.stack import ensure_stack, use_tracking
+    from pipelines.training import training_pipeline
+
+    ensure_stack()
+    orchestrator = Client().active_stack.orchestrator
+    if not orchestrator.config.is_schedulable:
+        raise ScheduleUnsupported(
+            f"the active stack's orchestrator ({orchestrator.flavor}) runs no schedules; use a Kubernetes or "
+            f"Kubeflow stack (kickvision stack use ...), or put the drop watcher in crontab: {schedule.watch_cron_line}"
+        )
+    use_tracking()
+    tags = run_tags("training", config.name, "scheduled", Path(schedule.catalog).name)
+    options = run_options(f"{schedule.name}-{{date}}-{{time}}", tags, zenml_model(config, "training"))
+    cron = Schedule(name=schedule.name, cron_expression=schedule.cron_expression)
+    # No content hash: each scheduled run reads what the folder holds when it fires.
+    parameters = training_parameters(schedule.catalog, "", config)
+    training_pipeline.with_options(schedule=cron, enable_cache=False, **options)(**parameters)
+    return f"scheduled {schedule.name}: training pipeline on {schedule.catalog} at '{schedule.cron_expression}'"
+
+
+def run_update(drop_dir: str | Path, config: RunConfig, run_name: str | None = None) -> RunSummary | str:
+    """Run the update pipeline on the drop `drop_dir`, starting from the registry's champion.
+
+    Returns the run's summary, or a one-paragraph message when there is nothing to do because
+    this drop was already applied to the current champion.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from kickvision.serve.registry import champion_uri, champion_version, processed_by
+    from orchestration.model_version import zenml_model
+    from orchestration.stack import ensure_stack, use_tracking
+    from pipelines.update import update_pipeline
+
+    ensure_stack()
+    uri = use_tracking()
+    name = config.registry.model_name
+    champion_uri(name)  # a clear RegistryError when there is no champion yet
+    champ = champion_version(MlflowClient(), name)
+    drop_dir = str(Path(drop_dir).resolve())
+    content_hash = hash_drop(drop_dir)
+    done = processed_by(name, content_hash)
+    if done is not None:
+        return (
+            f"nothing to do: this drop (content hash {content_hash[:12]}) was already applied to champion "
+            f"v{champ.version}: {name} v{done.version} ({done.tags.get('promotion_decision')}: "
+            f"{done.tags.get('promotion_reason')}). The champion is unchanged."
+        )
+    run_name = run_name or f"update-{Path(drop_dir).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tags = run_tags("update", config.name, content_hash, Path(drop_dir).name)
+    run = update_pipeline.with_options(**run_options(run_name, tags, zenml_model(config, "update")))(
+        drop_dir=drop_dir,
+        content_hash=content_hash,
+        champion_uri=f"models:/{name}/{champ.version}",
+        champion_version=str(champ.version),
+        validation=config.validate_,
+        data=config.data,
+        continual=config.continual,
+        train=config.train,
+        registry=config.registry,
+        prune=config.prune,
+        evaluation=config.evaluate,
+        seed=config.seed,
+    )
+    return summarise(run, uri, "register_update")
+
+
+def summarise(run, uri: str, register_step: str) -> RunSummary:
+    from zenml.client import Client
+
+    run = Client().get_pipeline_run(run.id)
+    steps = {name: str(s.status.value) for name, s in run.steps.items()}
+    registration = run.steps[register_step].outputs["registration"][0].load()
+    return RunSummary(run.name, str(run.status.value), steps, registration.get("test_metrics", {}), registration, uri)

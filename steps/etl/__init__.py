@@ -1,0 +1,1 @@
+"""Data steps: ingest -> validate -> preprocess (or preprocess_drop for an update)."""

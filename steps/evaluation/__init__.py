@@ -1,0 +1,1 @@
+"""Evaluation steps: evaluate (test metrics, explanations), evaluate_update (forgetting)."""

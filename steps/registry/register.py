@@ -1,0 +1,41 @@
+"""register: log the pyfunc, register a version (challenger), promote to champion only if better."""
+
+from typing import Annotated, Any
+
+from zenml import step
+
+from kickvision.config import RegisterConfig
+from kickvision.data.prepare import PreparedData
+from kickvision.evaluate.metrics import EvaluationReport
+from kickvision.evaluate.model_card import render_model_card
+from kickvision.model.bundle import ModelBundle
+from kickvision.serve.registry import example_frame, log_pyfunc, register_and_promote
+from orchestration.model_version import publish_decision
+
+
+@step(experiment_tracker=True, enable_cache=False)
+def register_model(
+    bundle: ModelBundle, report: EvaluationReport, data: PreparedData, registry: RegisterConfig
+) -> Annotated[dict[str, Any], "registration"]:
+    """Register the model and decide whether it becomes champion.
+
+    Args:
+        bundle: the trained model.
+        report: its test metrics (logged alongside the decision).
+        data: the prepared catalog; its test rows are the comparison data.
+        registry: model name and promotion metric.
+    """
+    columns = ["image", "title", *bundle.text_columns, "category"]
+    test_rows = data.rows_with_image_paths(data.indices("test"))[columns]
+    info = log_pyfunc(bundle, example_frame(data, text_columns=bundle.text_columns), k=registry.recommendations)
+    decision = register_and_promote(
+        info.model_uri,
+        registry.model_name,
+        test_rows,
+        registry.promotion_metric,
+        tags={"catalog_hash": data.catalog_hash, "pipeline": "training"},
+    )
+    fate = "champion" if decision.promoted else "challenger"
+    card = render_model_card(bundle, report, data, registry.model_name, decision.version, fate)
+    publish_decision(card, decision, report.metrics)
+    return {**decision.to_dict(), "test_metrics": report.metrics, "model_uri": info.model_uri}

@@ -1,0 +1,47 @@
+"""register_update: register the updated model; champion only if it forgot little and is no worse overall."""
+
+from typing import Annotated, Any
+
+from zenml import step
+
+from kickvision.config import ContinualConfig, RegisterConfig
+from kickvision.data.prepare import PreparedData
+from kickvision.evaluate.metrics import EvaluationReport
+from kickvision.evaluate.model_card import render_model_card
+from kickvision.model.bundle import ModelBundle
+from kickvision.serve.registry import example_frame, log_pyfunc, register_update_version
+from orchestration.model_version import publish_decision
+
+
+@step(experiment_tracker=True, enable_cache=False)
+def register_update(
+    bundle: ModelBundle,
+    report: EvaluationReport,
+    update_metrics: dict[str, float],
+    data: PreparedData,
+    registry: RegisterConfig,
+    continual: ContinualConfig,
+) -> Annotated[dict[str, Any], "registration"]:
+    """Register the update as a new version (challenger) and apply the update promotion gate.
+
+    Args:
+        bundle: the updated model.
+        report: its metrics on the drop's test split.
+        update_metrics: before/after metrics from evaluate_update (the gate's inputs).
+        data: the prepared drop (input example).
+        registry: model name.
+        continual: the forgetting tolerance.
+    """
+    info = log_pyfunc(bundle, example_frame(data, text_columns=bundle.text_columns), k=registry.recommendations)
+    decision = register_update_version(
+        info.model_uri,
+        registry.model_name,
+        parent_version=bundle.spec.lineage.updated_from,
+        metrics=update_metrics,
+        tolerance=continual.forgetting_tolerance,
+        tags={"catalog_hash": data.catalog_hash, "pipeline": "update"},
+    )
+    fate = "champion" if decision.promoted else "challenger"
+    card = render_model_card(bundle, report, data, registry.model_name, decision.version, fate, update_metrics)
+    publish_decision(card, decision, report.metrics)
+    return {**decision.to_dict(), "test_metrics": report.metrics, "update_metrics": update_metrics}
