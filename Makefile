@@ -1,4 +1,5 @@
-# kickvision: `make run` trains on the embedded demo catalog; `make test` runs the test suite.
+# kickvision: `make run` trains on the embedded demo catalog; `make test` runs the test suite
+# (`make test-fast`: the unit tests alone, under a minute).
 # Both create .venv and install the pinned dependencies on first use, then reuse it.
 
 PYTHON ?= python3.11
@@ -8,7 +9,7 @@ export ZENML_ANALYTICS_OPT_IN := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run update test lint ui clean
+.PHONY: install run update test test-fast lint ui clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ update: $(BIN)/.installed  ## after `make run`: a demo catalog drop with a new c
 
 test: $(BIN)/.installed  ## unit + integration (real ZenML + MLflow) + real-data smoke tests
 	$(BIN)/python -m pytest -q
+
+test-fast: $(BIN)/.installed  ## unit tests only (no pipelines, servers or real data): the lane to run while editing
+	$(BIN)/python -m pytest -q -m "not integration and not realdata"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

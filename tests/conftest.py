@@ -1,5 +1,6 @@
 """Shared fixtures: isolated ZenML/MLflow state, tiny model configs, small demo catalogs."""
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -55,16 +56,91 @@ TINY_RUN = {
 }
 
 
+# The shared trained model: the tiny architecture, trained long enough on a larger demo catalog to
+# be far above chance (about 0.7 test top-1 against 1/7), so a worse model is really worse.
+LEARNT_TRAIN = {"epochs": 30, "lr": 0.01, "patience": 30}
+LEARNT_PER_CLASS = 40
+
+
 @pytest.fixture(scope="session")
 def state_dir() -> Path:
     return _STATE
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
     from kickvision.config import load_config
 
     return load_config(REPO / "configs" / "demo.yaml", overrides=TINY_RUN)
+
+
+def prepare_drop(drop_dir: Path, config, tokenizer=None, known_classes: list[str] | None = None, seed: int = 0):
+    """Validate and encode a drop folder as the pipeline does (validate -> preprocess)."""
+    from kickvision.data.catalog import read_catalog
+    from kickvision.data.images import resolve_image_transform
+    from kickvision.data.prepare import prepare_catalog
+    from kickvision.data.validation import quarantine_bad_rows
+    from kickvision.model.encoders import build_tokenizer
+
+    catalog = quarantine_bad_rows(read_catalog(drop_dir), config.validate_, known_classes).catalog
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(config.model.text_encoder)
+    transform = resolve_image_transform(config.model)
+    return prepare_catalog(catalog, tokenizer, transform, config.data, seed, known_classes=known_classes)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tiny_config, demo_drop):
+    """The small demo drop, validated and encoded for the tiny model."""
+    return prepare_drop(demo_drop, tiny_config)
+
+
+@pytest.fixture(scope="session")
+def learnt_data(tiny_config, tmp_path_factory):
+    """A larger demo catalog (7 categories x 40 products, 32 px), encoded for the tiny model."""
+    from kickvision.data.demo import write_demo_catalog
+
+    drop = write_demo_catalog(tmp_path_factory.mktemp("learnt") / "drop", n_per_class=LEARNT_PER_CLASS, image_size=32)
+    return prepare_drop(drop, tiny_config)
+
+
+@pytest.fixture(scope="session")
+def shared_trained(tiny_config, learnt_data):
+    """ONE trained tiny bundle for the whole test run, released as training releases it (index,
+    temperature, Fisher, replay, holdout). Read-only: tests that change it take `trained_bundle`."""
+    from kickvision.model.encoders import build_tokenizer
+    from kickvision.serve.release import equip_for_release
+    from kickvision.train.fit import fit
+
+    train = tiny_config.train.model_copy(update=LEARNT_TRAIN)
+    tokenizer = build_tokenizer(tiny_config.model.text_encoder)
+    bundle = fit(
+        learnt_data, tiny_config.model, train, tokenizer, tiny_config.data.max_title_tokens, progress=False
+    ).bundle
+    equip_for_release(bundle, learnt_data, tiny_config.continual, seed=0)
+    return bundle
+
+
+@pytest.fixture
+def trained_bundle(shared_trained):
+    """A private copy of the shared trained bundle."""
+    return copy.deepcopy(shared_trained)
+
+
+@pytest.fixture(scope="session")
+def mlflow_client():
+    """The isolated local stack's MLflow (SQLite registry), with an experiment whose artifacts stay in
+    the test state folder (MLflow's default experiment would write them under the working directory)."""
+    import mlflow
+
+    from orchestration.stack import ensure_stack, use_tracking
+
+    ensure_stack()
+    client = mlflow.MlflowClient(use_tracking())
+    name = "kickvision-tests"
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=(_STATE / "mlflow-artifacts").as_uri())
+    mlflow.set_experiment(name)
+    return client
 
 
 @pytest.fixture(scope="session")

@@ -89,28 +89,30 @@ def test_text_columns_reach_the_tokens_and_travel_with_the_model(tiny_config, de
     import pytest
 
     from kickvision.data.catalog import read_catalog
+    from kickvision.data.images import resolve_image_transform
     from kickvision.data.prepare import prepare_catalog
     from kickvision.data.validation import quarantine_bad_rows
     from kickvision.errors import ConfigError
-    from kickvision.model.bundle import ModelBundle
+    from kickvision.model.bundle import BundleSpec, ModelBundle
     from kickvision.model.encoders import build_tokenizer
     from kickvision.model.net import build_model
     from kickvision.serve.predictor import ShoePredictor
 
     catalog = quarantine_bad_rows(read_catalog(demo_drop), tiny_config.validate_).catalog
     tokenizer = build_tokenizer(tiny_config.model.text_encoder)
-    size = tiny_config.model.image_size
-    plain = prepare_catalog(catalog, tokenizer, size, tiny_config.data, seed=1)
+    transform = resolve_image_transform(tiny_config.model)
+    plain = prepare_catalog(catalog, tokenizer, transform, tiny_config.data, seed=1)
     with_colour = prepare_catalog(
-        catalog, tokenizer, size, tiny_config.data.model_copy(update={"text_columns": ["base_colour"]}), seed=1
+        catalog, tokenizer, transform, tiny_config.data.model_copy(update={"text_columns": ["base_colour"]}), seed=1
     )
     colour_id = tokenizer.convert_tokens_to_ids("colour")
     assert (with_colour.input_ids == colour_id).any(axis=1).mean() > 0.5 and not (plain.input_ids == colour_id).any()
     with pytest.raises(ConfigError, match="no column 'season'"):
-        prepare_catalog(catalog, tokenizer, size, tiny_config.data.model_copy(update={"text_columns": ["season"]}), 1)
+        prepare_catalog(
+            catalog, tokenizer, transform, tiny_config.data.model_copy(update={"text_columns": ["season"]}), 1
+        )
 
-    bundle = ModelBundle(
-        build_model(tiny_config.model, 3), tokenizer, ["a", "b", "c"], 16, {"text_columns": ["base_colour"]}
-    )
+    spec = BundleSpec(classes=["a", "b", "c"], max_title_tokens=16, text_columns=["base_colour"])
+    bundle = ModelBundle(build_model(tiny_config.model, 3), tokenizer, spec)
     _, texts = ShoePredictor(bundle).read_frame(pd.DataFrame({"title": ["Red Heels", "x"], "base_colour": ["Red", ""]}))
     assert texts == ["Red Heels | base colour: Red", "x"]

@@ -3,22 +3,18 @@ import pytest
 import torch
 from PIL import Image
 
-from kickvision.data.prepare import images_to_tensor
-from kickvision.evaluate.explain import ImageOnlyInput, _encode, explain_product, plot_explanation
-from kickvision.model.bundle import ModelBundle
+from kickvision.evaluate.explain import ImageOnlyInput, encode_product, explain_product, plot_explanation
+from kickvision.model.bundle import BundleSpec, ModelBundle
 from kickvision.model.encoders import build_tokenizer
 from kickvision.model.net import build_model
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle():
-    from kickvision.config import load_config
-    from tests.conftest import REPO, TINY_RUN
-
-    cfg = load_config(REPO / "configs" / "demo.yaml", overrides=TINY_RUN)
+def tiny_bundle(tiny_config):
     torch.manual_seed(0)
-    model = build_model(cfg.model, n_classes=3).eval()
-    return ModelBundle(model, build_tokenizer(cfg.model.text_encoder), ["Boots", "Flats", "Heels"], 12)
+    model = build_model(tiny_config.model, n_classes=3).eval()
+    spec = BundleSpec(classes=["Boots", "Flats", "Heels"], max_title_tokens=12)
+    return ModelBundle(model, build_tokenizer(tiny_config.model.text_encoder), spec)
 
 
 @pytest.fixture
@@ -28,8 +24,7 @@ def photo():
 
 
 def test_wrapper_gives_the_fused_models_logits(tiny_bundle, photo):
-    pixels, ids, mask = _encode(tiny_bundle, photo, "Stride Women Black Heels")
-    images = images_to_tensor(pixels[None])
+    _, images, ids, mask = encode_product(tiny_bundle, photo, "Stride Women Black Heels")
     with torch.no_grad():
         direct = tiny_bundle.model(images, ids, mask).logits
         wrapped = ImageOnlyInput(tiny_bundle.model, ids, mask)(images)
@@ -58,19 +53,12 @@ def test_explain_a_chosen_class_and_missing_inputs(tiny_bundle, photo, tmp_path)
     assert plot_explanation(no_photo, tmp_path / "n.png").stat().st_size > 0
 
 
-def test_road_faithfulness_is_scored_per_branch_and_for_random_maps(tiny_config, demo_drop):
-    from kickvision.data.catalog import read_catalog
-    from kickvision.data.prepare import prepare_catalog
-    from kickvision.data.validation import quarantine_bad_rows
+def test_road_faithfulness_is_scored_per_branch_against_random_maps_on_the_same_products(shared_trained, learnt_data):
     from kickvision.evaluate.faithfulness import cam_faithfulness
-    from kickvision.train.fit import fit
 
-    tokenizer = build_tokenizer(tiny_config.model.text_encoder)
-    catalog = quarantine_bad_rows(read_catalog(demo_drop), tiny_config.validate_).catalog
-    data = prepare_catalog(catalog, tokenizer, tiny_config.model.image_size, tiny_config.data, seed=0)
-    bundle = fit(data, tiny_config.model, tiny_config.train, tokenizer, 12, progress=False).bundle
-    metrics = cam_faithfulness(bundle, data, n=3)
-    for family in ("resnet", "vit", "random"):
-        # a difference of class probabilities: |score| <= 1
-        assert -1 <= metrics[f"cam_faithfulness_{family}"] <= 1 and metrics[f"cam_faithfulness_{family}_std"] >= 0
-    assert metrics["cam_faithfulness_products"] == 3
+    metrics = cam_faithfulness(shared_trained, learnt_data, n=3)
+    assert set(metrics) == {
+        f"cam_faithfulness_{family}{suffix}" for family in ("resnet", "vit", "random") for suffix in ("", "_std")
+    } | {"cam_faithfulness_products"}
+    assert metrics["cam_faithfulness_products"] == 3 and all(np.isfinite(v) for v in metrics.values())
+    assert metrics == cam_faithfulness(shared_trained, learnt_data, n=3)  # same products, same random maps

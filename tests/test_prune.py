@@ -5,30 +5,18 @@ import copy
 import numpy as np
 import pytest
 import torch
-from kickvision.training import distillation_loss
 
-from kickvision.data.catalog import read_catalog
-from kickvision.data.prepare import prepare_catalog
-from kickvision.data.validation import quarantine_bad_rows
-from kickvision.model.bundle import ModelBundle, load_bundle, save_bundle
+from kickvision.model.bundle import BundleSpec, ModelBundle, load_bundle, save_bundle
 from kickvision.model.costs import weights_file_bytes
 from kickvision.model.encoders import build_tokenizer
 from kickvision.model.net import build_model, count_parameters
 from kickvision.model.predict import predict_logits
 from kickvision.model.shapes import changed_shapes
 from kickvision.serve.release import equip_for_release
-from kickvision.train.fit import fit
+from kickvision.train.losses import Distillation
 from kickvision.train.prune import prune_bundle, prune_structured
 from kickvision.train.update import update_bundle
-
-
-@pytest.fixture(scope="module")
-def tiny_config():
-    from kickvision.config import load_config
-    from tests.conftest import REPO, TINY_RUN
-
-    return load_config(REPO / "configs" / "demo.yaml", overrides=TINY_RUN)
-
+from tests.conftest import prepare_drop
 
 TINY_BERT = {  # BERT family (MiniLM in configs/fashion.yaml): query/key/value heads, no pooler
     "name": "bert-tiny",
@@ -54,8 +42,10 @@ def test_pruned_model_is_smaller_and_reloads_to_identical_outputs(tiny_config, t
     assert heads == {1}  # the tiny ViT had 2 heads per block
 
     tokenizer = build_tokenizer(cfg.text_encoder)
-    info = {"pruned_shapes": changed_shapes(pruned, model)}
-    folder = save_bundle(ModelBundle(pruned, tokenizer, [f"c{i}" for i in range(5)], 12, info), tmp_path / "b")
+    spec = BundleSpec(
+        classes=[f"c{i}" for i in range(5)], max_title_tokens=12, pruned_shapes=changed_shapes(pruned, model)
+    )
+    folder = save_bundle(ModelBundle(pruned, tokenizer, spec), tmp_path / "b")
     assert (folder / "model.safetensors").stat().st_size < 0.6 * weights_file_bytes(model)
     loaded = load_bundle(folder).model
     inputs = (torch.randn(3, 3, 32, 32), torch.randint(1000, 2000, (3, 12)), torch.ones(3, 12, dtype=torch.long))
@@ -63,25 +53,20 @@ def test_pruned_model_is_smaller_and_reloads_to_identical_outputs(tiny_config, t
     torch.testing.assert_close(loaded(*inputs).embedding, pruned(*inputs).embedding, rtol=0, atol=0)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_config, demo_drop):
-    tokenizer = build_tokenizer(tiny_config.model.text_encoder)
-    catalog = quarantine_bad_rows(read_catalog(demo_drop), tiny_config.validate_).catalog
-    data = prepare_catalog(catalog, tokenizer, tiny_config.model.image_size, tiny_config.data, seed=0)
-    bundle = fit(data, tiny_config.model, tiny_config.train, tokenizer, 12, progress=False).bundle
-    return bundle, data
-
-
-def test_prune_bundle_reports_the_metrics_and_keeps_the_pruned_model_within_tolerance(trained, tiny_config):
-    bundle, data = trained
-    result = prune_bundle(bundle, data, tiny_config.prune, tiny_config.train, progress=False)
-    assert result.kept_pruned and result.bundle is not bundle and result.reason.startswith("pruned")
+def test_prune_bundle_reports_the_metrics_and_keeps_the_pruned_model_within_tolerance(
+    shared_trained, learnt_data, tiny_config
+):
+    result = prune_bundle(shared_trained, learnt_data, tiny_config.prune, tiny_config.train, progress=False)
+    assert result.kept_pruned and result.bundle is not shared_trained and result.reason.startswith("pruned")
     m = result.metrics
     for name in ("params", "file_bytes", "val_top1", "macs", "latency_b1_ms", "latency_b32_ms"):
         assert f"prune_{name}_before" in m and f"prune_{name}_after" in m
     assert m["prune_params_after"] < m["prune_params_before"] and m["prune_macs_after"] < m["prune_macs_before"]
-    assert result.bundle.info["pruned_shapes"] and len(result.history) == tiny_config.prune.finetune_epochs
-    again = prune_bundle(result.bundle, data, tiny_config.prune, tiny_config.train, progress=False)
+    spec = result.bundle.spec
+    assert spec.pruned_shapes and spec.pruning.ratio == tiny_config.prune.ratio
+    assert spec.training.parameters == m["prune_params_after"] and spec.lineage == shared_trained.spec.lineage
+    assert len(result.history) == tiny_config.prune.finetune_epochs
+    again = prune_bundle(result.bundle, learnt_data, tiny_config.prune, tiny_config.train, progress=False)
     assert again.bundle is result.bundle and "already pruned" in again.reason
 
 
@@ -93,39 +78,45 @@ def test_distillation_loss_is_zero_for_the_teacher_itself_and_grows_with_disagre
         "attention_mask": torch.ones(4, 12, dtype=torch.long),
     }
     out = teacher(batch["image"], batch["input_ids"], batch["attention_mask"])
-    loss = distillation_loss(teacher, weight=1.0, temperature=2.0)
+    loss = Distillation(teacher, weight=1.0, temperature=2.0)
     assert loss(batch, out).item() == pytest.approx(0.0, abs=1e-6)
     shifted = type(out)(**{**vars(out), "logits": out.logits + torch.randn_like(out.logits) * 3})
     assert loss(batch, shifted).item() > 0.01
 
 
-def test_the_tolerance_gate_keeps_the_unpruned_model_when_it_refuses(trained, tiny_config):
-    bundle, data = trained
-    with_teacher = tiny_config.prune.model_copy(update={"distill_weight": 1.0})  # the distilled fine-tune runs too
-    result = prune_bundle(bundle, data, with_teacher, tiny_config.train, progress=False, force_refuse=True)
-    assert not result.kept_pruned and result.bundle is bundle and "kept the unpruned model" in result.reason
-    assert result.metrics["prune_params_after"] < result.metrics["prune_params_before"]  # measured, then refused
+def test_the_tolerance_gate_keeps_the_unpruned_model_when_pruning_costs_accuracy(
+    shared_trained, learnt_data, tiny_config
+):
+    # Nine in ten channels and heads gone and no fine-tune: the model forgets what it learnt.
+    brutal = tiny_config.prune.model_copy(
+        update={"ratio": 0.9, "head_ratio": 0.5, "round_to": None, "finetune_epochs": 0, "tolerance": 0.0}
+    )
+    result = prune_bundle(shared_trained, learnt_data, brutal, tiny_config.train, progress=False)
+    assert not result.kept_pruned and result.bundle is shared_trained and "lost too much accuracy" in result.reason
+    m = result.metrics
+    assert m["prune_params_after"] < m["prune_params_before"]  # measured, then refused
+    assert m["prune_val_top1_after"] < m["prune_val_top1_before"]
+    assert m["prune_val_top1_after"] == m["prune_val_top1_pruned_no_finetune"]  # nothing to fine-tune
 
 
-def test_a_pruned_champion_can_be_updated(trained, tiny_config, tmp_path):
+def test_a_pruned_champion_can_be_updated(trained_bundle, learnt_data, tiny_config, tmp_path):
     from kickvision.data.demo import write_demo_drop
 
-    bundle, data = trained
-    pruned = prune_bundle(bundle, data, tiny_config.prune, tiny_config.train, progress=False).bundle
-    equip_for_release(pruned, data, tiny_config.continual, seed=0)
+    pruned = prune_bundle(trained_bundle, learnt_data, tiny_config.prune, tiny_config.train, progress=False).bundle
+    equip_for_release(pruned, learnt_data, tiny_config.continual, seed=0)
     pruned = load_bundle(save_bundle(pruned, tmp_path / "pruned"))  # as the registry would hand it over
     params = dict(pruned.model.named_parameters())
     assert all(pruned.continual.fisher[n].shape == p.shape for n, p in params.items())
 
     drop_dir = write_demo_drop(tmp_path / "drop", n_per_class=3, new_per_class=12, image_size=32)
-    catalog = quarantine_bad_rows(read_catalog(drop_dir), tiny_config.validate_).catalog
-    drop = prepare_catalog(catalog, pruned.tokenizer, 32, tiny_config.data, seed=0, known_classes=pruned.classes)
+    drop = prepare_drop(drop_dir, tiny_config, pruned.tokenizer, known_classes=pruned.classes)
     cfg = tiny_config.continual.model_copy(update={"epochs": 1})
     updated = update_bundle(pruned, drop, cfg, tiny_config.train, progress=False).bundle
     # One new category: one more row (+ bias) in the classifier and in each branch head.
     heads = [updated.model.classifier, *(updated.model.branch_classifiers or [])]
     assert count_parameters(updated.model) - count_parameters(pruned.model) == sum(h.in_features + 1 for h in heads)
     reloaded = load_bundle(save_bundle(updated, tmp_path / "updated"))
+    assert reloaded.spec.pruned_shapes == pruned.spec.pruned_shapes
     a, _ = predict_logits(updated.model, drop, np.arange(4))
     b, _ = predict_logits(reloaded.model, drop, np.arange(4))
     np.testing.assert_allclose(a, b, rtol=0, atol=0)

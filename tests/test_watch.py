@@ -93,10 +93,10 @@ def test_watch_processes_drops_in_order_and_resumes_after_a_kill(watch_config, d
     )
     try:
         deadline = time.time() + 600
-        while _ledger(drops_dir).get(drops[0].name, {}).get("status") != "done":
+        while _ledger(drops_dir).get(drops[1].name, {}).get("status") != "started":
             assert first.poll() is None, f"the watcher exited early: {(tmp_path / 'watch.log').read_text()[-3000:]}"
-            assert time.time() < deadline, "first drop not done in 10 minutes"
-            time.sleep(0.5)
+            assert time.time() < deadline, "second drop not started in 10 minutes"
+            time.sleep(0.2)
         # While it runs, a second watcher (another cron start) is refused.
         assert cli_main(["watch", "--drops", str(drops_dir), "--once", "--config", str(watch_config)]) == 2
         assert "already processing" in capsys.readouterr().err
@@ -104,6 +104,9 @@ def test_watch_processes_drops_in_order_and_resumes_after_a_kill(watch_config, d
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)  # the crash: mid-way through the second drop
         first.wait()
+    ledger = _ledger(drops_dir)
+    assert ledger[drops[0].name]["status"] == "done" and ledger[drops[1].name]["status"] == "started"  # mid-drop
+    assert drops[2].name not in ledger
 
     assert cli_main(["watch", "--drops", str(drops_dir), "--once", "--config", str(watch_config)]) == 0
     assert all(_ledger(drops_dir)[d.name]["status"] == "done" for d in drops)

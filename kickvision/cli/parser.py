@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format", default="generic", choices=FORMATS, help="catalog layout (default generic)")
         import_options(p)
 
+    def product_args(p: argparse.ArgumentParser, note: str) -> None:
+        p.add_argument("--image", help=f"product photo{note}")
+        p.add_argument("--title", help=f"product title{note}")
+
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model-name", default="kickvision")
         p.add_argument("--model-uri", help="any MLflow model URI (default models:/<name>@champion)")
@@ -99,8 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     importer.set_defaults(func=cmd_import)
 
     predict = sub.add_parser("predict", help="classify one product with the champion model")
-    predict.add_argument("--image", help="product photo")
-    predict.add_argument("--title", help="product title")
+    product_args(predict, "")
     predict.add_argument(
         "--attribute",
         action="append",
@@ -113,16 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     recommend = sub.add_parser("recommend", help="similar catalog products, from the champion's index")
     recommend.add_argument("--product-id", help="a product of the indexed catalog")
-    recommend.add_argument("--image", help="a product photo (with or without --title)")
-    recommend.add_argument("--title", help="a product title (with or without --image)")
+    product_args(recommend, " (with or without the other)")
     recommend.add_argument("-k", type=int, default=5, help="how many products (default 5)")
     recommend.add_argument("--sheet", help="also write a contact sheet PNG (query + results)")
     model_args(recommend)
     recommend.set_defaults(func=cmd_recommend)
 
     explain = sub.add_parser("explain", help="Grad-CAM++ on each image branch and title-word importance, as a PNG")
-    explain.add_argument("--image", help="product photo")
-    explain.add_argument("--title", help="product title")
+    product_args(explain, "")
     explain.add_argument("--target", help="class to explain (default: the predicted one)")
     explain.add_argument("--out", default="explanation.png", help="figure path (default explanation.png)")
     model_args(explain)

@@ -219,11 +219,7 @@ def write_demo_catalog(
 ) -> Path:
     """Write the demo catalog as a generic drop (catalog.csv + images/); returns the folder."""
     out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for row, image in demo_rows(n_per_class, seed, image_size):
-        image.save(out / row["image"], optimize=True)
-        rows.append(row)
+    rows = _write_products(out, demo_rows(n_per_class, seed, image_size))
     if bad_rows:
         rows += _write_bad_rows(out, rows[0])
     write_catalog(pd.DataFrame(rows), out)
@@ -244,13 +240,16 @@ def write_demo_drop(
     categories = CATEGORIES + (DROP_CATEGORIES if new_categories else ())
     counts = {c.name: n_per_class for c in CATEGORIES} | {c.name: new_per_class for c in DROP_CATEGORIES}
     out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for row, image in demo_rows(counts, seed, image_size, categories, id_prefix=f"U{seed}-"):
-        image.save(out / row["image"], optimize=True)
-        rows.append(row)
-    write_catalog(pd.DataFrame(rows), out)
+    write_catalog(pd.DataFrame(_write_products(out, demo_rows(counts, seed, image_size, categories, f"U{seed}-"))), out)
     return out
+
+
+def _write_products(out: Path, pairs: list[tuple[dict, Image.Image]]) -> list[dict]:
+    """Save each product's photo under out/images/; returns the catalog rows."""
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for row, image in pairs:
+        image.save(out / row["image"], optimize=True)
+    return [row for row, _ in pairs]
 
 
 def _write_bad_rows(out: Path, good: dict) -> list[dict]:

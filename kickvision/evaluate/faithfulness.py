@@ -28,10 +28,10 @@ def cam_faithfulness(
 
     Metric names: `cam_faithfulness_<resnet|vit>` and `cam_faithfulness_random` (all on the
     same scale: a difference of target-class probabilities), plus `_std` of each across products.
+    ROAD's imputation noise is drawn from a generator seeded with `seed`, so the scores repeat run to
+    run (the global generator is left as it was).
     """
-    from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.metrics.road import ROADCombined
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     model = bundle.model.eval()
     if not model.image_encoders:
@@ -42,24 +42,34 @@ def cam_faithfulness(
     road = ROADCombined(percentiles=list(PERCENTILES))
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {}
-    for j in chosen:
-        ids = torch.from_numpy(data.input_ids[j : j + 1])
-        mask = torch.from_numpy(data.attention_mask[j : j + 1])
-        images = transform.normalise(data.images[j : j + 1])
-        wrapper = ImageOnlyInput(model, ids, mask)
-        with torch.no_grad():
-            target = int(wrapper(images).argmax(1))
-        targets = [ClassifierOutputSoftmaxTarget(target)]
-        maps = {}
-        for name, (layer, reshape) in cam_targets(model).items():
-            with GradCAMPlusPlus(model=wrapper, target_layers=[layer], reshape_transform=reshape) as cam:
-                maps[branch_family(name.split("_", 1)[1])] = cam(input_tensor=images, targets=targets)
-        maps["random"] = rng.random((1, *images.shape[-2:]), dtype=np.float32)
-        for key, grayscale in maps.items():
-            scores.setdefault(key, []).append(float(road(images, grayscale, targets, wrapper)[0]))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for j in chosen:
+            _score_product(model, data, int(j), transform, road, rng, scores)
     metrics = {}
     for key, values in scores.items():
         metrics[f"cam_faithfulness_{key}"] = float(np.mean(values))
         metrics[f"cam_faithfulness_{key}_std"] = float(np.std(values))
     metrics["cam_faithfulness_products"] = float(len(chosen))
     return metrics
+
+
+def _score_product(model, data: PreparedData, j: int, transform, road, rng, scores: dict[str, list[float]]) -> None:
+    """Append product j's ROAD score for each branch's Grad-CAM++ map and for a random map."""
+    from pytorch_grad_cam import GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    ids = torch.from_numpy(data.input_ids[j : j + 1])
+    mask = torch.from_numpy(data.attention_mask[j : j + 1])
+    images = transform.normalise(data.images[j : j + 1])
+    wrapper = ImageOnlyInput(model, ids, mask)
+    with torch.no_grad():
+        target = int(wrapper(images).argmax(1))
+    targets = [ClassifierOutputSoftmaxTarget(target)]
+    maps = {}
+    for name, (layer, reshape) in cam_targets(model).items():
+        with GradCAMPlusPlus(model=wrapper, target_layers=[layer], reshape_transform=reshape) as cam:
+            maps[branch_family(name.split("_", 1)[1])] = cam(input_tensor=images, targets=targets)
+    maps["random"] = rng.random((1, *images.shape[-2:]), dtype=np.float32)
+    for key, grayscale in maps.items():
+        scores.setdefault(key, []).append(float(road(images, grayscale, targets, wrapper)[0]))

@@ -91,17 +91,10 @@ class ModelBundle:
     index: EmbeddingIndex | None = None  # the catalog's embeddings, for recommendations
     continual: ContinualState | None = None  # what the next catalog-drop update needs
 
-    @property
-    def classes(self) -> list[str]:
-        return self.spec.classes
-
-    @property
-    def max_title_tokens(self) -> int:
-        return self.spec.max_title_tokens
-
-    @property
-    def text_columns(self) -> list[str]:
-        return self.spec.text_columns
+    # Shorthands for what every consumer reads (the spec holds them).
+    classes = property(lambda self: self.spec.classes, doc="the label map, in class-index order")
+    max_title_tokens = property(lambda self: self.spec.max_title_tokens, doc="token length of every text")
+    text_columns = property(lambda self: self.spec.text_columns, doc="columns read after the title")
 
     @property
     def model_config(self) -> ModelConfig:

@@ -163,26 +163,22 @@ def register_and_promote(
         str(previous.version) if previous else None,
         None if champ_score is None or not np.isfinite(champ_score) else champ_score,
     )
-    if promoted:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
-    _tag_version(
-        client,
-        model_name,
-        version,
-        {
-            **(tags or {}),
-            "promotion_decision": "champion" if promoted else "challenger",
-            "promotion_reason": reason,
-            f"test_{metric}": f"{candidate_score:.6f}",
-        },
+    _record_decision(
+        client, model_name, version, promoted, reason, {**(tags or {}), f"test_{metric}": f"{candidate_score:.6f}"}
     )
     return decision
 
 
-def _tag_version(client: MlflowClient, model_name: str, version: str, tags: dict[str, str]) -> None:
-    for key, value in tags.items():
+def _record_decision(
+    client: MlflowClient, model_name: str, version: str, promoted: bool, reason: str, tags: dict[str, str]
+) -> None:
+    """Tag the version with the decision and its reason, then (if promoted) move `champion` to it."""
+    fate = "champion" if promoted else "challenger"
+    for key, value in {**tags, "promotion_decision": fate, "promotion_reason": reason}.items():
         client.set_model_version_tag(model_name, version, key, str(value))
-    log.info("registered %s v%s: %s (%s)", model_name, version, tags["promotion_decision"], tags["promotion_reason"])
+    if promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    log.info("registered %s v%s: %s (%s)", model_name, version, fate, reason)
 
 
 def register_update_version(
@@ -204,18 +200,8 @@ def register_update_version(
     if promoted and (current is None or str(current.version) != str(parent_version)):
         promoted = False
         reason = f"champion moved to v{current.version if current else '?'} while this update of v{parent_version} ran"
-    if promoted:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
-    _tag_version(
-        client,
-        model_name,
-        version,
-        {
-            **(tags or {}),
-            "parent_version": parent_version or "",
-            "promotion_decision": "champion" if promoted else "challenger",
-            "promotion_reason": reason,
-        },
+    _record_decision(
+        client, model_name, version, promoted, reason, {**(tags or {}), "parent_version": parent_version or ""}
     )
     return PromotionDecision(
         model_name,

@@ -1,0 +1,101 @@
+"""The model bundle: pickle-free round trips, a typed spec, old bundles still loading, and serving
+that sees exactly the pixels and tokens training saw."""
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kickvision.data.images import open_image_bounded
+from kickvision.evaluate.calibration import softmax
+from kickvision.model.bundle import SPEC_FILE, load_bundle, save_bundle
+from kickvision.model.predict import predict_logits
+from kickvision.model.shapes import changed_shapes
+from kickvision.serve.predictor import ShoePredictor
+from kickvision.train.prune import prune_structured
+
+
+def test_bundle_round_trip_gives_identical_outputs_spec_index_and_memory(shared_trained, learnt_data, tmp_path):
+    folder = save_bundle(shared_trained, tmp_path / "bundle")
+    assert not [p for p in folder.rglob("*") if p.suffix in (".pt", ".pth", ".bin", ".pkl", ".pickle")]
+    loaded = load_bundle(folder)
+    assert loaded.spec == shared_trained.spec
+    idx = learnt_data.indices("test")
+    before, before_emb = predict_logits(shared_trained.model, learnt_data, idx)
+    after, after_emb = predict_logits(loaded.model, learnt_data, idx)
+    np.testing.assert_array_equal(before, after)
+    np.testing.assert_array_equal(before_emb, after_emb)
+    assert torch.equal(loaded.index.embeddings, shared_trained.index.embeddings)
+    assert len(loaded.continual.replay) == len(shared_trained.continual.replay)
+
+
+def test_serving_sees_the_pixels_and_tokens_training_saw(shared_trained, learnt_data):
+    idx = learnt_data.indices("test")[:6]
+    rows = learnt_data.rows_with_image_paths(idx)
+    predictor = ShoePredictor(shared_trained)
+    photos = [open_image_bounded(p) for p in rows["image"]]
+    served, _ = predictor.forward(photos, rows["title"].tolist())
+    logits, _ = predict_logits(shared_trained.model, learnt_data, idx)
+    np.testing.assert_allclose(served, softmax(logits, shared_trained.spec.temperature), atol=1e-5)
+
+    frame = pd.DataFrame({"image": rows["image"].tolist(), "title": rows["title"].tolist()})
+    predicted = predictor.predict_frame(frame)
+    assert predicted["category"].tolist() == [shared_trained.classes[i] for i in logits.argmax(1)]
+    title_only = predictor.predict_frame(pd.DataFrame({"title": ["Stride Women Black Heels"]}))
+    assert title_only["category"].iloc[0] in shared_trained.classes
+
+
+def _as_format_1(folder, pruning: dict | None = None) -> None:
+    """Rewrite a saved bundle's JSON the way kickvision wrote bundles before the typed spec."""
+    document = json.loads((folder / SPEC_FILE).read_text())
+    spec = document.pop("spec")
+    info = {
+        "catalog_hash": spec["lineage"]["catalog_hash"],
+        "best_epoch": spec["training"]["best_epoch"],
+        "best_val_macro_f1": spec["training"]["best_score"],
+        "parameters": spec["training"]["parameters"],
+        "pretrained": spec["training"]["pretrained"],
+        "text_columns": spec["text_columns"],
+        "temperature": spec["temperature"],
+    }
+    if spec["pruned_shapes"]:
+        info["pruned_shapes"] = spec["pruned_shapes"]
+        info["pruning"] = pruning
+    document.update(format_version=1, classes=spec["classes"], max_title_tokens=spec["max_title_tokens"], info=info)
+    (folder / SPEC_FILE).write_text(json.dumps(document))
+    state = json.loads((folder / "continual" / "continual.json").read_text())
+    legacy = {"updates": state["updates"], "info": {"fisher_samples": 7, "replay_selection": "random"}}
+    (folder / "continual" / "continual.json").write_text(json.dumps(legacy))
+
+
+def test_a_format_1_bundle_with_an_untyped_info_dict_still_loads(shared_trained, learnt_data, tmp_path):
+    pruned = copy.deepcopy(shared_trained)
+    prune_structured(pruned.model, ratio=0.5, head_ratio=0.5, round_to=None)
+    pruned.spec.pruned_shapes = changed_shapes(pruned.model, shared_trained.model)
+    folder = save_bundle(pruned, tmp_path / "old")
+    _as_format_1(folder, {"ratio": 0.5, "finetune_epochs": 2, "prune_val_top1_after": 0.5})
+
+    loaded = load_bundle(folder)
+    spec = loaded.spec
+    assert spec.classes == shared_trained.classes and spec.temperature == shared_trained.spec.temperature
+    assert spec.pruned_shapes == pruned.spec.pruned_shapes
+    assert spec.pruning.ratio == 0.5 and spec.pruning.metrics == {"prune_val_top1_after": 0.5}
+    assert spec.training.best_epoch == shared_trained.spec.training.best_epoch
+    assert spec.training.best_score == pytest.approx(shared_trained.spec.training.best_score)
+    assert spec.lineage.catalog_hash == learnt_data.catalog_hash and spec.lineage.updated_from is None
+    assert (loaded.continual.fisher_samples, loaded.continual.replay_selection) == (7, "random")
+    idx = learnt_data.indices("test")
+    np.testing.assert_array_equal(
+        predict_logits(loaded.model, learnt_data, idx)[0], predict_logits(pruned.model, learnt_data, idx)[0]
+    )
+
+
+def test_an_unknown_bundle_format_is_refused(shared_trained, tmp_path):
+    folder = save_bundle(shared_trained, tmp_path / "future")
+    document = json.loads((folder / SPEC_FILE).read_text())
+    (folder / SPEC_FILE).write_text(json.dumps({**document, "format_version": 99}))
+    with pytest.raises(ValueError, match="unsupported bundle format 99"):
+        load_bundle(folder)

@@ -1,0 +1,126 @@
+"""The training engine: one optimizer/schedule factory, best-epoch keeping and early stopping for every loop."""
+
+import copy
+
+import pytest
+import torch
+
+from kickvision.config import TextEncoderConfig
+from kickvision.model.net import build_model
+from kickvision.train.engine import (
+    LoopSettings,
+    create_optimizer,
+    create_scheduler,
+    finetune_settings,
+    fit_settings,
+    split_validator,
+    train_loop,
+    update_settings,
+)
+from kickvision.train.losses import ClassificationLoss
+
+
+def _scripted(values, key="val_top1"):
+    """A validator that reports the given scores in turn (the engine's choices are what is under test)."""
+    scores = iter(values)
+    return lambda model: {key: next(scores)}
+
+
+def _run(tiny_config, demo_data, settings, validator, snapshots):
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model, len(demo_data.classes))
+    snapshots.append(copy.deepcopy(model.state_dict()))
+
+    def remember(epoch, metrics):
+        snapshots.append(copy.deepcopy(model.state_dict()))
+
+    loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
+    result = train_loop(
+        model, demo_data, demo_data.indices("train"), settings, loss, validator, on_epoch_end=remember, progress=False
+    )
+    return model, result
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+
+def test_the_best_epoch_is_kept_and_training_stops_after_patience_epochs_without_progress(tiny_config, demo_data):
+    settings = LoopSettings(epochs=8, batch_size=16, lr=0.01, monitor="val_top1", patience=2)
+    snapshots = []
+    model, result = _run(tiny_config, demo_data, settings, _scripted([0.2, 0.5, 0.5, 0.4, 0.9]), snapshots)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]  # epochs 3 and 4 brought nothing better
+    assert result.best_epoch == 3 and result.best_score == 0.5  # a tie goes to the later epoch
+    assert _same(model.state_dict(), snapshots[3]) and not _same(model.state_dict(), snapshots[4])
+
+
+def test_a_loss_monitor_is_minimised(tiny_config, demo_data):
+    settings = LoopSettings(epochs=3, batch_size=16, lr=0.01, monitor="val_loss")
+    snapshots = []
+    model, result = _run(tiny_config, demo_data, settings, _scripted([0.9, 0.4, 0.7], "val_loss"), snapshots)
+    assert result.best_epoch == 2 and _same(model.state_dict(), snapshots[2])
+
+
+def test_with_score_start_the_starting_weights_win_when_no_epoch_beats_them(tiny_config, demo_data):
+    settings = LoopSettings(epochs=2, batch_size=16, lr=0.01, monitor="val_top1", score_start=True)
+    snapshots = []
+    model, result = _run(tiny_config, demo_data, settings, _scripted([0.8, 0.5, 0.7]), snapshots)
+    assert result.best_epoch == 0 and result.start_metrics == {"val_top1": 0.8}
+    assert _same(model.state_dict(), snapshots[0])
+
+
+def test_without_a_monitor_the_last_epoch_is_kept(tiny_config, demo_data):
+    settings = LoopSettings(epochs=2, batch_size=16, lr=0.01, monitor=None)
+    snapshots = []
+    model, result = _run(
+        tiny_config, demo_data, settings, split_validator(demo_data, demo_data.indices("val")), snapshots
+    )
+    assert result.best_epoch == 2 and _same(model.state_dict(), snapshots[2])
+    assert {"train_loss", "val_top1", "val_macro_f1", "val_loss"} <= set(result.history[-1])
+
+
+def test_pretrained_encoders_get_encoder_lr_and_the_schedule_warms_up_each_group(tiny_config):
+    minilm = TextEncoderConfig(name="all-minilm-l6-v2", pretrained="auto")
+    model = build_model(tiny_config.model.model_copy(update={"text_encoder": minilm}), n_classes=3)
+    assert model.text_encoder.pretrained_loaded
+    settings = LoopSettings(epochs=2, batch_size=8, lr=1e-3, encoder_lr=1e-5, pct_start=0.25)
+    optimizer = create_optimizer(model, settings)
+    encoder, rest = optimizer.param_groups
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in model.text_encoder.parameters()}
+    assert len(encoder["params"]) + len(rest["params"]) == len(list(model.parameters()))
+    scheduler = create_scheduler(optimizer, settings, steps_per_epoch=4)  # 8 steps, the peak a quarter in
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-5 / 25, 1e-3 / 25])  # warming up
+    optimizer.step()
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-5, 1e-3])
+    scratch = build_model(tiny_config.model, n_classes=3)
+    assert len(create_optimizer(scratch, settings).param_groups) == 1  # nothing pretrained: one group at lr
+
+
+def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
+    train, continual, prune = tiny_config.train, tiny_config.continual, tiny_config.prune
+    fit = fit_settings(train)
+    assert (fit.epochs, fit.lr, fit.pct_start, fit.monitor, fit.patience) == (
+        train.epochs,
+        train.lr,
+        train.pct_start,
+        train.monitor,
+        train.patience,
+    )
+    update = update_settings(continual, train)
+    assert (update.epochs, update.batch_size, update.lr, update.pct_start) == (
+        continual.epochs,
+        continual.batch_size,
+        continual.lr,
+        continual.pct_start,
+    )
+    assert update.balanced_sampling is continual.balanced_sampling and update.monitor is None
+    tune = finetune_settings(prune, train)
+    assert (tune.epochs, tune.lr, tune.pct_start, tune.batch_size) == (
+        prune.finetune_epochs,
+        prune.lr,
+        prune.pct_start,
+        train.batch_size,
+    )
+    assert tune.monitor == "val_top1" and tune.score_start and tune.grad_clip == train.grad_clip
+    assert tune.weight_decay == update.weight_decay == train.weight_decay

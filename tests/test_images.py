@@ -1,0 +1,50 @@
+"""The one image transform: derived from the model config, bounded decoding, used by index rebuilds too."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kickvision.data.images import ImageTransform, resolve_image_transform
+from kickvision.train.update import rebuild_index
+
+
+def test_the_transform_follows_the_model_config(tiny_config):
+    cfg = tiny_config.model.model_copy(update={"image_size": 24, "image_mean": (0.0, 0.0, 0.0), "image_std": (1, 1, 1)})
+    transform = resolve_image_transform(cfg, max_pixels=1234)
+    assert (transform.size, transform.max_pixels) == (24, 1234)
+    pixels = np.full((1, 24, 24, 3), 255, np.uint8)
+    assert float(transform.normalise(pixels).max()) == 1.0  # (1 - 0) / 1
+    assert float(resolve_image_transform(tiny_config.model).normalise(pixels).max()) == 1.0  # (1 - 0.5) / 0.5
+    assert float(resolve_image_transform(tiny_config.model).normalise(pixels * 0).min()) == -1.0
+
+
+def test_a_portrait_is_letterboxed_on_white_without_distortion():
+    transform = ImageTransform(size=16)
+    portrait = Image.new("RGB", (8, 16), (0, 0, 0))
+    pixels = transform.letterbox(portrait)
+    assert pixels.shape == (16, 16, 3)
+    assert (pixels[:, :4] == 255).all() and (pixels[:, -4:] == 255).all() and (pixels[:, 4:12] == 0).all()
+    batch, present = transform.pixels([portrait, None])
+    assert batch.shape == (2, 16, 16, 3) and present.tolist() == [1.0, 0.0] and (batch[1] == 255).all()
+
+
+def test_an_image_over_the_pixel_bound_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (100, 100), (10, 20, 30)).save(path)
+    assert ImageTransform(size=8, max_pixels=10_000).load(path).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match="over the 9,999-pixel limit"):
+        ImageTransform(size=8, max_pixels=9_999).load(path)
+    pixels, readable = ImageTransform(size=8, max_pixels=9_999).load_or_blank([path, tmp_path / "gone.png"])
+    assert readable.tolist() == [False, False] and (pixels == 255).all()
+
+
+def test_an_index_rebuild_reads_old_photos_under_the_same_pixel_bound(shared_trained, demo_data):
+    items = shared_trained.index.items
+    old = int((~items["product_id"].isin(demo_data.rows["product_id"])).sum())  # the drop replaces the rest
+    generous = shared_trained.image_transform()
+    _, counts = rebuild_index(shared_trained, shared_trained.index, demo_data, generous)
+    assert counts["index_old_with_image"] == old > 0 and counts["index_old_title_only"] == 0
+    strict = shared_trained.image_transform(max_pixels=10)  # every old photo is over this bound
+    index, counts = rebuild_index(shared_trained, shared_trained.index, demo_data, strict)
+    assert counts["index_old_with_image"] == 0 and counts["index_old_title_only"] == old
+    assert len(index) == old + len(demo_data.rows)
