@@ -1,7 +1,7 @@
 """Structured pruning of the whole fused model: size, MACs, CPU latency and accuracy per ratio.
 
 Trains the config's model once (or loads a saved bundle with --model), then for each ratio prunes
-a copy (every encoder and the fusion MLP; see kickvision/prune.py), fine-tunes it for
+a copy (every encoder and the fusion MLP; see kickvision/train/prune.py), fine-tunes it for
 `prune.finetune_epochs` and reports parameters, weights-file MB, MACs, CPU latency at batch 1 and
 32 (median of interleaved runs: the unpruned model and the pruned ones alternate in the same
 process, so machine noise hits all alike), and test top-1 / macro-F1 right after pruning and after

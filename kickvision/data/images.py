@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from kickvision.config import ModelConfig
+from kickvision.config import ModelConfig, ValidateConfig
 
-DEFAULT_MAX_PIXELS = 40_000_000  # decompression-bomb guard (ValidateConfig.max_image_pixels)
+# Decompression-bomb guard: the validate section's bound, also used where no config is at hand (serving).
+DEFAULT_MAX_PIXELS: int = ValidateConfig.model_fields["max_image_pixels"].default
 PAD_COLOUR = (255, 255, 255)
 
 
