@@ -157,3 +157,30 @@ def bad_drop(tmp_path_factory) -> Path:
     from kickvision.data.demo import write_demo_catalog
 
     return write_demo_catalog(tmp_path_factory.mktemp("bad") / "drop", n_per_class=4, image_size=32, bad_rows=True)
+
+
+def as_format_1(folder, pruning: dict | None = None) -> None:
+    """Rewrite a saved bundle's JSON the way kickvision wrote bundles before the typed spec."""
+    import json
+
+    from kickvision.model.bundle import SPEC_FILE
+
+    document = json.loads((folder / SPEC_FILE).read_text())
+    spec = document.pop("spec")
+    info = {
+        "catalog_hash": spec["lineage"]["catalog_hash"],
+        "best_epoch": spec["training"]["best_epoch"],
+        "best_val_macro_f1": spec["training"]["best_score"],
+        "parameters": spec["training"]["parameters"],
+        "pretrained": spec["training"]["pretrained"],
+        "text_columns": spec["text_columns"],
+        "temperature": spec["temperature"],
+    }
+    if spec["pruned_shapes"]:
+        info["pruned_shapes"] = spec["pruned_shapes"]
+        info["pruning"] = pruning
+    document.update(format_version=1, classes=spec["classes"], max_title_tokens=spec["max_title_tokens"], info=info)
+    (folder / SPEC_FILE).write_text(json.dumps(document))
+    state = json.loads((folder / "continual" / "continual.json").read_text())
+    legacy = {"updates": state["updates"], "info": {"fisher_samples": 7, "replay_selection": "random"}}
+    (folder / "continual" / "continual.json").write_text(json.dumps(legacy))

@@ -21,6 +21,9 @@ RANKS = {
     "tracking": 6,
     "watch": 7,
     "cli": 8,
+    # Import paths that models registered before the restructure use: on top, nothing imports them.
+    "bundle": 9,
+    "inference": 9,
 }
 MAX_LINES = 400
 

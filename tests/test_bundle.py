@@ -16,6 +16,7 @@ from kickvision.model.predict import predict_logits
 from kickvision.model.shapes import changed_shapes
 from kickvision.serve.predictor import ShoePredictor
 from kickvision.train.prune import prune_structured
+from tests.conftest import as_format_1
 
 
 def test_bundle_round_trip_gives_identical_outputs_spec_index_and_memory(shared_trained, learnt_data, tmp_path):
@@ -48,35 +49,12 @@ def test_serving_sees_the_pixels_and_tokens_training_saw(shared_trained, learnt_
     assert title_only["category"].iloc[0] in shared_trained.classes
 
 
-def _as_format_1(folder, pruning: dict | None = None) -> None:
-    """Rewrite a saved bundle's JSON the way kickvision wrote bundles before the typed spec."""
-    document = json.loads((folder / SPEC_FILE).read_text())
-    spec = document.pop("spec")
-    info = {
-        "catalog_hash": spec["lineage"]["catalog_hash"],
-        "best_epoch": spec["training"]["best_epoch"],
-        "best_val_macro_f1": spec["training"]["best_score"],
-        "parameters": spec["training"]["parameters"],
-        "pretrained": spec["training"]["pretrained"],
-        "text_columns": spec["text_columns"],
-        "temperature": spec["temperature"],
-    }
-    if spec["pruned_shapes"]:
-        info["pruned_shapes"] = spec["pruned_shapes"]
-        info["pruning"] = pruning
-    document.update(format_version=1, classes=spec["classes"], max_title_tokens=spec["max_title_tokens"], info=info)
-    (folder / SPEC_FILE).write_text(json.dumps(document))
-    state = json.loads((folder / "continual" / "continual.json").read_text())
-    legacy = {"updates": state["updates"], "info": {"fisher_samples": 7, "replay_selection": "random"}}
-    (folder / "continual" / "continual.json").write_text(json.dumps(legacy))
-
-
 def test_a_format_1_bundle_with_an_untyped_info_dict_still_loads(shared_trained, learnt_data, tmp_path):
     pruned = copy.deepcopy(shared_trained)
     prune_structured(pruned.model, ratio=0.5, head_ratio=0.5, round_to=None)
     pruned.spec.pruned_shapes = changed_shapes(pruned.model, shared_trained.model)
     folder = save_bundle(pruned, tmp_path / "old")
-    _as_format_1(folder, {"ratio": 0.5, "finetune_epochs": 2, "prune_val_top1_after": 0.5})
+    as_format_1(folder, {"ratio": 0.5, "finetune_epochs": 2, "prune_val_top1_after": 0.5})
 
     loaded = load_bundle(folder)
     spec = loaded.spec

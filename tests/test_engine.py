@@ -50,8 +50,23 @@ def test_the_best_epoch_is_kept_and_training_stops_after_patience_epochs_without
     snapshots = []
     model, result = _run(tiny_config, demo_data, settings, _scripted([0.2, 0.5, 0.5, 0.4, 0.9]), snapshots)
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]  # epochs 3 and 4 brought nothing better
-    assert result.best_epoch == 3 and result.best_score == 0.5  # a tie goes to the later epoch
-    assert _same(model.state_dict(), snapshots[3]) and not _same(model.state_dict(), snapshots[4])
+    assert result.best_epoch == 2 and result.best_score == 0.5  # a tie keeps the earlier epoch
+    assert _same(model.state_dict(), snapshots[2]) and not _same(model.state_dict(), snapshots[3])
+
+
+def test_with_later_wins_ties_an_equal_later_epoch_replaces_the_kept_one(tiny_config, demo_data):
+    settings = LoopSettings(epochs=3, batch_size=16, lr=0.01, monitor="val_top1", later_wins_ties=True)
+    snapshots = []
+    model, result = _run(tiny_config, demo_data, settings, _scripted([0.5, 0.5, 0.4]), snapshots)
+    assert result.best_epoch == 2 and _same(model.state_dict(), snapshots[2])
+
+
+def test_a_nan_validation_score_never_counts_as_progress(tiny_config, demo_data):
+    settings = LoopSettings(epochs=4, batch_size=16, lr=0.01, monitor="val_loss", patience=2)
+    snapshots = []
+    nan = float("nan")
+    model, result = _run(tiny_config, demo_data, settings, _scripted([0.7, nan, nan, 0.1], "val_loss"), snapshots)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.best_epoch == 1
 
 
 def test_a_loss_monitor_is_minimised(tiny_config, demo_data):
@@ -107,6 +122,7 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
         train.monitor,
         train.patience,
     )
+    assert (fit.device, fit.amp, fit.num_threads, fit.augment) == (train.device, train.amp, train.num_threads, True)
     update = update_settings(continual, train)
     assert (update.epochs, update.batch_size, update.lr, update.pct_start) == (
         continual.epochs,
@@ -122,5 +138,6 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
         prune.pct_start,
         train.batch_size,
     )
-    assert tune.monitor == "val_top1" and tune.score_start and tune.grad_clip == train.grad_clip
+    assert tune.monitor == "val_top1" and tune.score_start and tune.later_wins_ties and not fit.later_wins_ties
+    assert tune.grad_clip == train.grad_clip
     assert tune.weight_decay == update.weight_decay == train.weight_decay

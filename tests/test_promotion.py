@@ -4,9 +4,10 @@ import mlflow
 import pytest
 import torch
 
-from kickvision.model.bundle import ModelBundle
+from kickvision.model.bundle import ModelBundle, save_bundle
 from kickvision.model.net import build_model
 from kickvision.serve.registry import example_frame, log_pyfunc, register_and_promote
+from tests.conftest import as_format_1
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +41,56 @@ def test_an_untrained_model_stays_challenger_behind_a_trained_champion(
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == second.version
     tags = client.get_model_version(MODEL, second.version).tags
     assert tags["promotion_decision"] == "challenger" and tags["promotion_reason"] == second.reason
+
+
+# The pyfunc file every model registered before the restructure carries (its own copy, in MLflow).
+OLD_PYFUNC = """
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class KickvisionModel(PythonModel):
+    def load_context(self, context):
+        from kickvision.bundle import load_bundle
+        from kickvision.inference import ShoePredictor
+
+        self.predictor = ShoePredictor(load_bundle(context.artifacts["bundle"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return self.predictor.predict_frame(pd.DataFrame(model_input), k=int((params or {}).get("k", 5)))
+
+
+mlflow.models.set_model(KickvisionModel())
+"""
+
+
+def test_a_champion_registered_before_the_restructure_still_loads_and_is_compared(
+    shared_trained, learnt_data, tiny_config, mlflow_client, tmp_path
+):
+    from kickvision.serve.registry import PACKAGE_DIR, pip_requirements
+
+    name = "kickvision-old-champion"
+    bundle_dir = save_bundle(shared_trained, tmp_path / "bundle")
+    as_format_1(bundle_dir)
+    (tmp_path / "pyfunc_model.py").write_text(OLD_PYFUNC)
+    with mlflow.start_run():
+        uri = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(tmp_path / "pyfunc_model.py"),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=pip_requirements(),
+        ).model_uri
+    version = mlflow.register_model(uri, name).version
+    mlflow_client.set_registered_model_alias(name, "champion", version)
+
+    torch.manual_seed(1)
+    spec = shared_trained.spec.model_copy(deep=True)
+    untrained = ModelBundle(build_model(tiny_config.model, len(spec.classes)), shared_trained.tokenizer, spec)
+    test_rows = learnt_data.rows_with_image_paths(learnt_data.indices("test"))[["image", "title", "category"]]
+    with mlflow.start_run():
+        candidate = log_pyfunc(untrained, example_frame(learnt_data)).model_uri
+    decision = register_and_promote(candidate, name, test_rows, "top1")
+    assert decision.champion_score is not None  # the old champion was loaded and scored, not skipped
+    assert not decision.promoted and decision.champion_score > decision.candidate_score

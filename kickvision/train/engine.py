@@ -13,8 +13,8 @@ come) differ in data, not in code:
 Per epoch: one pass of AdamW over parameter groups (pretrained encoders at `encoder_lr`, the rest
 at `lr`, after timm's create_optimizer_v2) under a one-cycle schedule, gradients clipped to
 `grad_clip`, bf16 autocast on CUDA; then validation. The epoch with the best `monitor` value is
-kept (a later epoch wins a tie: it has seen more data); training stops after `patience` epochs
-without a strictly better value. Callers seed (`seed_everything`) before building what the loop
+kept (on a tie the earlier one, or the later with `later_wins_ties`); training stops after
+`patience` epochs without a strictly better value. Callers seed (`seed_everything`) before building what the loop
 trains, since model initialisation draws from the same generator as dropout.
 """
 
@@ -72,6 +72,7 @@ class LoopSettings:
     monitor: str | None = "val_macro_f1"  # None: keep the last epoch
     patience: int | None = None  # None: never stop early
     score_start: bool = False  # validate before the first epoch; the starting weights compete too
+    later_wins_ties: bool = False  # on an equal `monitor` value keep the later weights (they saw more data)
     device: str = "auto"
     amp: bool = True
     num_threads: int = 0
@@ -80,21 +81,20 @@ class LoopSettings:
 def fit_settings(train: TrainConfig) -> LoopSettings:
     """Training a fresh model: early stopping on `train.monitor`."""
     return LoopSettings(
-        train.epochs,
-        train.batch_size,
-        train.lr,
-        train.encoder_lr,
-        train.weight_decay,
-        train.pct_start,
-        train.grad_clip,
-        train.balanced_sampling,
-        train.augment,
-        train.monitor,
-        train.patience,
-        False,
-        train.device,
-        train.amp,
-        train.num_threads,
+        epochs=train.epochs,
+        batch_size=train.batch_size,
+        lr=train.lr,
+        encoder_lr=train.encoder_lr,
+        weight_decay=train.weight_decay,
+        pct_start=train.pct_start,
+        grad_clip=train.grad_clip,
+        balanced_sampling=train.balanced_sampling,
+        augment=train.augment,
+        monitor=train.monitor,
+        patience=train.patience,
+        device=train.device,
+        amp=train.amp,
+        num_threads=train.num_threads,
     )
 
 
@@ -125,15 +125,16 @@ def finetune_settings(prune: PruneConfig, train: TrainConfig) -> LoopSettings:
         monitor="val_top1",
         patience=None,
         score_start=True,
+        later_wins_ties=True,
     )
 
 
 @dataclass
 class LoopResult:
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch (epoch 0: the start)
-    best_epoch: int = 0
-    best_score: float = float("nan")
-    start_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    best_epoch: int = 0  # 0: the starting weights (score_start)
+    best_score: float | None = None
+    start_metrics: dict[str, float] = field(default_factory=dict)  # validation before the first epoch
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -200,9 +201,11 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cpu", enabled=False)
 
 
-def _better(score: float, best: float, monitor: str) -> tuple[bool, bool]:
-    """(at least as good, strictly better) for `monitor` (losses are minimised)."""
-    if np.isnan(best):
+def _compare(score: float, best: float | None, monitor: str) -> tuple[bool, bool]:
+    """(as good as the best so far, strictly better) for `monitor` (losses are minimised; NaN never wins)."""
+    if np.isnan(score):
+        return False, False
+    if best is None:
         return True, True
     if monitor.endswith("loss"):
         return score <= best, score < best
@@ -233,7 +236,7 @@ def train_loop(
     scheduler = create_scheduler(optimizer, settings, len(loader))
 
     result, best_state, stale = LoopResult(), None, 0
-    if settings.score_start:
+    if settings.score_start and settings.monitor is not None:
         result.start_metrics = validate(model)
         result.best_score = result.start_metrics[settings.monitor]
         best_state = copy.deepcopy(model.state_dict())
@@ -261,8 +264,8 @@ def train_loop(
         if settings.monitor is None:
             result.best_epoch = epoch
             continue
-        kept, improved = _better(metrics[settings.monitor], result.best_score, settings.monitor)
-        if kept:
+        as_good, improved = _compare(metrics[settings.monitor], result.best_score, settings.monitor)
+        if improved or (as_good and settings.later_wins_ties):
             result.best_score, result.best_epoch = metrics[settings.monitor], epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         stale = 0 if improved else stale + 1
