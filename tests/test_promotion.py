@@ -6,7 +6,7 @@ import torch
 
 from kickvision.model.bundle import ModelBundle, save_bundle
 from kickvision.model.net import build_model
-from kickvision.serve.registry import example_frame, log_pyfunc, register_and_promote
+from kickvision.serve.registry import PYFUNC_FILE, example_frame, log_pyfunc, register_and_promote
 from tests.conftest import as_format_1
 
 pytestmark = pytest.mark.integration
@@ -43,26 +43,13 @@ def test_an_untrained_model_stays_challenger_behind_a_trained_champion(
     assert tags["promotion_decision"] == "challenger" and tags["promotion_reason"] == second.reason
 
 
-# The pyfunc file every model registered before the restructure carries (its own copy, in MLflow).
-OLD_PYFUNC = """
-import mlflow
-import pandas as pd
-from mlflow.pyfunc import PythonModel
-
-
-class KickvisionModel(PythonModel):
-    def load_context(self, context):
-        from kickvision.bundle import load_bundle
-        from kickvision.inference import ShoePredictor
-
-        self.predictor = ShoePredictor(load_bundle(context.artifacts["bundle"]))
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return self.predictor.predict_frame(pd.DataFrame(model_input), k=int((params or {}).get("k", 5)))
-
-
-mlflow.models.set_model(KickvisionModel())
-"""
+# The pyfunc file every model registered before the restructure carries (its own copy, in MLflow):
+# today's, with the import paths of that time.
+OLD_PYFUNC = (
+    PYFUNC_FILE.read_text()
+    .replace("kickvision.model.bundle import", "kickvision.bundle import")
+    .replace("kickvision.serve.predictor import", "kickvision.inference import")
+)
 
 
 def test_a_champion_registered_before_the_restructure_still_loads_and_is_compared(
@@ -70,6 +57,7 @@ def test_a_champion_registered_before_the_restructure_still_loads_and_is_compare
 ):
     from kickvision.serve.registry import PACKAGE_DIR, pip_requirements
 
+    assert "from kickvision.bundle import load_bundle" in OLD_PYFUNC  # as the old models have it
     name = "kickvision-old-champion"
     bundle_dir = save_bundle(shared_trained, tmp_path / "bundle")
     as_format_1(bundle_dir)
