@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kickvision.errors import ConfigError
 
@@ -22,6 +22,12 @@ Monitor = Literal["val_macro_f1", "val_top1", "val_loss"]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _sorted_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Constructor overrides in key order: the same settings written in another order are the same
+    config (and the same pipeline cache key, which ZenML takes from the parameters' text)."""
+    return dict(sorted(overrides.items()))
 
 
 class ValidateConfig(_Section):
@@ -57,6 +63,8 @@ class ImageEncoderConfig(_Section):
     pretrained: Pretrained = "auto"
     overrides: dict[str, Any] = Field(default_factory=dict)
 
+    _canonical = field_validator("overrides")(_sorted_overrides)
+
 
 class TextEncoderConfig(_Section):
     """A transformers encoder: a hub id, a local folder, or the alias `all-minilm-l6-v2`."""
@@ -65,6 +73,8 @@ class TextEncoderConfig(_Section):
     model_type: str = "distilbert"  # architecture used when no weights/config are found offline
     pretrained: Pretrained = "auto"
     overrides: dict[str, Any] = Field(default_factory=dict)  # applied only when built from scratch
+
+    _canonical = field_validator("overrides")(_sorted_overrides)
 
 
 class ModelConfig(_Section):
@@ -128,6 +138,24 @@ class PruneConfig(_Section):
     tolerance: float = Field(0.005, ge=0, le=1, description="max validation top-1 loss to keep the pruned model")
 
 
+class PretrainConfig(_Section):
+    """Photo pretraining before the train step: the image encoders learn from the catalog's own photos.
+
+    `title_alignment` (CLIP-style, text side frozen as in LiT): each image encoder is trained so
+    that a linear projection of its photo vector finds the product's own title among the batch's
+    titles, embedded once by a frozen pretrained text encoder. Cached on the prepared catalog.
+    """
+
+    enabled: bool = False
+    method: Literal["title_alignment"] = "title_alignment"
+    text_encoder: str = Field("all-minilm-l6-v2", description="frozen pretrained encoder of the title side")
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = 1e-3
+    temperature: float = Field(0.07, gt=0, description="initial softmax temperature (learnt)")
+    knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
+
+
 class ContinualConfig(_Section):
     """Catalog-drop updates: what every model carries for them, and how an update trains and is gated.
 
@@ -174,6 +202,7 @@ class RunConfig(_Section):
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     continual: ContinualConfig = Field(default_factory=ContinualConfig)

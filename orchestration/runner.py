@@ -9,7 +9,7 @@ from typing import Any
 
 from kickvision.config import RunConfig, ScheduleConfig
 from kickvision.data.catalog import hash_drop
-from kickvision.errors import KickvisionError
+from kickvision.errors import ConfigError, KickvisionError
 from kickvision.tracking import run_tags
 
 
@@ -86,6 +86,7 @@ def training_parameters(catalog_dir: str, content_hash: str, config: RunConfig) 
         "continual": config.continual,
         "prune": config.prune,
         "evaluation": config.evaluate,
+        "pretrain": config.pretrain,
         "seed": config.seed,
     }
 
@@ -106,6 +107,41 @@ def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | Non
         **training_parameters(catalog_dir, content_hash, config)
     )
     return summarise(run, uri, "register_model")
+
+
+def run_pretraining(catalog_dir: str | Path, config: RunConfig, run_name: str | None = None) -> str:
+    """Pretrain the config's photo encoders on `catalog_dir` (cached for `run_training`); a summary."""
+    from zenml.client import Client
+
+    from orchestration.stack import ensure_stack, use_tracking
+    from pipelines.pretraining import pretraining_pipeline
+
+    if not config.pretrain.enabled:
+        raise ConfigError(
+            f"config '{config.name}' has pretrain.enabled: false, so training would not use pretrained photo "
+            "encoders; set it to true (the pretrain section says how)"
+        )
+    ensure_stack()
+    uri = use_tracking()
+    catalog_dir = str(Path(catalog_dir).resolve())
+    content_hash = hash_drop(catalog_dir)
+    run_name = run_name or f"pretrain-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tags = run_tags("pretraining", config.name, content_hash, Path(catalog_dir).name)
+    parameters = training_parameters(catalog_dir, content_hash, config)
+    keep = ("catalog_dir", "content_hash", "validation", "data", "model", "train", "pretrain", "seed")
+    run = pretraining_pipeline.with_options(**run_options(run_name, tags))(**{k: parameters[k] for k in keep})
+    run = Client().get_pipeline_run(run.id)
+    step = run.steps["pretrain_photos"]
+    record = step.outputs["photo_encoders"][0].load().record
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(record.metrics.items())) if record else "none"
+    return "\n".join(
+        [
+            f"ZenML run      {run.name} ({run.status.value}; pretrain_photos {step.status.value})",
+            f"photo encoders {record.method if record else 'none'} on catalog {content_hash[:12]}: {metrics}",
+            f"next           kickvision train --catalog {catalog_dir} --config {config.name} (reuses them)",
+            f"MLflow         {uri}",
+        ]
+    )
 
 
 def schedule_training(schedule: ScheduleConfig, config: RunConfig) -> str:

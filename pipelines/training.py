@@ -1,4 +1,5 @@
-"""The training pipeline: ingest -> validate -> preprocess -> train -> prune -> evaluate -> register."""
+"""The training pipeline: ingest -> validate -> preprocess -> pretrain_photos -> train -> prune -> evaluate
+-> register."""
 
 from typing import Any
 
@@ -10,6 +11,7 @@ from kickvision.config import (
     DataConfig,
     EvaluateConfig,
     ModelConfig,
+    PretrainConfig,
     PruneConfig,
     RegisterConfig,
     TrainConfig,
@@ -19,6 +21,7 @@ from steps import (
     evaluate_model,
     ingest_catalog,
     preprocess_catalog,
+    pretrain_photos,
     prune_model,
     register_model,
     train_model,
@@ -39,12 +42,22 @@ def training_pipeline(
     continual: ContinualConfig,
     prune: PruneConfig,
     evaluation: EvaluateConfig,
+    pretrain: PretrainConfig,
     seed: int = 42,
 ) -> Any:
     catalog = ingest_catalog(catalog_dir=catalog_dir, content_hash=content_hash)
     valid_catalog, _quarantine = validate_catalog(catalog=catalog, config=validation)
     prepared = preprocess_catalog(catalog=valid_catalog, data=data, model=model, validation=validation, seed=seed)
-    bundle = train_model(data=prepared, model=model, train=train, data_config=data, continual=continual, seed=seed)
+    photo_encoders = pretrain_photos(data=prepared, model=model, pretrain_config=pretrain, train=train, seed=seed)
+    bundle = train_model(
+        data=prepared,
+        model=model,
+        train=train,
+        data_config=data,
+        continual=continual,
+        seed=seed,
+        photo_encoders=photo_encoders,
+    )
     bundle = prune_model(bundle=bundle, data=prepared, prune=prune, train=train, continual=continual, seed=seed)
     report = evaluate_model(bundle=bundle, data=prepared, config=evaluation)
     return register_model(bundle=bundle, report=report, data=prepared, registry=registry)

@@ -1,6 +1,6 @@
 """ZenML steps, grouped by stage: one per file, each a thin adapter over one kickvision function.
 
-etl/ (ingest, validate, preprocess), training/ (train, ewc_update, prune), evaluation/ (evaluate,
+etl/ (ingest, validate, preprocess), training/ (pretrain_photos, train, ewc_update, prune), evaluation/ (evaluate,
 evaluate_update), registry/ (load_champion, register, register_update).
 """
 
@@ -14,6 +14,7 @@ from steps.registry.load_champion import load_champion
 from steps.registry.register import register_model
 from steps.registry.register_update import register_update
 from steps.training.ewc_update import ewc_update
+from steps.training.pretrain import pretrain_photos
 from steps.training.prune import prune_model
 from steps.training.train import train_model
 
@@ -25,6 +26,7 @@ __all__ = [
     "load_champion",
     "preprocess_catalog",
     "preprocess_drop",
+    "pretrain_photos",
     "prune_model",
     "register_model",
     "register_update",

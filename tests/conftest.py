@@ -56,6 +56,9 @@ TINY_RUN = {
 }
 
 
+# Photo pretraining, as small as it gets (the training-pipeline tests run with it).
+TINY_PRETRAIN = {"pretrain": {"enabled": True, "epochs": 1, "batch_size": 16}}
+
 # The shared trained model: the tiny architecture, trained long enough on a larger demo catalog to
 # be far above chance (about 0.7 test top-1 against 1/7), so a worse model is really worse.
 LEARNT_TRAIN = {"epochs": 30, "lr": 0.01, "patience": 30}

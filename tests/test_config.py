@@ -32,3 +32,15 @@ def test_dotted_overrides_build_nested_sections():
     }
     with pytest.raises(ConfigError):
         dotted_overrides(["train.epochs"])
+
+
+def test_the_same_settings_in_another_order_are_the_same_config():
+    # ZenML's cache key is the parameters' text: key order must not turn a cache hit into a miss.
+    from kickvision.config import ImageEncoderConfig, TextEncoderConfig
+
+    a = ImageEncoderConfig(name="vit_tiny_patch16_224", overrides={"patch_size": 8, "depth": 1})
+    b = ImageEncoderConfig(name="vit_tiny_patch16_224", overrides={"depth": 1, "patch_size": 8})
+    assert str(a) == str(b) and a == b
+    assert str(TextEncoderConfig(overrides={"n_layers": 1, "dim": 32})) == str(
+        TextEncoderConfig(overrides={"dim": 32, "n_layers": 1})
+    )

@@ -62,3 +62,78 @@ def test_road_faithfulness_is_scored_per_branch_against_random_maps_on_the_same_
     } | {"cam_faithfulness_products"}
     assert metrics["cam_faithfulness_products"] == 3 and all(np.isfinite(v) for v in metrics.values())
     assert metrics == cam_faithfulness(shared_trained, learnt_data, n=3)  # same products, same random maps
+
+
+def _quadrant_catalog(n: int = 320, size: int = 32, seed: int = 0):
+    """Photos whose class is decided by one region: a dark square in the top-left quadrant (class
+    `top_left`) or in one of the other three (`elsewhere`); titles empty."""
+    import pandas as pd
+
+    from kickvision.data.prepare import PreparedData
+
+    rng = np.random.default_rng(seed)
+    images = np.full((n, size, size, 3), 255, np.uint8)
+    labels = np.arange(n) % 2
+    half, side = size // 2, size // 4
+    for i, label in enumerate(labels):
+        qy, qx = divmod(0 if label else int(rng.integers(1, 4)), 2)
+        y, x = qy * half + rng.integers(0, half - side + 1), qx * half + rng.integers(0, half - side + 1)
+        images[i, y : y + side, x : x + side] = rng.integers(0, 80, 3)
+    split = np.array(["train"] * n, dtype=object)
+    split[int(n * 0.7) : int(n * 0.85)], split[int(n * 0.85) :] = "val", "test"
+    rows = pd.DataFrame(
+        {
+            "product_id": [str(i) for i in range(n)],
+            "title": [""] * n,
+            "image": [f"{i}.png" for i in range(n)],
+            "category": np.array(["elsewhere", "top_left"])[labels],
+            "label": labels,
+            "split": split,
+        }
+    )
+    ids = np.zeros((n, 12), np.int64)
+    return PreparedData(rows, ["elsewhere", "top_left"], images, ids, ids.copy(), "", "")
+
+
+def test_vit_gradcam_points_at_the_region_that_decides_the_class(tiny_config):
+    from kickvision.config import ImageEncoderConfig
+    from kickvision.model.predict import predict_logits
+    from kickvision.train.fit import fit
+
+    vit = ImageEncoderConfig(
+        name="vit_tiny_patch16_224",
+        pretrained=False,
+        overrides={
+            "patch_size": 8,
+            "depth": 2,
+            "embed_dim": 64,
+            "num_heads": 2,
+            "global_pool": "avg",
+            "class_token": False,
+        },
+    )
+    model_cfg = tiny_config.model.model_copy(
+        update={"image_encoders": [vit], "text_encoder": None, "modality_dropout": 0.0}
+    )
+    train = tiny_config.train.model_copy(
+        update={
+            "epochs": 40,
+            "lr": 0.003,
+            "patience": 40,
+            "augment": False,
+            "label_smoothing": 0.0,
+            "contrastive_weight": 0.0,
+        }
+    )
+    data = _quadrant_catalog()
+    bundle = fit(data, model_cfg, train, build_tokenizer(None), 12, progress=False).bundle
+    test = data.indices("test")
+    logits, _ = predict_logits(bundle.model, data, test)
+    assert (logits.argmax(1) == data.labels()[test]).mean() >= 0.9  # the model did learn the rule
+    mass = []
+    for j in test[data.labels()[test] == 1]:
+        cam = explain_product(bundle, Image.fromarray(data.images[j]), None, target="top_left").cams[
+            "0_vit_tiny_patch16_224"
+        ]
+        mass.append(cam[:16, :16].sum() / max(cam.sum(), 1e-9))  # an all-zero map counts as pointing nowhere
+    assert np.mean(mass) > 0.5  # of the map's mass in the deciding quadrant (uniform maps: 0.25)

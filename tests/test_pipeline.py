@@ -20,10 +20,19 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def first_run(tiny_config, demo_drop):
+def pipeline_config():
+    """The tiny run with photo pretraining on."""
+    from kickvision.config import deep_merge, load_config
+    from tests.conftest import REPO, TINY_PRETRAIN, TINY_RUN
+
+    return load_config(REPO / "configs" / "demo.yaml", overrides=deep_merge(TINY_RUN, TINY_PRETRAIN))
+
+
+@pytest.fixture(scope="module")
+def first_run(pipeline_config, demo_drop):
     from orchestration.runner import run_training
 
-    return run_training(demo_drop, tiny_config)
+    return run_training(demo_drop, pipeline_config)
 
 
 def test_training_pipeline_runs_end_to_end(first_run):
@@ -32,6 +41,7 @@ def test_training_pipeline_runs_end_to_end(first_run):
         "ingest_catalog",
         "validate_catalog",
         "preprocess_catalog",
+        "pretrain_photos",
         "train_model",
         "prune_model",
         "evaluate_model",
@@ -128,12 +138,12 @@ def test_champion_loads_as_pyfunc_and_predicts(first_run, demo_drop):
     assert len(model.predict(frame, params={"k": 3})["similar_product_ids"][0]) == 3
 
 
-def test_second_run_hits_cache_for_data_steps_and_gates_promotion(first_run, tiny_config, demo_drop):
+def test_second_run_hits_cache_for_data_steps_and_gates_promotion(first_run, pipeline_config, demo_drop):
     from orchestration.runner import run_training
 
-    second = run_training(demo_drop, tiny_config)
-    for step in ("ingest_catalog", "validate_catalog", "preprocess_catalog"):
-        assert second.step_status[step] == "cached", step
+    second = run_training(demo_drop, pipeline_config)
+    for step in ("ingest_catalog", "validate_catalog", "preprocess_catalog", "pretrain_photos"):
+        assert second.step_status[step] == "cached", step  # the same photos are not pretrained on twice
     assert second.step_status["train_model"] == "completed"
     reg = second.registration
     assert reg["version"] == "2" and reg["champion_version"] == "1"
@@ -141,6 +151,45 @@ def test_second_run_hits_cache_for_data_steps_and_gates_promotion(first_run, tin
     champion = str(client.get_model_version_by_alias("kickvision", "champion").version)
     assert champion == ("2" if reg["promoted"] else "1")
     assert client.get_model_version("kickvision", "2").tags["promotion_reason"] == reg["reason"]
+
+
+def test_the_trained_model_names_its_pretrained_photo_encoders(first_run, demo_drop):
+    from zenml.client import Client
+
+    mlflow.set_tracking_uri(first_run.tracking_uri)
+    run = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.mlflow.runName = '{first_run.run_name}'", output_format="list"
+    )[0]
+    assert run.data.tags["photo_pretraining"] == "title_alignment"
+    step = Client().get_pipeline_run(first_run.run_name).steps["pretrain_photos"]
+    record = step.outputs["photo_encoders"][0].load().record
+    assert run.data.params["photo_pretraining.catalog_hash"] == record.catalog_hash
+    for name, value in record.metrics.items():
+        assert run.data.metrics[name] == pytest.approx(value)
+    card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
+    assert "pretrained on the catalog's own photos (title_alignment" in card
+
+
+def test_cli_pretrain_shares_the_training_pipelines_cache(first_run, demo_drop, tmp_path, capsys):
+    import yaml
+
+    from kickvision.config import deep_merge
+    from tests.conftest import REPO, TINY_PRETRAIN, TINY_RUN
+
+    config = tmp_path / "tiny.yaml"
+    with_pretraining = deep_merge(TINY_RUN, TINY_PRETRAIN)
+    config.write_text(
+        yaml.safe_dump(deep_merge(yaml.safe_load((REPO / "configs/demo.yaml").read_text()), with_pretraining))
+    )
+    assert cli_main(["pretrain", "--catalog", str(demo_drop), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain_photos cached" in out and "title_alignment" in out and "kickvision train --catalog" in out
+    no_pretraining = deep_merge(TINY_RUN, {"pretrain": {"enabled": False}})
+    config.write_text(
+        yaml.safe_dump(deep_merge(yaml.safe_load((REPO / "configs/demo.yaml").read_text()), no_pretraining))
+    )
+    assert cli_main(["pretrain", "--catalog", str(demo_drop), "--config", str(config)]) == 2
+    assert "pretrain.enabled: false" in capsys.readouterr().err
 
 
 def test_cli_predict_answers_what_the_champion_answers(first_run, demo_drop, capsys):

@@ -44,6 +44,16 @@ def _train(catalog: str, config: str) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from kickvision.config import load_config
+    from orchestration.runner import run_pretraining
+
+    cfg = load_config(args.config)
+    _quiet_user_error_tracebacks()
+    print("\n" + run_pretraining(_catalog_dir(args), cfg))
+    return 0
+
+
 def cmd_update(args: argparse.Namespace) -> int:
     from kickvision.config import load_config
     from orchestration.runner import run_update

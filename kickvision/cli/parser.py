@@ -11,6 +11,7 @@ from kickvision.cli.commands import (
     cmd_explain,
     cmd_import,
     cmd_predict,
+    cmd_pretrain,
     cmd_recommend,
     cmd_schedule,
     cmd_stack_list,
@@ -61,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_args(train)
     train.add_argument("--config", default="demo", help="run config file or name in configs/")
     train.set_defaults(func=cmd_train)
+
+    pretrain = sub.add_parser(
+        "pretrain", help="pretrain the image encoders on a catalog's photos (cached: `train` then reuses them)"
+    )
+    catalog_args(pretrain)
+    pretrain.add_argument("--config", default="demo", help="run config with pretrain.enabled: true")
+    pretrain.set_defaults(func=cmd_pretrain)
 
     update = sub.add_parser("update", help="learn a catalog drop on top of the champion (EWC + replay update pipeline)")
     update.add_argument("--drop", required=True, help="the drop folder (generic: catalog.csv and images)")

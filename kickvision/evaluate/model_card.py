@@ -55,6 +55,8 @@ def render_model_card(
         f"temperature {bundle.spec.temperature:.3f}. Text input: the title"
         + (f" + {', '.join(bundle.text_columns)}." if bundle.text_columns else " only."),
         "",
+        photo_pretraining_line(bundle),
+        "",
         "## Data",
         f"Catalog content hash `{data.catalog_hash}`, {len(data.rows)} products after validation, "
         f"group-aware split {data.split_counts()}.",
@@ -96,3 +98,19 @@ def render_model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def photo_pretraining_line(bundle: ModelBundle) -> str:
+    """Where the image encoders' starting weights came from."""
+    record = bundle.spec.lineage.photo_pretraining
+    if record is None:
+        return "Image encoders: trained from scratch with the rest of the model (no photo pretraining)."
+    knn = ", ".join(
+        f"{k.removeprefix('pretrain_knn_top1_')} {v:.3f}"
+        for k, v in sorted(record.metrics.items())
+        if k.startswith("pretrain_knn_top1_")
+    )
+    return (
+        f"Image encoders: pretrained on the catalog's own photos ({record.method}, best epoch {record.epochs}, "
+        f"catalog `{record.catalog_hash[:12]}`), then fine-tuned; k-NN top-1 of their photo vectors: {knn}."
+    )

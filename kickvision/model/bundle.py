@@ -57,6 +57,15 @@ class PruningRecord(_Record):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class PhotoPretrainingRecord(_Record):
+    """The photo encoders a model started from (train/pretrain.py)."""
+
+    method: str
+    catalog_hash: str  # the prepared catalog whose photos (and titles) they learnt from
+    epochs: int
+    metrics: dict[str, float] = Field(default_factory=dict)  # e.g. k-NN top-1 of the photo embeddings
+
+
 class Lineage(_Record):
     """Where the model came from."""
 
@@ -65,6 +74,7 @@ class Lineage(_Record):
     updated_from: str | None = None  # the registry version a catalog-drop update started from
     new_classes: list[str] = Field(default_factory=list)  # categories that update added
     registered_version: str | None = None  # its own version, when loaded from the registry
+    photo_pretraining: PhotoPretrainingRecord | None = None  # None: the image encoders started from scratch
 
 
 class BundleSpec(_Record):

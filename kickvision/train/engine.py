@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
-from kickvision.config import ContinualConfig, PruneConfig, TrainConfig
+from kickvision.config import ContinualConfig, PretrainConfig, PruneConfig, TrainConfig
 from kickvision.data.images import resolve_image_transform
 from kickvision.data.prepare import PreparedData
-from kickvision.model.net import MultimodalShoeNet
+from kickvision.model.net import MultimodalShoeNet, ShoeNetOutput
 from kickvision.model.predict import predict_logits
 from kickvision.train.loader import make_loader
 from kickvision.train.losses import LossTerm
@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 Validator = Callable[[MultimodalShoeNet], dict[str, float]]
+Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], Any]
+
+
+def classify(model: MultimodalShoeNet, batch: dict[str, torch.Tensor]) -> ShoeNetOutput:
+    """The default forward: the fused model on the batch's photos and titles."""
+    return model(batch["image"], batch["input_ids"], batch["attention_mask"])
 
 
 class GradientHook(Protocol):
@@ -126,6 +132,20 @@ def finetune_settings(prune: PruneConfig, train: TrainConfig) -> LoopSettings:
         patience=None,
         score_start=True,
         later_wins_ties=True,
+    )
+
+
+def pretrain_settings(pretrain: PretrainConfig, train: TrainConfig) -> LoopSettings:
+    """Photo pretraining: the epoch with the lowest validation alignment loss is kept."""
+    return replace(
+        fit_settings(train),
+        epochs=pretrain.epochs,
+        batch_size=pretrain.batch_size,
+        lr=pretrain.lr,
+        encoder_lr=None,
+        balanced_sampling=False,
+        monitor="val_loss",
+        patience=None,
     )
 
 
@@ -224,8 +244,13 @@ def train_loop(
     desc: str = "epoch",
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
+    forward: Forward = classify,
 ) -> LoopResult:
-    """Train `model` in place on `train_indices` of `data`; it ends on the kept epoch, on the CPU, in eval mode."""
+    """Train `model` in place on `train_indices` of `data`; it ends on the kept epoch, on the CPU, in eval mode.
+
+    `forward(model, batch)` gives what the loss terms read (default: the fused model's output);
+    `model` needs `cfg` (its ModelConfig: the image transform), `image_encoders` and `text_encoder`
+    (parameter groups)."""
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     device = pick_device(settings.device)
@@ -242,6 +267,7 @@ def train_loop(
         best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, settings.epochs + 1):
         metrics = _one_epoch(
+            forward,
             model,
             loader,
             optimizer,
@@ -284,7 +310,9 @@ def train_loop(
     return result
 
 
-def _one_epoch(model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc):
+def _one_epoch(
+    forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc
+):
     model.train()
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)
@@ -292,7 +320,7 @@ def _one_epoch(model, loader, optimizer, scheduler, loss_terms, hooks, transform
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         batch["image"] = transform.normalise(batch["image"])
         with _autocast(device, settings.amp):
-            out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
+            out = forward(model, batch)
             loss = loss_terms[0](batch, out)
             for term in loss_terms[1:]:
                 loss = loss + term(batch, out)
@@ -307,12 +335,11 @@ def _one_epoch(model, loader, optimizer, scheduler, loss_terms, hooks, transform
         n = batch["label"].shape[0]
         seen += n
         loss_sum += loss.item() * n
-        correct += (out.logits.argmax(1) == batch["label"]).sum().item()
+        if forward is classify:
+            correct += (out.logits.argmax(1) == batch["label"]).sum().item()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     elapsed = time.perf_counter() - started
-    return {
-        "train_loss": loss_sum / max(seen, 1),
-        "train_top1": correct / max(seen, 1),
-        "train_samples_per_s": seen / max(elapsed, 1e-9),
-        "epoch_seconds": elapsed,
-    }
+    metrics = {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1)}
+    if forward is not classify:  # no class logits to count hits on
+        del metrics["train_top1"]
+    return {**metrics, "train_samples_per_s": seen / max(elapsed, 1e-9), "epoch_seconds": elapsed}

@@ -9,6 +9,7 @@ from kickvision.config import ModelConfig, TrainConfig
 from kickvision.data.prepare import PreparedData
 from kickvision.model.bundle import BundleSpec, Lineage, ModelBundle, TrainingRecord
 from kickvision.model.net import build_model, count_parameters
+from kickvision.model.photo_encoders import PhotoEncoders
 from kickvision.train.engine import EpochCallback, fit_settings, seed_everything, split_validator, train_loop
 from kickvision.train.losses import ClassificationLoss
 
@@ -30,10 +31,16 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
     text_columns: Sequence[str] = (),
+    photo_encoders: PhotoEncoders | None = None,
 ) -> FitResult:
-    """Train a fresh model on the train split; keeps the epoch with the best validation `cfg.monitor`."""
+    """Train a fresh model on the train split; keeps the epoch with the best validation `cfg.monitor`.
+
+    With `photo_encoders` (train/pretrain.py) the image encoders start from those weights.
+    """
     seed_everything(seed)
     model = build_model(model_cfg, len(data.classes))
+    if photo_encoders is not None:
+        photo_encoders.apply_to(model)
     settings = fit_settings(cfg)
     result = train_loop(
         model,
@@ -57,6 +64,10 @@ def fit(
             parameters=count_parameters(model),
             pretrained=model.pretrained_report(),
         ),
-        lineage=Lineage(catalog_hash=data.catalog_hash, catalog_hashes=[data.catalog_hash]),
+        lineage=Lineage(
+            catalog_hash=data.catalog_hash,
+            catalog_hashes=[data.catalog_hash],
+            photo_pretraining=photo_encoders.record if photo_encoders and len(photo_encoders) else None,
+        ),
     )
     return FitResult(ModelBundle(model, tokenizer, spec), result.history, result.best_epoch)

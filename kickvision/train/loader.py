@@ -27,6 +27,7 @@ class ShoeBatches(torch.utils.data.Dataset):
             "input_ids": torch.from_numpy(self.data.input_ids[j]),
             "attention_mask": torch.from_numpy(self.data.attention_mask[j]),
             "label": torch.tensor(int(self.data.rows.at[j, "label"])),
+            "index": torch.tensor(int(j)),  # the row, for loss terms that look up per-product targets
         }
 
 

@@ -9,6 +9,7 @@ from kickvision.config import ContinualConfig, DataConfig, ModelConfig, TrainCon
 from kickvision.data.prepare import PreparedData
 from kickvision.model.bundle import ModelBundle
 from kickvision.model.encoders import build_tokenizer
+from kickvision.model.photo_encoders import PhotoEncoders
 from kickvision.serve.release import equip_for_release
 from kickvision.tracking import flatten_params
 from kickvision.train.fit import fit
@@ -23,11 +24,13 @@ def train_model(
     data_config: DataConfig,
     continual: ContinualConfig,
     seed: int,
+    photo_encoders: PhotoEncoders | None = None,
 ) -> Annotated[ModelBundle, "trained_model"]:
     """Train on the train split, keeping the epoch with the best validation `train.monitor`.
 
     Args:
         data: the prepared catalog.
+        photo_encoders: pretrained image encoders to start from (pretrain_photos; empty: from scratch).
         model: architecture section of the run config.
         train: optimisation section of the run config.
         data_config: data section (title length and text columns travel with the model).
@@ -56,6 +59,7 @@ def train_model(
         seed=seed,
         on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
         text_columns=data_config.text_columns,
+        photo_encoders=photo_encoders,
     )
     # Index, temperature and Fisher/replay/holdout ship with the model (the prune step redoes them
     # for a pruned model).
@@ -63,4 +67,11 @@ def train_model(
     training = result.bundle.spec.training
     mlflow.log_params({f"pretrained_{k}": v for k, v in training.pretrained.items()})
     mlflow.log_metrics({"best_epoch": training.best_epoch, "model_parameters": training.parameters})
+    pretraining = result.bundle.spec.lineage.photo_pretraining
+    mlflow.set_tags({"photo_pretraining": pretraining.method if pretraining else "none"})
+    if pretraining is not None:  # the encoders' provenance, also when the pretraining step was a cache hit
+        mlflow.log_params(
+            {"photo_pretraining.catalog_hash": pretraining.catalog_hash, "photo_pretraining.epochs": pretraining.epochs}
+        )
+        mlflow.log_metrics(pretraining.metrics)
     return result.bundle

@@ -1,0 +1,80 @@
+"""Photo pretraining: title alignment learns, its encoders travel as a pickle-free artifact into training."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kickvision.errors import ConfigError
+from kickvision.evaluate.metrics import evaluate_bundle
+from kickvision.evaluate.model_card import render_model_card
+from kickvision.model.bundle import load_bundle, save_bundle
+from kickvision.model.encoders import build_tokenizer
+from kickvision.model.net import build_model
+from kickvision.model.photo_encoders import PhotoEncoders
+from kickvision.train.fit import fit
+from kickvision.train.pretrain import knn_top1, pretrain_photos
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_config, learnt_data):
+    cfg = tiny_config.pretrain.model_copy(update={"enabled": True, "epochs": 3, "batch_size": 32})
+    return pretrain_photos(learnt_data, tiny_config.model, cfg, tiny_config.train, seed=0, progress=False)
+
+
+def test_title_alignment_finds_each_photos_title_better_than_chance(pretrained, learnt_data):
+    encoders, metrics = pretrained
+    n_val = len(learnt_data.indices("val"))
+    chance = math.log(min(32, n_val))  # InfoNCE of an untrained model over a validation batch
+    assert metrics["pretrain_val_loss"] < chance - 0.2
+    assert 1 <= metrics["pretrain_best_epoch"] <= 3 and encoders.record.epochs == metrics["pretrain_best_epoch"]
+    names = ["0_resnet18", "1_vit_tiny_patch16_224"]
+    assert {f"pretrain_knn_top1_{n}{s}" for n in names for s in ("", "_scratch")} <= set(metrics)
+    assert encoders.record.catalog_hash == learnt_data.catalog_hash and encoders.record.method == "title_alignment"
+
+
+def test_photo_encoders_round_trip_and_start_the_model(pretrained, tiny_config, tmp_path):
+    encoders, _ = pretrained
+    loaded = PhotoEncoders.load(encoders.save(tmp_path / "enc"))
+    assert loaded.record == encoders.record and loaded.names == encoders.names
+    model = build_model(tiny_config.model, n_classes=3)
+    loaded.apply_to(model)
+    for encoder, state in zip(model.image_encoders, encoders.states, strict=True):
+        assert encoder.pretrained_loaded
+        for name, tensor in encoder.backbone.state_dict().items():
+            torch.testing.assert_close(tensor, state[name], rtol=0, atol=0)
+    assert PhotoEncoders.load(PhotoEncoders().save(tmp_path / "none")).record is None  # nothing pretrained
+
+    only_resnet = tiny_config.model.model_copy(update={"image_encoders": tiny_config.model.image_encoders[:1]})
+    with pytest.raises(ConfigError, match="pretrain again"):
+        loaded.apply_to(build_model(only_resnet, n_classes=3))
+
+
+def test_a_model_trained_from_pretrained_encoders_names_them_in_its_lineage_and_card(
+    pretrained, tiny_config, learnt_data, tmp_path
+):
+    encoders, _ = pretrained
+    tokenizer = build_tokenizer(tiny_config.model.text_encoder)
+    train = tiny_config.train.model_copy(update={"epochs": 1})
+    bundle = fit(learnt_data, tiny_config.model, train, tokenizer, 12, progress=False, photo_encoders=encoders).bundle
+    assert bundle.spec.lineage.photo_pretraining == encoders.record
+    assert all(bundle.spec.training.pretrained[f"image_{i}_{n}"] for i, n in enumerate(encoders.names))
+    reloaded = load_bundle(save_bundle(bundle, tmp_path / "b"))
+    assert reloaded.spec.lineage.photo_pretraining == encoders.record
+    card = render_model_card(reloaded, evaluate_bundle(reloaded, learnt_data), learnt_data, "kickvision")
+    assert "pretrained on the catalog's own photos (title_alignment" in card and "resnet18 (pretrained)" in card
+    scratch = fit(learnt_data, tiny_config.model, train, tokenizer, 12, progress=False).bundle
+    assert scratch.spec.lineage.photo_pretraining is None
+    assert "trained from scratch with the rest of the model" in render_model_card(
+        scratch, evaluate_bundle(scratch, learnt_data), learnt_data, "kickvision"
+    )
+
+
+def test_knn_top1_is_perfect_for_separated_classes_and_follows_the_neighbours():
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    vectors = torch.nn.functional.normalize(torch.eye(3)[labels] + 0.05 * torch.randn(60, 3), dim=1)
+    assert knn_top1(vectors[:45], labels[:45], vectors[45:], labels[45:], k=5) == 1.0
+    shuffled = rng.permutation(labels[:45])
+    assert knn_top1(vectors[:45], shuffled, vectors[45:], labels[45:], k=5) < 0.8
