@@ -192,6 +192,11 @@ class RegisterConfig(_Section):
     model_name: str = "kickvision"
     recommendations: int = Field(5, ge=1, description="similar products the served model returns")
     promotion_metric: Literal["top1", "macro_f1"] = "top1"
+    replace_unloadable_champion: bool = Field(
+        False,
+        description="replace a champion that cannot be loaded and scored (default: refuse, the new version stays "
+        "challenger and the run exits 2)",
+    )
 
 
 class RunConfig(_Section):

@@ -10,7 +10,7 @@ stays the source of truth for serving: its `champion` alias is what `predict` lo
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -20,7 +20,7 @@ from zenml.types import MarkdownString
 
 from kickvision.config import RunConfig
 from kickvision.evaluate.model_card import LIMITATIONS
-from kickvision.serve.registry import PromotionDecision
+from kickvision.serve.registry import PromotionDecision, move_champion
 
 USE_CASES = (
     "Categorising footwear products of an e-commerce catalog from a photo and a title, and finding "
@@ -40,30 +40,23 @@ def zenml_model(config: RunConfig, pipeline: str) -> Model:
     )
 
 
-def record_in_model_version(card: str, registration: dict[str, Any], metrics: dict[str, float]) -> None:
-    """From a register step: link the model card, log the decision and metrics, stage the champion."""
-    try:
-        model = get_step_context().model
-    except Exception:  # the pipeline was run without a ZenML model (called directly, not via the runner)
+def _record_in_model_version(card: str, decision: PromotionDecision, metrics: dict[str, float]) -> None:
+    """Link the model card to the step's ZenML model version and log the decision and metrics."""
+    if _step_model() is None:
         return
     save_artifact(MarkdownString(card), name="model_card")  # linked to the step's model version
-    promoted = bool(registration.get("promoted"))
     log_metadata(
         {
-            "mlflow_registered_version": str(registration.get("version")),
-            "promotion_decision": "champion" if promoted else "challenger",
-            "promotion_reason": str(registration.get("reason", "")),
+            "mlflow_registered_version": decision.version,
+            "promotion_decision": "champion" if decision.promoted else "challenger",
+            "promotion_reason": decision.reason,
             "test_metrics": {k: float(v) for k, v in metrics.items()},
         },
         infer_model=True,
     )
-    if promoted:
-        model.set_stage(ModelStages.PRODUCTION, force=True)
 
 
-def publish_decision(card: str, decision: PromotionDecision, metrics: dict[str, float]) -> None:
-    """From a register step: the model card and the registry decision on the MLflow run and version,
-    then in the ZenML model version."""
+def _publish(card: str, decision: PromotionDecision, metrics: dict[str, float]) -> None:
     fate = "champion" if decision.promoted else "challenger"
     mlflow.log_text(card, "model_card.md")
     MlflowClient().update_model_version(decision.model_name, decision.version, description=card)
@@ -75,4 +68,28 @@ def publish_decision(card: str, decision: PromotionDecision, metrics: dict[str, 
             "registered_version": decision.version,
         }
     )
-    record_in_model_version(card, decision.to_dict(), metrics)
+    _record_in_model_version(card, decision, metrics)
+
+
+def publish_decision(
+    card_for: Callable[[PromotionDecision], str], decision: PromotionDecision, metrics: dict[str, float]
+) -> PromotionDecision:
+    """From a register step, in this order: every record of the version (model card on the MLflow run
+    and as the version's description, run tags, the ZenML model version's card and metadata), then
+    the `champion` alias (compare-and-set, `move_champion`), then the ZenML stage. A move refused at
+    the last moment rewrites the records with the final decision. Returns that decision."""
+    _publish(card_for(decision), decision, metrics)
+    final = move_champion(decision)
+    if final != decision:
+        _publish(card_for(final), final, metrics)
+    if final.promoted and (model := _step_model()) is not None:
+        model.set_stage(ModelStages.PRODUCTION, force=True)
+    return final
+
+
+def _step_model():
+    """The running step's ZenML model version, or None (a pipeline run without one, or no step)."""
+    try:
+        return get_step_context().model
+    except Exception:
+        return None

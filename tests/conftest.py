@@ -187,3 +187,14 @@ def as_format_1(folder, pruning: dict | None = None) -> None:
     state = json.loads((folder / "continual" / "continual.json").read_text())
     legacy = {"updates": state["updates"], "info": {"fisher_samples": 7, "replay_selection": "random"}}
     (folder / "continual" / "continual.json").write_text(json.dumps(legacy))
+
+
+def make_unloadable(client, model_name: str, version: str) -> None:
+    """Break a registered version's weights in the artifact store, as a disk or a copy gone wrong would."""
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    location = client.get_model_version_download_uri(model_name, version)  # file:// in the tests' local store
+    weights = Path(unquote(urlparse(location).path)) / "artifacts" / "bundle" / "model.safetensors"
+    assert weights.is_file(), weights
+    weights.write_bytes(b"these bytes are not safetensors")

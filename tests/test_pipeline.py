@@ -320,3 +320,26 @@ def test_mlflow_models_serve_answers_over_http(first_run, demo_drop):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_train_refuses_to_promote_over_an_unloadable_champion_and_exits_2(first_run, demo_drop, tmp_path, capsys):
+    import yaml
+
+    from kickvision.config import deep_merge
+    from tests.conftest import REPO, TINY_RUN, make_unloadable
+
+    client = mlflow.MlflowClient(first_run.tracking_uri)
+    champion = str(client.get_model_version_by_alias("kickvision", "champion").version)
+    make_unloadable(client, "kickvision", champion)  # e.g. written before a config field existed, or a bad copy
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(deep_merge(yaml.safe_load((REPO / "configs/demo.yaml").read_text()), TINY_RUN)))
+    capsys.readouterr()
+    assert cli_main(["train", "--catalog", str(demo_drop), "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]  # the rest is MLflow's log
+    assert len(errors) == 1 and errors[0] == captured.err.strip().splitlines()[-1]
+    assert errors[0].startswith(f"error: nothing was promoted: champion v{champion} cannot be loaded")
+    assert "stays challenger" in captured.out and "Traceback" not in captured.out + captured.err
+    assert str(client.get_model_version_by_alias("kickvision", "champion").version) == champion
+    newest = max(client.search_model_versions("name='kickvision'"), key=lambda v: int(v.version))
+    assert newest.tags["promotion_decision"] == "challenger" and "cannot be loaded" in newest.tags["promotion_reason"]

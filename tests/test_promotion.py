@@ -6,19 +6,26 @@ import torch
 
 from kickvision.model.bundle import ModelBundle, save_bundle
 from kickvision.model.net import build_model
-from kickvision.serve.registry import PYFUNC_FILE, example_frame, log_pyfunc, register_and_promote
-from tests.conftest import as_format_1
+from kickvision.serve.registry import PYFUNC_FILE, example_frame, log_pyfunc, move_champion, register_and_promote
+from tests.conftest import as_format_1, make_unloadable
 
 pytestmark = pytest.mark.integration
 
 MODEL = "kickvision-gate"  # its own registered model, so other tests' versions do not interfere
 
 
-def _register(bundle: ModelBundle, data) -> object:
+def _register(bundle: ModelBundle, data, name: str = MODEL, move: bool = True, **options) -> object:
     test_rows = data.rows_with_image_paths(data.indices("test"))[["image", "title", "category"]]
     with mlflow.start_run():
         uri = log_pyfunc(bundle, example_frame(data)).model_uri
-    return register_and_promote(uri, MODEL, test_rows, "top1")
+    decision = register_and_promote(uri, name, test_rows, "top1", **options)
+    return move_champion(decision) if move else decision
+
+
+def _untrained(shared_trained, tiny_config, seed: int = 1) -> ModelBundle:
+    torch.manual_seed(seed)
+    spec = shared_trained.spec.model_copy(deep=True)
+    return ModelBundle(build_model(tiny_config.model, len(spec.classes)), shared_trained.tokenizer, spec)
 
 
 def test_an_untrained_model_stays_challenger_behind_a_trained_champion(
@@ -82,3 +89,37 @@ def test_a_champion_registered_before_the_restructure_still_loads_and_is_compare
     decision = register_and_promote(candidate, name, test_rows, "top1")
     assert decision.champion_score is not None  # the old champion was loaded and scored, not skipped
     assert not decision.promoted and decision.champion_score > decision.candidate_score
+
+
+def test_an_unloadable_champion_is_not_replaced_unless_the_operator_says_so(
+    shared_trained, learnt_data, tiny_config, mlflow_client
+):
+    name = "kickvision-unloadable"
+    champion = _register(shared_trained, learnt_data, name)
+    make_unloadable(mlflow_client, name, champion.version)
+
+    refused = _register(_untrained(shared_trained, tiny_config), learnt_data, name)
+    assert not refused.promoted and refused.fail_closed
+    assert f"champion v{champion.version} cannot be loaded" in refused.reason
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == champion.version
+    tags = mlflow_client.get_model_version(name, refused.version).tags
+    assert tags["promotion_decision"] == "challenger" and tags["promotion_reason"] == refused.reason
+
+    replaced = _register(shared_trained, learnt_data, name, replace_unloadable_champion=True)
+    assert replaced.promoted and not replaced.fail_closed and "replaced as configured" in replaced.reason
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == replaced.version
+
+
+def test_the_alias_moves_only_if_the_champion_is_still_the_one_compared_against(
+    shared_trained, learnt_data, tiny_config, mlflow_client
+):
+    name = "kickvision-race"
+    weak = _register(_untrained(shared_trained, tiny_config), learnt_data, name)
+    decision = _register(shared_trained, learnt_data, name, move=False)  # beats the weak champion...
+    assert decision.promoted and decision.champion_version == weak.version
+    other = _register(shared_trained, learnt_data, name)  # ...but another trainer promotes first
+    assert other.promoted
+    final = move_champion(decision)
+    assert not final.promoted and f"champion moved from v{weak.version} to v{other.version}" in final.reason
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == other.version
+    assert mlflow_client.get_model_version(name, decision.version).tags["promotion_decision"] == "challenger"

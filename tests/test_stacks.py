@@ -197,3 +197,20 @@ def test_schedule_on_the_local_orchestrator_says_to_use_cron_instead(back_to_loc
     assert cli_main(["schedule"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "runs no schedules" in err and "kickvision watch --drops" in err
+
+
+@pytest.mark.integration
+def test_a_registry_that_refuses_the_credentials_or_is_down_is_never_taken_for_an_empty_one(team_server, monkeypatch):
+    from kickvision.errors import RegistryError
+    from kickvision.serve.registry import champion_version
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    assert champion_version(mlflow.MlflowClient(team_server), "never-registered") is None  # an answer: none
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+    with pytest.raises(RegistryError, match="cannot read which version is 'champion'.*nothing is promoted"):
+        champion_version(mlflow.MlflowClient(team_server), "never-registered")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(RegistryError, match=f"registry at {dead}"):
+        champion_version(mlflow.MlflowClient(dead), "never-registered")

@@ -41,6 +41,14 @@ def _train(catalog: str, config: str) -> int:
     _quiet_user_error_tracebacks()
     summary = run_training(catalog, cfg)
     print("\n" + summary.render())
+    return _exit_status(summary.registration)
+
+
+def _exit_status(registration: dict) -> int:
+    """2 when promotion failed closed (the registry or the champion could not be read), else 0."""
+    if registration.get("fail_closed"):
+        print(f"error: nothing was promoted: {registration.get('reason')}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -64,12 +72,12 @@ def cmd_update(args: argparse.Namespace) -> int:
     _quiet_user_error_tracebacks()
     result = run_update(drop, cfg)
     print("\n" + (result if isinstance(result, str) else result.render()))
-    return 0
+    return 0 if isinstance(result, str) else _exit_status(result.registration)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from kickvision.config import load_config
-    from kickvision.errors import CatalogError
+    from kickvision.errors import CatalogError, RegistryError
     from kickvision.watch import DropFailed, watch
     from orchestration.runner import run_update
 
@@ -87,6 +95,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if isinstance(result, str):  # this drop already reached the registry (e.g. before a crash)
             return result
         reg = result.registration
+        if reg.get("fail_closed"):  # the registry's problem, not the drop's: stop, retry this drop next time
+            raise RegistryError(f"nothing was promoted: {reg.get('reason')}")
         fate = "champion" if reg.get("promoted") else "challenger"
         return f"{reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
 

@@ -11,11 +11,10 @@ import base64
 import io
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -42,6 +41,7 @@ class PromotionDecision:
     candidate_score: float
     champion_version: str | None = None
     champion_score: float | None = None
+    fail_closed: bool = False  # refused because the registry or the champion could not be read
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,10 +115,42 @@ def score_predictions(truth: list[str], predicted: list[str], metric: str) -> fl
 
 
 def champion_version(client: MlflowClient, model_name: str):
+    """The version `champion` points at, or None when the registry answers that there is none (no
+    such model, no such alias). Any other failure (credentials refused, a 5xx, a timeout, a server
+    that is down) is a RegistryError: an unreadable registry is never taken for an empty one."""
     try:
         return client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        text = str(exc)
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in text and "not found" in text
+        ):
+            return None
+        raise RegistryError(
+            f"cannot read which version is '{CHAMPION}' of model '{model_name}' from the registry at "
+            f"{_registry_uri(client)} ({exc.error_code}: {_first_line(text)}); nothing is promoted"
+        ) from None
+
+
+def _registry_uri(client: MlflowClient) -> str:
+    return getattr(client, "_registry_uri", None) or mlflow.get_registry_uri()
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    return text.strip().splitlines()[0][:limit] if text.strip() else "no message"
+
+
+def _register(model_uri: str, model_name: str, client: MlflowClient) -> str:
+    """A new version of `model_name` with alias `challenger`; a registry error is one RegistryError line."""
+    try:
+        version = str(mlflow.register_model(model_uri, model_name).version)
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"cannot register {model_uri} as '{model_name}' in the registry at {_registry_uri(client)} "
+            f"({exc.error_code}: {_first_line(str(exc))})"
+        ) from None
+    return version
 
 
 def register_and_promote(
@@ -128,57 +160,85 @@ def register_and_promote(
     metric: str = "top1",
     client: MlflowClient | None = None,
     tags: dict[str, str] | None = None,
+    replace_unloadable_champion: bool = False,
 ) -> PromotionDecision:
-    """Register `model_uri` as a new version (alias challenger) and move champion if it is no worse.
+    """Register `model_uri` as a new version (alias challenger) and decide whether it may replace the champion.
 
     Both the new version and the current champion are loaded through MLflow and scored on the same
-    `test_rows` (columns image, title, the models' text columns, category), so the comparison is like for like.
+    `test_rows` (columns image, title, the models' text columns, category), so the comparison is like
+    for like. Fail closed: when the registry cannot say which version is champion, or the champion
+    cannot be loaded and scored, the new version stays challenger with the reason (`fail_closed`),
+    unless `replace_unloadable_champion` says to replace an unloadable champion. The decision is
+    tagged on the version; the alias itself moves in `move_champion`, after every other record.
     """
     client = client or MlflowClient()
-    previous = champion_version(client, model_name)
-    version = mlflow.register_model(model_uri, model_name).version
-    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    version = _register(model_uri, model_name, client)
     truth = test_rows["category"].tolist()
     inputs = test_rows.drop(columns=["category"])  # image, title (+ the models' text columns)
-
     candidate = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").predict(inputs)
     candidate_score = score_predictions(truth, candidate["category"].tolist(), metric)
-    champ_score = None
-    if previous is not None:
-        try:
-            champ = mlflow.pyfunc.load_model(f"models:/{model_name}/{previous.version}").predict(inputs)
-            champ_score = score_predictions(truth, champ["category"].tolist(), metric)
-        except Exception as exc:  # an unloadable champion must not block a working model
-            log.warning("champion v%s could not be scored: %s", previous.version, exc)
-            champ_score = float("-inf")
-    promoted, reason = champion_gate(
-        candidate_score, champ_score, metric, str(previous.version) if previous else None, len(truth)
-    )
-    decision = PromotionDecision(
-        model_name,
-        str(version),
-        promoted,
-        reason,
-        candidate_score,
-        str(previous.version) if previous else None,
-        None if champ_score is None or not np.isfinite(champ_score) else champ_score,
-    )
-    _record_decision(
-        client, model_name, version, promoted, reason, {**(tags or {}), f"test_{metric}": f"{candidate_score:.6f}"}
-    )
+    decision = PromotionDecision(model_name, version, False, "", candidate_score)
+    try:
+        previous = champion_version(client, model_name)
+    except RegistryError as exc:
+        decision = replace(decision, reason=str(exc), fail_closed=True)
+    else:
+        decision = _compare_with_champion(decision, previous, inputs, truth, metric, replace_unloadable_champion)
+    _tag_decision(client, decision, {**(tags or {}), f"test_{metric}": f"{candidate_score:.6f}"})
     return decision
 
 
-def _record_decision(
-    client: MlflowClient, model_name: str, version: str, promoted: bool, reason: str, tags: dict[str, str]
-) -> None:
-    """Tag the version with the decision and its reason, then (if promoted) move `champion` to it."""
-    fate = "champion" if promoted else "challenger"
-    for key, value in {**tags, "promotion_decision": fate, "promotion_reason": reason}.items():
-        client.set_model_version_tag(model_name, version, key, str(value))
-    if promoted:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
-    log.info("registered %s v%s: %s (%s)", model_name, version, fate, reason)
+def _compare_with_champion(decision, previous, inputs, truth, metric: str, replace_unloadable: bool):
+    if previous is None:
+        promoted, reason = champion_gate(decision.candidate_score, None, metric, None, len(truth))
+        return replace(decision, promoted=promoted, reason=reason)
+    champion = str(previous.version)
+    try:
+        predicted = mlflow.pyfunc.load_model(f"models:/{decision.model_name}/{champion}").predict(inputs)
+        score = score_predictions(truth, predicted["category"].tolist(), metric)
+    except Exception as exc:  # whatever breaks in the champion's own code or files
+        why = f"champion v{champion} cannot be loaded and scored ({type(exc).__name__}: {_first_line(str(exc))})"
+        if not replace_unloadable:
+            reason = f"{why}; the new version stays challenger (registry.replace_unloadable_champion: true replaces it)"
+            return replace(decision, champion_version=champion, reason=reason, fail_closed=True)
+        log.warning("%s; replacing it, as registry.replace_unloadable_champion says", why)
+        return replace(decision, promoted=True, champion_version=champion, reason=f"{why}; replaced as configured")
+    promoted, reason = champion_gate(decision.candidate_score, score, metric, champion, len(truth))
+    return replace(decision, promoted=promoted, reason=reason, champion_version=champion, champion_score=score)
+
+
+def _tag_decision(client: MlflowClient, decision: PromotionDecision, tags: dict[str, str]) -> None:
+    fate = "champion" if decision.promoted else "challenger"
+    for key, value in {**tags, "promotion_decision": fate, "promotion_reason": decision.reason}.items():
+        client.set_model_version_tag(decision.model_name, decision.version, key, str(value))
+    log.info("registered %s v%s: %s (%s)", decision.model_name, decision.version, fate, decision.reason)
+
+
+def move_champion(decision: PromotionDecision, client: MlflowClient | None = None) -> PromotionDecision:
+    """The last write of a registration: point `champion` at the version if its gate passed and the
+    champion is still the version the gate compared against (compare-and-set; MLflow has no atomic
+    one, so the check is a read right before the write). Otherwise the version stays challenger and
+    its tags say why. Returns the final decision."""
+    if not decision.promoted:
+        return decision
+    client = client or MlflowClient()
+    try:
+        current = champion_version(client, decision.model_name)
+    except RegistryError as exc:
+        final = replace(decision, promoted=False, reason=str(exc), fail_closed=True)
+    else:
+        now = str(current.version) if current is not None else None
+        if now == decision.champion_version:
+            client.set_registered_model_alias(decision.model_name, CHAMPION, decision.version)
+            return decision
+        final = replace(
+            decision,
+            promoted=False,
+            reason=f"champion moved from v{decision.champion_version} to v{now} while v{decision.version} was "
+            f"compared against it; v{decision.version} stays challenger",
+        )
+    _tag_decision(client, final, {})
+    return final
 
 
 def register_update_version(
@@ -190,28 +250,22 @@ def register_update_version(
     tags: dict[str, str] | None = None,
     client: MlflowClient | None = None,
 ) -> PromotionDecision:
-    """Register an updated model (alias challenger); move champion to it only if update_gate passes
-    and the champion is still the version the update started from."""
+    """Register an updated model (alias challenger) and decide by update_gate; `move_champion` then moves
+    the alias only if the champion is still the version the update started from."""
     client = client or MlflowClient()
-    current = champion_version(client, model_name)
-    version = str(mlflow.register_model(model_uri, model_name).version)
-    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    version = _register(model_uri, model_name, client)
     promoted, reason = update_gate(metrics, tolerance)
-    if promoted and (current is None or str(current.version) != str(parent_version)):
-        promoted = False
-        reason = f"champion moved to v{current.version if current else '?'} while this update of v{parent_version} ran"
-    _record_decision(
-        client, model_name, version, promoted, reason, {**(tags or {}), "parent_version": parent_version or ""}
-    )
-    return PromotionDecision(
+    decision = PromotionDecision(
         model_name,
         version,
         promoted,
         reason,
         metrics["update_combined_top1_after"],
-        str(parent_version) if parent_version else None,
+        str(parent_version) if parent_version else None,  # the champion the update started from
         metrics["update_combined_top1_before"],
     )
+    _tag_decision(client, decision, {**(tags or {}), "parent_version": parent_version or ""})
+    return decision
 
 
 def processed_by(model_name: str, content_hash: str, client: MlflowClient | None = None):

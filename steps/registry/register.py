@@ -9,7 +9,7 @@ from kickvision.data.prepare import PreparedData
 from kickvision.evaluate.metrics import EvaluationReport
 from kickvision.evaluate.model_card import render_model_card
 from kickvision.model.bundle import ModelBundle
-from kickvision.serve.registry import example_frame, log_pyfunc, register_and_promote
+from kickvision.serve.registry import PromotionDecision, example_frame, log_pyfunc, register_and_promote
 from orchestration.model_version import publish_decision
 
 
@@ -34,8 +34,12 @@ def register_model(
         test_rows,
         registry.promotion_metric,
         tags={"catalog_hash": data.catalog_hash, "pipeline": "training"},
+        replace_unloadable_champion=registry.replace_unloadable_champion,
     )
-    fate = "champion" if decision.promoted else "challenger"
-    card = render_model_card(bundle, report, data, registry.model_name, decision.version, fate)
-    publish_decision(card, decision, report.metrics)
+
+    def card_for(d: PromotionDecision) -> str:
+        fate = "champion" if d.promoted else "challenger"
+        return render_model_card(bundle, report, data, registry.model_name, d.version, fate)
+
+    decision = publish_decision(card_for, decision, report.metrics)
     return {**decision.to_dict(), "test_metrics": report.metrics, "model_uri": info.model_uri}

@@ -9,7 +9,7 @@ from kickvision.data.prepare import PreparedData
 from kickvision.evaluate.metrics import EvaluationReport
 from kickvision.evaluate.model_card import render_model_card
 from kickvision.model.bundle import ModelBundle
-from kickvision.serve.registry import example_frame, log_pyfunc, register_update_version
+from kickvision.serve.registry import PromotionDecision, example_frame, log_pyfunc, register_update_version
 from orchestration.model_version import publish_decision
 
 
@@ -41,7 +41,10 @@ def register_update(
         tolerance=continual.forgetting_tolerance,
         tags={"catalog_hash": data.catalog_hash, "pipeline": "update"},
     )
-    fate = "champion" if decision.promoted else "challenger"
-    card = render_model_card(bundle, report, data, registry.model_name, decision.version, fate, update_metrics)
-    publish_decision(card, decision, report.metrics)
+
+    def card_for(d: PromotionDecision) -> str:
+        fate = "champion" if d.promoted else "challenger"
+        return render_model_card(bundle, report, data, registry.model_name, d.version, fate, update_metrics)
+
+    decision = publish_decision(card_for, decision, report.metrics)
     return {**decision.to_dict(), "test_metrics": report.metrics, "update_metrics": update_metrics}
