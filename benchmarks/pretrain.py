@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--config", default="demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument(
+        "--skip-scratch", action="store_true", help="no from-scratch image-only model (compare recipes)"
+    )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/pretrain_<catalog>_<config>.json)")
     args = parser.parse_args()
     overrides = deep_merge({"pretrain": {"enabled": True}}, dotted_overrides(args.set))
@@ -64,7 +67,7 @@ def main() -> None:
         started = time.perf_counter()
         encoders, metrics = pretrain_photos(data, cfg.model, cfg.pretrain, cfg.train, seed=seed, progress=False)
         pretrain_seconds = time.perf_counter() - started
-        scratch = image_only_scores(data, cfg, tokenizer, seed, None)
+        scratch = {} if args.skip_scratch else image_only_scores(data, cfg, tokenizer, seed, None)
         pretrained = image_only_scores(data, cfg, tokenizer, seed, encoders)
         row = {
             "seed": seed,
@@ -84,6 +87,8 @@ def main() -> None:
     for row in rows:
         for kind in ("scratch", "pretrained"):
             p = f"image_only_{kind}_"
+            if p + "top1" not in row:
+                continue
             print(
                 f"{row['seed']:>5} {kind:<18} {row[p + 'top1']:>7.4f} {row[p + 'macro_f1']:>9.4f} "
                 f"{row[p + 'best_epoch']:>8} {row[p + 'seconds']:>8.0f}"

@@ -12,6 +12,7 @@ Hidden folders are ignored: copy a drop in under a dot-name and rename it when c
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -45,21 +46,56 @@ class Outcome:
 
 
 class DropLedger:
-    """What happened to each drop, keyed by folder name; saved atomically after every change."""
+    """What happened to each drop, keyed by folder name; saved atomically and durably after every change."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.entries: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+        self.entries: dict[str, dict] = {}
+        if path.is_file():
+            try:
+                self.entries = json.loads(path.read_text())
+                if not isinstance(self.entries, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise KickvisionError(
+                    f"the watch ledger {path} is unreadable ({exc}); move it aside and run again: every drop is "
+                    "then looked at afresh, and the ones already applied are recognised in the registry and skipped"
+                ) from None
 
     def settled(self, name: str, content_hash: str) -> bool:
         entry = self.entries.get(name)
         return entry is not None and entry["hash"] == content_hash and entry["status"] in ("done", "failed")
 
-    def record(self, name: str, content_hash: str, status: str, detail: str = "") -> None:
-        self.entries[name] = {"hash": content_hash, "status": status, "detail": detail, "at": time.time()}
+    def unchanged_and_settled(self, name: str, stamp: str) -> bool:
+        """Settled, and its files look as they did then (sizes and times): no need to hash it again."""
+        entry = self.entries.get(name)
+        return entry is not None and entry.get("stamp") == stamp and entry["status"] in ("done", "failed")
+
+    def record(self, name: str, content_hash: str, status: str, detail: str = "", stamp: str = "") -> None:
+        entry = {"hash": content_hash, "status": status, "detail": detail, "at": time.time(), "stamp": stamp}
+        self.entries[name] = entry
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries, indent=2))
+        with tmp.open("w") as fh:
+            fh.write(json.dumps(self.entries, indent=2))
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before it replaces the old ledger
         os.replace(tmp, self.path)  # a crash mid-write leaves the old ledger, never half a file
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # and the rename itself survives a power cut
+        finally:
+            os.close(directory)
+
+
+def folder_stamp(folder: Path) -> str:
+    """Names, sizes and modification times of every file in `folder` (cheap: no file is read)."""
+    parts = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            stat = (Path(dirpath) / filename).stat()
+            parts.append(f"{Path(dirpath, filename).relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def drop_folders(drops_dir: Path) -> list[Path]:
@@ -69,13 +105,24 @@ def drop_folders(drops_dir: Path) -> list[Path]:
     return sorted(p for p in drops_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
-def pending_drops(drops_dir: Path, ledger: DropLedger) -> list[tuple[Path, str]]:
-    """(folder, content hash) of the drops not yet done or failed with their current content."""
+def pending_drops(drops_dir: Path, ledger: DropLedger) -> list[tuple[Path, str, str]]:
+    """(folder, content hash, stamp) of the drops not yet done or failed with their current content.
+
+    A settled drop whose files look unchanged (folder_stamp) is not hashed again. A folder that is
+    not a catalog drop at all (no catalog.csv) is pending with an empty hash: processing records it
+    as failed, and it is looked at again only when its files change.
+    """
     pending = []
     for folder in drop_folders(drops_dir):
-        content_hash = hash_drop(folder)
+        stamp = folder_stamp(folder)
+        if ledger.unchanged_and_settled(folder.name, stamp):
+            continue
+        try:
+            content_hash = hash_drop(folder)
+        except CatalogError:
+            content_hash = ""
         if not ledger.settled(folder.name, content_hash):
-            pending.append((folder, content_hash))
+            pending.append((folder, content_hash, stamp))
     return pending
 
 
@@ -111,10 +158,12 @@ def process_pending(drops_dir: Path, update: Callable[[Path], str]) -> list[tupl
     """
     ledger = DropLedger(drops_dir / LEDGER_FILE)
     outcomes = []
-    for folder, content_hash in pending_drops(drops_dir, ledger):
-        ledger.record(folder.name, content_hash, "started")
+    for folder, content_hash, stamp in pending_drops(drops_dir, ledger):
+        ledger.record(folder.name, content_hash, "started", stamp=stamp)
         log.info("drop %s: updating", folder.name)
         try:
+            if not content_hash:
+                hash_drop(folder)  # not a catalog drop: its CatalogError says why
             detail = update(folder)
         except KickvisionError as exc:
             if not is_drop_problem(exc):
@@ -122,7 +171,7 @@ def process_pending(drops_dir: Path, update: Callable[[Path], str]) -> list[tupl
             outcome = Outcome("failed", str(exc))
         else:
             outcome = Outcome("done", detail)
-        ledger.record(folder.name, content_hash, outcome.status, outcome.detail)
+        ledger.record(folder.name, content_hash, outcome.status, outcome.detail, stamp=stamp)
         outcomes.append((folder.name, outcome))
     return outcomes
 
@@ -140,6 +189,8 @@ def watch(
     report: Callable[[str, Outcome], None] | None = None,
 ) -> list[tuple[str, Outcome]]:
     """Process pending drops under the folder's lock; with `once`, return when none is left."""
+    if not once and not interval_s > 0:
+        raise KickvisionError(f"--interval must be a positive number of seconds, not {interval_s}")
     drops_dir = Path(drops_dir).resolve()
     if not drops_dir.is_dir():
         raise KickvisionError(f"drops folder not found: {drops_dir}")

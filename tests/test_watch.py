@@ -1,5 +1,6 @@
 """`kickvision watch`: drops in name order, a crash-safe ledger, one watcher at a time."""
 
+import copy
 import json
 import os
 import signal
@@ -17,7 +18,15 @@ from kickvision.config import deep_merge
 from kickvision.data.catalog import hash_drop
 from kickvision.data.demo import write_demo_drop
 from kickvision.errors import CatalogError
-from kickvision.watch import LEDGER_FILE, DropLedger, WatcherBusy, pending_drops, process_pending, watcher_lock
+from kickvision.watch import (
+    LEDGER_FILE,
+    DropLedger,
+    WatcherBusy,
+    is_drop_problem,
+    pending_drops,
+    process_pending,
+    watcher_lock,
+)
 
 MODEL = "kickvision-watch"
 
@@ -47,11 +56,11 @@ def test_ledger_orders_drops_skips_hidden_ones_and_retries_only_unfinished(tmp_p
     assert pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE)) == []  # a failed drop is not retried...
 
     (drops[1] / "catalog.csv").write_text((drops[1] / "catalog.csv").read_text() + "\n")
-    assert [p.name for p, _ in pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE))] == [drops[1].name]
+    assert [p.name for p, _, _ in pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE))] == [drops[1].name]
 
     ledger = DropLedger(tmp_path / LEDGER_FILE)  # ...until its content changes; "started" always is
     ledger.record(drops[2].name, hash_drop(drops[2]), "started")
-    pending = [p.name for p, _ in pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE))]
+    pending = [p.name for p, _, _ in pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE))]
     assert pending == [drops[1].name, drops[2].name]
 
 
@@ -118,3 +127,52 @@ def test_watch_processes_drops_in_order_and_resumes_after_a_kill(watch_config, d
     assert len(versions) == 4  # the champion + one per drop: nothing skipped, nothing repeated
     assert [v.tags["catalog_hash"] for v in versions[1:]] == [hash_drop(d) for d in drops]
     assert all(v.tags["pipeline"] == "update" for v in versions[1:])
+
+
+def test_a_folder_that_is_not_a_drop_is_recorded_as_failed_and_later_drops_still_run(tmp_path):
+    drops = _three_drops(tmp_path)
+    (tmp_path / "2026-01-20-notes").mkdir()  # someone's folder of notes among the drops
+    (tmp_path / "2026-01-20-notes" / "readme.txt").write_text("not a catalog")
+    seen: list[str] = []
+    outcomes = dict(process_pending(tmp_path, lambda folder: seen.append(folder.name) or "ok"))
+    assert seen == [d.name for d in drops]
+    assert outcomes["2026-01-20-notes"].status == "failed" and "no catalog.csv" in outcomes["2026-01-20-notes"].detail
+    assert pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE)) == []  # not retried while unchanged
+
+
+def test_settled_drops_whose_files_did_not_change_are_not_hashed_again(tmp_path, monkeypatch):
+    import kickvision.watch as watch_module
+
+    drops = _three_drops(tmp_path)
+    process_pending(tmp_path, lambda folder: "ok")
+    hashed: list[str] = []
+    monkeypatch.setattr(watch_module, "hash_drop", lambda folder: hashed.append(Path(folder).name) or hash_drop(folder))
+    assert pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE)) == [] and hashed == []
+    (drops[1] / "catalog.csv").write_text((drops[1] / "catalog.csv").read_text() + "\n")
+    assert [p.name for p, _, _ in pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE))] == [drops[1].name]
+    assert hashed == [drops[1].name]
+
+
+def test_a_corrupt_ledger_is_one_line_that_says_how_to_recover(tmp_path, capsys):
+    _three_drops(tmp_path)
+    (tmp_path / LEDGER_FILE).write_text('{"2026-01-05-winter": {"hash": "ab')  # cut off mid-write by hand
+    assert cli_main(["watch", "--drops", str(tmp_path), "--once"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: the watch ledger") and "move it aside" in err
+
+
+def test_a_non_positive_interval_is_refused_in_one_line(tmp_path, capsys):
+    assert cli_main(["watch", "--drops", str(tmp_path), "--interval", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --interval must be a positive number of seconds, not -1.0"
+
+
+def test_a_drop_without_a_column_the_champion_reads_is_the_drops_problem(shared_trained, tiny_config, tmp_path):
+    from kickvision.data.catalog import read_catalog
+    from kickvision.train.update import encode_drop
+
+    champion = copy.deepcopy(shared_trained)
+    champion.spec.text_columns = ["usage"]  # a champion trained with `usage` next to the title
+    drop = write_demo_drop(tmp_path / "drop", n_per_class=3, image_size=32, new_categories=False)
+    with pytest.raises(CatalogError, match="lacks the column 'usage' that the champion reads"):
+        encode_drop(read_catalog(drop), champion, tiny_config.data, 40_000_000, seed=0)
+    assert is_drop_problem(CatalogError("x"))  # so the watcher records it as failed and moves on

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from kickvision.config import ContinualConfig, TrainConfig
+from kickvision.config import ContinualConfig, DataConfig, TrainConfig
+from kickvision.data.catalog import Catalog
 from kickvision.data.images import ImageTransform
-from kickvision.data.prepare import PreparedData
+from kickvision.data.prepare import PreparedData, prepare_catalog
 from kickvision.data.text import tokenize_titles
-from kickvision.errors import RegistryError
+from kickvision.errors import CatalogError, RegistryError
 from kickvision.model.bundle import Lineage, ModelBundle
 from kickvision.model.index import EmbeddingIndex, make_index
 from kickvision.model.memory import ExemplarSet
@@ -29,6 +30,25 @@ from kickvision.train.engine import EpochCallback, seed_everything, split_valida
 from kickvision.train.ewc import EWCPenalty
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.replay import build_continual_state, cap_per_class
+
+
+def encode_drop(
+    catalog: Catalog, champion: ModelBundle, data_cfg: DataConfig, max_pixels: int, seed: int
+) -> PreparedData:
+    """A drop encoded the way the champion was trained: its tokenizer, title length, text columns,
+    image transform and label map (old categories first, then new ones). A drop without a column the
+    champion reads is the drop's problem (a CatalogError), not the config's."""
+    missing = [c for c in champion.text_columns if c not in catalog.rows]
+    if missing:
+        raise CatalogError(
+            f"catalog drop '{catalog.name}' lacks the column {', '.join(map(repr, missing))} that the champion "
+            f"reads next to the title (it has: {', '.join(map(str, catalog.rows.columns))})"
+        )
+    cfg = data_cfg.model_copy(
+        update={"max_title_tokens": champion.max_title_tokens, "text_columns": champion.text_columns}
+    )
+    transform = champion.image_transform(max_pixels)
+    return prepare_catalog(catalog, champion.tokenizer, transform, cfg, seed, known_classes=champion.classes)
 
 
 @dataclass

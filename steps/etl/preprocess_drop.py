@@ -7,8 +7,9 @@ from zenml.logger import get_logger
 
 from kickvision.config import DataConfig, ValidateConfig
 from kickvision.data.catalog import Catalog
-from kickvision.data.prepare import PreparedData, prepare_catalog
+from kickvision.data.prepare import PreparedData
 from kickvision.model.bundle import ModelBundle
+from kickvision.train.update import encode_drop
 from materializers import PreparedDataMaterializer
 
 logger = get_logger(__name__)
@@ -27,9 +28,7 @@ def preprocess_drop(
         validation: the image pixel bound used while decoding.
         seed: split seed.
     """
-    cfg = data.model_copy(update={"max_title_tokens": champion.max_title_tokens, "text_columns": champion.text_columns})
-    transform = champion.image_transform(validation.max_image_pixels)
-    prepared = prepare_catalog(catalog, champion.tokenizer, transform, cfg, seed, known_classes=champion.classes)
+    prepared = encode_drop(catalog, champion, data, validation.max_image_pixels, seed)
     new = [c for c in prepared.classes if c not in champion.classes]
     logger.info("drop split: %s; new categories: %s", prepared.split_counts(), new or "none")
     return prepared
