@@ -104,48 +104,37 @@ def fit_settings(train: TrainConfig) -> LoopSettings:
     )
 
 
+def _secondary(train: TrainConfig, epochs: int, lr: float, **changes) -> LoopSettings:
+    """A loop after or beside the main fit: its own epochs and learning rate for every parameter, no
+    early stop; device, precision, clipping, augmentation and weight decay as in `train`."""
+    return replace(fit_settings(train), epochs=epochs, lr=lr, encoder_lr=None, patience=None, **changes)
+
+
 def update_settings(continual: ContinualConfig, train: TrainConfig) -> LoopSettings:
     """A catalog-drop update: the last epoch is kept (the drop's validation split cannot see forgetting;
     the update gate measures that on the champion's holdout)."""
-    return replace(
-        fit_settings(train),
-        epochs=continual.epochs,
+    return _secondary(
+        train,
+        continual.epochs,
+        continual.lr,
         batch_size=continual.batch_size,
-        lr=continual.lr,
-        encoder_lr=None,
         pct_start=continual.pct_start,
         balanced_sampling=continual.balanced_sampling,
         monitor=None,
-        patience=None,
     )
 
 
 def finetune_settings(prune: PruneConfig, train: TrainConfig) -> LoopSettings:
-    """A pruning fine-tune: the best validation top-1 among the pruned starting point and each epoch."""
-    return replace(
-        fit_settings(train),
-        epochs=prune.finetune_epochs,
-        lr=prune.lr,
-        encoder_lr=None,
-        pct_start=prune.pct_start,
-        monitor="val_top1",
-        patience=None,
-        score_start=True,
-        later_wins_ties=True,
-    )
+    """A pruning fine-tune: the best validation top-1 among the pruned starting point and each epoch
+    (on a tie the later one: the same top-1 after more fine-tuning)."""
+    changes = {"pct_start": prune.pct_start, "monitor": "val_top1", "score_start": True, "later_wins_ties": True}
+    return _secondary(train, prune.finetune_epochs, prune.lr, **changes)
 
 
 def pretrain_settings(pretrain: PretrainConfig, train: TrainConfig) -> LoopSettings:
     """Photo pretraining: the epoch with the lowest validation alignment loss is kept."""
-    return replace(
-        fit_settings(train),
-        epochs=pretrain.epochs,
-        batch_size=pretrain.batch_size,
-        lr=pretrain.lr,
-        encoder_lr=None,
-        balanced_sampling=False,
-        monitor="val_loss",
-        patience=None,
+    return _secondary(
+        train, pretrain.epochs, pretrain.lr, batch_size=pretrain.batch_size, balanced_sampling=False, monitor="val_loss"
     )
 
 
