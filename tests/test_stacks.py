@@ -130,7 +130,7 @@ def test_every_recipe_registers_and_cluster_run_configs_parse(back_to_local, cap
         assert "not-a-real-token" not in str(tracker.configuration)  # a secret reference, not the value
         run_config = PipelineRunConfiguration.model_validate(yaml.safe_load(Path(active_run_config()).read_text()))
         assert run_config.steps["train_model"].settings["resources"].gpu_count == 1
-        assert set(run_config.steps) == {"train_model", "ewc_update", "prune_model"}
+        assert set(run_config.steps) == {"pretrain_photos", "train_model", "ewc_update", "prune_model"}
     assert cli_main(["stack", "list"]) == 0
     listing = capsys.readouterr().out
     for name in ("kickvision-local", "kickvision-kubernetes", "kickvision-kubeflow", "kickvision-team"):
