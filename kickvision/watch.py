@@ -58,8 +58,9 @@ class DropLedger:
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as exc:
                 raise KickvisionError(
-                    f"the watch ledger {path} is unreadable ({exc}); move it aside and run again: every drop is "
-                    "then looked at afresh, and the ones already applied are recognised in the registry and skipped"
+                    f"the watch ledger {path} is unreadable ({exc}); restore it from a backup, or move it aside to "
+                    "look at every drop afresh (the drop the champion learned last is recognised and skipped; "
+                    "older drops would be applied again, so move those folders out first)"
                 ) from None
 
     def settled(self, name: str, content_hash: str) -> bool:
@@ -74,6 +75,14 @@ class DropLedger:
     def record(self, name: str, content_hash: str, status: str, detail: str = "", stamp: str = "") -> None:
         entry = {"hash": content_hash, "status": status, "detail": detail, "at": time.time(), "stamp": stamp}
         self.entries[name] = entry
+        self._write()
+
+    def restamp(self, name: str, stamp: str) -> None:
+        """Settled drop, same content, files touched: remember the new stamp so it is not hashed again."""
+        self.entries[name]["stamp"] = stamp
+        self._write()
+
+    def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("w") as fh:
             fh.write(json.dumps(self.entries, indent=2))
@@ -93,8 +102,13 @@ def folder_stamp(folder: Path) -> str:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for filename in sorted(filenames):
-            stat = (Path(dirpath) / filename).stat()
-            parts.append(f"{Path(dirpath, filename).relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}")
+            path = Path(dirpath, filename)
+            try:
+                stat = path.lstat()  # a dangling link is part of the listing, not an error
+            except OSError:  # removed while we walked
+                continue
+            fields = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+            parts.append(f"{path.relative_to(folder)}:" + ":".join(map(str, fields)))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -123,6 +137,8 @@ def pending_drops(drops_dir: Path, ledger: DropLedger) -> list[tuple[Path, str, 
             content_hash = ""
         if not ledger.settled(folder.name, content_hash):
             pending.append((folder, content_hash, stamp))
+        elif ledger.entries[folder.name].get("stamp") != stamp:
+            ledger.restamp(folder.name, stamp)
     return pending
 
 
@@ -189,7 +205,7 @@ def watch(
     report: Callable[[str, Outcome], None] | None = None,
 ) -> list[tuple[str, Outcome]]:
     """Process pending drops under the folder's lock; with `once`, return when none is left."""
-    if not once and not interval_s > 0:
+    if not once and not (0 < interval_s < float("inf")):
         raise KickvisionError(f"--interval must be a positive number of seconds, not {interval_s}")
     drops_dir = Path(drops_dir).resolve()
     if not drops_dir.is_dir():

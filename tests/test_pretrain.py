@@ -78,3 +78,22 @@ def test_knn_top1_is_perfect_for_separated_classes_and_follows_the_neighbours():
     assert knn_top1(vectors[:45], labels[:45], vectors[45:], labels[45:], k=5) == 1.0
     shuffled = rng.permutation(labels[:45])
     assert knn_top1(vectors[:45], shuffled, vectors[45:], labels[45:], k=5) < 0.8
+
+
+def test_an_update_keeps_naming_the_photo_encoders_its_champion_started_from(
+    pretrained, shared_trained, tiny_config, tmp_path
+):
+    import copy
+
+    from kickvision.data.demo import write_demo_drop
+    from kickvision.train.update import update_bundle
+    from tests.conftest import prepare_drop
+
+    encoders, _ = pretrained
+    champion = copy.deepcopy(shared_trained)
+    champion.spec.lineage.photo_pretraining = encoders.record
+    drop_dir = write_demo_drop(tmp_path / "drop", n_per_class=3, image_size=32, new_categories=False)
+    drop = prepare_drop(drop_dir, tiny_config, champion.tokenizer, known_classes=champion.classes)
+    cfg = tiny_config.continual.model_copy(update={"epochs": 1})
+    updated = update_bundle(champion, drop, cfg, tiny_config.train, progress=False).bundle
+    assert updated.spec.lineage.photo_pretraining == encoders.record

@@ -123,3 +123,20 @@ def test_the_alias_moves_only_if_the_champion_is_still_the_one_compared_against(
     assert not final.promoted and f"champion moved from v{weak.version} to v{other.version}" in final.reason
     assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == other.version
     assert mlflow_client.get_model_version(name, decision.version).tags["promotion_decision"] == "challenger"
+
+
+def test_a_drop_whose_promotion_did_not_finish_is_not_counted_as_applied(shared_trained, learnt_data, mlflow_client):
+    from kickvision.serve.registry import processed_by
+
+    name = "kickvision-unfinished"
+    champion = _register(shared_trained, learnt_data, name)
+    update = _register(shared_trained, learnt_data, name, move=False)  # stands in for an update of the champion
+    for key, value in {"catalog_hash": "drop-hash", "parent_version": champion.version}.items():
+        mlflow_client.set_model_version_tag(name, update.version, key, value)
+    assert mlflow_client.get_model_version(name, update.version).tags["promotion_decision"] == "pending"
+    assert processed_by(name, "drop-hash", mlflow_client) is None  # the alias never moved: apply it again
+    mlflow_client.set_model_version_tag(name, update.version, "promotion_decision", "challenger")
+    mlflow_client.set_model_version_tag(name, update.version, "promotion_fail_closed", "true")
+    assert processed_by(name, "drop-hash", mlflow_client) is None  # refused only because the registry failed
+    mlflow_client.set_model_version_tag(name, update.version, "promotion_fail_closed", "false")
+    assert str(processed_by(name, "drop-hash", mlflow_client).version) == update.version  # a real refusal stands

@@ -176,3 +176,11 @@ def test_a_drop_without_a_column_the_champion_reads_is_the_drops_problem(shared_
     with pytest.raises(CatalogError, match="lacks the column 'usage' that the champion reads"):
         encode_drop(read_catalog(drop), champion, tiny_config.data, 40_000_000, seed=0)
     assert is_drop_problem(CatalogError("x"))  # so the watcher records it as failed and moves on
+
+
+def test_a_dangling_link_in_a_drop_does_not_stop_the_watcher(tmp_path):
+    drops = _three_drops(tmp_path)
+    (drops[0] / "images" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert [p.name for p, _, _ in pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE))] == [
+        d.name for d in drops
+    ]

@@ -207,9 +207,17 @@ def _compare_with_champion(decision, previous, inputs, truth, metric: str, repla
     return replace(decision, promoted=promoted, reason=reason, champion_version=champion, champion_score=score)
 
 
-def _tag_decision(client: MlflowClient, decision: PromotionDecision, tags: dict[str, str]) -> None:
-    fate = "champion" if decision.promoted else "challenger"
-    for key, value in {**tags, "promotion_decision": fate, "promotion_reason": decision.reason}.items():
+def _tag_decision(client: MlflowClient, decision: PromotionDecision, tags: dict[str, str], moved: bool = False) -> None:
+    """The decision on the version. A version the gate passed is `pending` until the alias has moved
+    (`processed_by` does not count a pending or failed-closed version as having applied its drop)."""
+    fate = ("champion" if moved else "pending") if decision.promoted else "challenger"
+    record = {
+        **tags,
+        "promotion_decision": fate,
+        "promotion_reason": decision.reason,
+        "promotion_fail_closed": str(decision.fail_closed).lower(),
+    }
+    for key, value in record.items():
         client.set_model_version_tag(decision.model_name, decision.version, key, str(value))
     log.info("registered %s v%s: %s (%s)", decision.model_name, decision.version, fate, decision.reason)
 
@@ -229,16 +237,29 @@ def move_champion(decision: PromotionDecision, client: MlflowClient | None = Non
     else:
         now = str(current.version) if current is not None else None
         if now == decision.champion_version:
-            client.set_registered_model_alias(decision.model_name, CHAMPION, decision.version)
-            return decision
-        final = replace(
-            decision,
-            promoted=False,
-            reason=f"champion moved from v{decision.champion_version} to v{now} while v{decision.version} was "
-            f"compared against it; v{decision.version} stays challenger",
-        )
+            try:
+                client.set_registered_model_alias(decision.model_name, CHAMPION, decision.version)
+            except MlflowException as exc:
+                reason = (
+                    f"moving '{CHAMPION}' to v{decision.version} failed ({exc.error_code}: {_first_line(str(exc))})"
+                )
+                final = replace(decision, promoted=False, reason=reason, fail_closed=True)
+            else:
+                _tag_decision(client, decision, {}, moved=True)
+                return decision
+        else:
+            final = replace(
+                decision,
+                promoted=False,
+                reason=f"champion moved from {_named(decision.champion_version)} to {_named(now)} while "
+                f"v{decision.version} was compared against it; v{decision.version} stays challenger",
+            )
     _tag_decision(client, final, {})
     return final
+
+
+def _named(version: str | None) -> str:
+    return f"v{version}" if version else "no champion"
 
 
 def register_update_version(
@@ -282,7 +303,10 @@ def processed_by(model_name: str, content_hash: str, client: MlflowClient | None
         tags = version.tags or {}
         if tags.get("catalog_hash") != content_hash:
             continue
-        if str(version.version) == str(champ.version) or tags.get("parent_version") == str(champ.version):
+        if str(version.version) == str(champ.version):
+            return version
+        unfinished = tags.get("promotion_decision") == "pending" or tags.get("promotion_fail_closed") == "true"
+        if tags.get("parent_version") == str(champ.version) and not unfinished:  # its gate's answer stands
             return version
     return None
 

@@ -190,7 +190,8 @@ def pretrain_photos(
         forward=align,
     )
     metrics |= knn_report(aligner, data, cfg.knn_k)
-    metrics |= {"pretrain_val_loss": loop.best_score, "pretrain_best_epoch": float(loop.best_epoch)}
+    best = loop.best_score if loop.best_score is not None else float("nan")  # every validation loss NaN
+    metrics |= {"pretrain_val_loss": best, "pretrain_best_epoch": float(loop.best_epoch)}
     record = PhotoPretrainingRecord(
         method=cfg.method, catalog_hash=data.catalog_hash, epochs=loop.best_epoch, metrics=metrics
     )

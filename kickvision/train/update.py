@@ -120,6 +120,7 @@ def update_bundle(
         catalog_hashes=[*(old.catalog_hashes or [old.catalog_hash]), drop.catalog_hash],
         updated_from=old.registered_version,
         new_classes=[c for c in drop.classes if c not in champion.classes],
+        photo_pretraining=old.photo_pretraining,  # the encoders it started from, still
     )
     return UpdateResult(ModelBundle(model, champion.tokenizer, spec, continual=new_state), loop.history)
 

@@ -42,7 +42,7 @@ def pretrain_photos(
         pretrain_config,
         train,
         seed=seed,
-        on_epoch_end=lambda epoch, m: mlflow.log_metrics({f"pretrain_{k}": v for k, v in m.items()}, step=epoch),
+        on_epoch_end=lambda epoch, m: mlflow.log_metrics({f"pretrain_epoch_{k}": v for k, v in m.items()}, step=epoch),
     )
     mlflow.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
