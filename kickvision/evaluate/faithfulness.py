@@ -45,7 +45,8 @@ def cam_faithfulness(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for j in chosen:
-            _score_product(model, data, int(j), transform, road, rng, scores)
+            for key, score in _road_scores(model, data, int(j), transform, road, rng).items():
+                scores.setdefault(key, []).append(score)
     metrics = {}
     for key, values in scores.items():
         metrics[f"cam_faithfulness_{key}"] = float(np.mean(values))
@@ -54,8 +55,8 @@ def cam_faithfulness(
     return metrics
 
 
-def _score_product(model, data: PreparedData, j: int, transform, road, rng, scores: dict[str, list[float]]) -> None:
-    """Append product j's ROAD score for each branch's Grad-CAM++ map and for a random map."""
+def _road_scores(model, data: PreparedData, j: int, transform, road, rng) -> dict[str, float]:
+    """Product j's ROAD score for each branch's Grad-CAM++ map and for a random map."""
     from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
@@ -71,5 +72,4 @@ def _score_product(model, data: PreparedData, j: int, transform, road, rng, scor
         with GradCAMPlusPlus(model=wrapper, target_layers=[layer], reshape_transform=reshape) as cam:
             maps[branch_family(name.split("_", 1)[1])] = cam(input_tensor=images, targets=targets)
     maps["random"] = rng.random((1, *images.shape[-2:]), dtype=np.float32)
-    for key, grayscale in maps.items():
-        scores.setdefault(key, []).append(float(road(images, grayscale, targets, wrapper)[0]))
+    return {key: float(road(images, grayscale, targets, wrapper)[0]) for key, grayscale in maps.items()}
