@@ -3,14 +3,17 @@
 For each training seed: the config's fused model, the same model without its text branch (image
 only), without its image branches (text only), all with the same encoders and budget; the fused
 model is also scored with the photo hidden and with the title hidden (modality dropout is what
-makes that meaningful). TF-IDF (word 1-2 grams + character 2-5 grams) + logistic regression on
-the title is the classical baseline (C chosen on validation). Prints top-1 and macro-F1 (mean ±
+makes that meaningful). With `--photos scratch,pretrained` each model with photos is trained twice:
+photo encoders from scratch, and from the config's photo pretraining (run once per seed). TF-IDF
+(word 1-2 grams + character 2-5 grams) + logistic regression on the same text the model reads (the
+title and `data.text_columns`) is the classical baseline (C chosen on validation). Prints top-1 and macro-F1 (mean ±
 std over seeds), per-class F1, training wall time and peak RSS during training, plus where a
 training step's CPU time goes per branch; writes JSON.
 
     .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config demo --seeds 42 7 1
     .venv/bin/python benchmarks/accuracy.py ... --variants fused --set model.branch_loss_weight=0.5
+    .venv/bin/python benchmarks/accuracy.py ... --variants fused,"image only" --photos scratch,pretrained
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline, make_union
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
+from kickvision.data.text import product_texts
 from kickvision.model.net import build_model
 from kickvision.model.predict import predict_logits
 from kickvision.train.engine import classification_scores
 from kickvision.train.fit import fit
+from kickvision.train.pretrain import pretrain_photos
 
 VARIANTS = {"fused": {}, "image only": {"text_encoder": None}, "text only": {"image_encoders": []}}
 
@@ -67,8 +72,8 @@ def _rss_bytes() -> int:
 def branch_costs(cfg, n_classes: int, batch: int) -> dict[str, float]:
     """Seconds of forward + backward per training batch, per branch (where the CPU time goes)."""
     model = build_model(cfg.model, n_classes).train()
-    size, tokens = cfg.model.image_size, cfg.data.max_title_tokens
-    images = torch.rand(batch, 3, size, size)
+    (height, width), tokens = cfg.model.image_hw, cfg.data.max_title_tokens
+    images = torch.rand(batch, 3, height, width)
     ids, mask = torch.randint(1000, 2000, (batch, tokens)), torch.ones(batch, tokens, dtype=torch.long)
     branches = {enc.name: (lambda enc=enc: enc(images)) for enc in model.image_encoders}
     if model.text_encoder is not None:
@@ -90,8 +95,9 @@ def scores_with_per_class(labels: np.ndarray, predictions: np.ndarray, n_classes
     return classification_scores(labels, predictions) | {"per_class_f1": [float(x) for x in per_class]}
 
 
-def tfidf_baseline(data) -> dict:
-    titles = data.rows["title"].fillna("").to_numpy()
+def tfidf_baseline(data, text_columns=()) -> dict:
+    """TF-IDF + logistic regression on the same text the model reads (the title, and `text_columns`)."""
+    titles = np.array([t or "" for t in product_texts(data.rows, text_columns)], dtype=object)
     labels = data.labels()
     train, val, test = (data.indices(s) for s in ("train", "val", "test"))
     best = None
@@ -114,6 +120,44 @@ def tfidf_baseline(data) -> dict:
     }
 
 
+def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, photo_encoders) -> list[dict]:
+    """Fit one variant (photo encoders from scratch, or from `photo_encoders`) and score it on the test
+    split; the fused model also with the photo hidden and with the title hidden."""
+    labels, test, n_classes = data.labels(), data.indices("test"), len(data.classes)
+    model_cfg = cfg.model.model_copy(update=VARIANTS[variant])
+    started = time.perf_counter()
+    with PeakRSS() as memory:
+        fitted = fit(
+            data,
+            model_cfg,
+            cfg.train,
+            tokenizer,
+            cfg.data.max_title_tokens,
+            seed=seed,
+            progress=False,
+            text_columns=cfg.data.text_columns,
+            photo_encoders=photo_encoders,
+        )
+    seconds = time.perf_counter() - started
+    probes = {variant: {}}
+    if variant == "fused":
+        probes |= {"fused, photo removed": {"use_image": False}, "fused, title removed": {"use_text": False}}
+    rows = []
+    for label, hide in probes.items():
+        logits, _ = predict_logits(fitted.bundle.model, data, test, **hide)
+        row = {
+            "model": label + suffix,
+            "seed": seed,
+            **scores_with_per_class(labels[test], logits.argmax(1), n_classes),
+        }
+        if label == variant:
+            row |= {"train_seconds": seconds, "peak_rss_gb": memory.peak / 1e9, "epochs": len(fitted.history)}
+            row |= {"best_epoch": fitted.bundle.spec.training.best_epoch}
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "per_class_f1"}), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
@@ -128,6 +172,11 @@ def main() -> None:
         help="config override (repeatable), e.g. train.epochs=3",
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the models")
+    parser.add_argument(
+        "--photos",
+        default="scratch",
+        help="photo encoders: scratch, pretrained (the config's pretrain section, run per seed) or scratch,pretrained",
+    )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/accuracy_<catalog>_<config>.json)")
     args = parser.parse_args()
 
@@ -136,33 +185,30 @@ def main() -> None:
         overrides = deep_merge(overrides, {"train": {"epochs": args.epochs}})
     cfg = load_config(args.config, overrides=overrides)
     data, tokenizer, name = prepared_catalog(args.catalog, cfg)  # one group split for every seed
-    labels, test = data.labels(), data.indices("test")
-    n_classes = len(data.classes)
+    test, n_classes = data.indices("test"), len(data.classes)
     print(f"{name}: {data.split_counts()} products, classes {data.classes}", flush=True)
     costs = branch_costs(cfg, n_classes, cfg.train.batch_size)
     print("seconds per training batch (fwd+bwd):", {k: round(v, 3) for k, v in costs.items()}, flush=True)
 
     rows = []
     for seed in args.seeds:
-        for variant in args.variants.split(","):
-            model_cfg = cfg.model.model_copy(update=VARIANTS[variant])
+        encoders = {"scratch": None}
+        if "pretrained" in args.photos:
             started = time.perf_counter()
-            with PeakRSS() as memory:
-                tokens = cfg.data.max_title_tokens
-                fitted = fit(data, model_cfg, cfg.train, tokenizer, tokens, seed=seed, progress=False)
-            seconds = time.perf_counter() - started
-            probes = {variant: {}}
-            if variant == "fused":
-                probes |= {"fused, photo removed": {"use_image": False}, "fused, title removed": {"use_text": False}}
-            for label, hide in probes.items():
-                logits, _ = predict_logits(fitted.bundle.model, data, test, **hide)
-                row = {"model": label, "seed": seed, **scores_with_per_class(labels[test], logits.argmax(1), n_classes)}
-                if label == variant:
-                    row |= {"train_seconds": seconds, "peak_rss_gb": memory.peak / 1e9, "epochs": len(fitted.history)}
-                rows.append(row)
-                print(json.dumps({k: v for k, v in row.items() if k != "per_class_f1"}), flush=True)
+            encoders["pretrained"], knn = pretrain_photos(
+                data, cfg.model, cfg.pretrain, cfg.train, seed, progress=False
+            )
+            print(json.dumps({"pretrain_seed": seed, "seconds": time.perf_counter() - started, **knn}), flush=True)
+        for photos in args.photos.split(","):
+            for variant in args.variants.split(","):
+                if photos == "pretrained" and variant == "text only":
+                    continue  # no photo encoder to start from
+                suffix = ", pretrained photos" if photos == "pretrained" else ""
+                rows += train_and_score(data, cfg, tokenizer, variant, suffix, seed, encoders[photos])
+    tfidf = tfidf_baseline(data, cfg.data.text_columns)
     tfidf = tfidf_baseline(data)
-    rows.append({"model": "TF-IDF + logistic regression (title)", "seed": None, **tfidf})
+    text = "title" + "".join(f" + {c}" for c in cfg.data.text_columns)
+    rows.append({"model": f"TF-IDF + logistic regression ({text})", "seed": None, **tfidf})
 
     print(f"\n{name}, config {cfg.name} ({cfg.model.image_size} px), {len(test)} test products, seeds {args.seeds}")
     print("| model | top-1 | macro-F1 | train s | peak RSS GB | " + " | ".join(data.classes) + " |")

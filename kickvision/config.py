@@ -20,6 +20,11 @@ Pretrained = bool | Literal["auto"] | str
 Monitor = Literal["val_macro_f1", "val_top1", "val_loss"]
 
 
+def image_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(height, width) of an `image_size` setting: one side means a square."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,7 +85,9 @@ class TextEncoderConfig(_Section):
 class ModelConfig(_Section):
     """MultimodalShoeNet: encoders -> projections -> fusion -> class and embedding heads."""
 
-    image_size: int = Field(96, ge=16)
+    image_size: int | tuple[int, int] = Field(
+        96, description="input pixels: a side (square) or [height, width] (e.g. [80, 64] for portrait photos)"
+    )
     image_mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="per-channel pixel mean (0..1)")
     image_std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="per-channel pixel std (0..1)")
     image_encoders: list[ImageEncoderConfig] = Field(default_factory=lambda: [ImageEncoderConfig(name="resnet18")])
@@ -97,6 +104,19 @@ class ModelConfig(_Section):
         description="weight of a cross-entropy loss on a linear classifier per branch (0 = no branch heads); "
         "makes every modality learn to classify on its own instead of leaning on the title",
     )
+
+    @field_validator("image_size")
+    @classmethod
+    def _at_least_16_px(cls, size: int | tuple[int, int]) -> int | tuple[int, int]:
+        sides = (size, size) if isinstance(size, int) else size
+        if min(sides) < 16:
+            raise ValueError(f"every side must be at least 16 px, got {size}")
+        return size
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of the model's photo input."""
+        return image_hw(self.image_size)
 
 
 class TrainConfig(_Section):
@@ -115,7 +135,10 @@ class TrainConfig(_Section):
     balanced_sampling: bool = False
     monitor: Monitor = Field("val_macro_f1", description="validation metric that keeps the best epoch")
     patience: int = Field(3, ge=1, description="early stopping: epochs without a better `monitor`")
-    augment: bool = True
+    augment: bool = Field(True, description="augment training photos (random horizontal flips, and the next three)")
+    crop_scale: float = Field(1.0, gt=0, le=1, description="random crops keep at least this share of the area")
+    shift: float = Field(0.0, ge=0, le=0.5, description="random shifts of up to this share of each side")
+    color_jitter: float = Field(0.0, ge=0, lt=1, description="brightness/contrast/saturation factors in 1 ± this")
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA only

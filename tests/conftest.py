@@ -43,6 +43,7 @@ TINY_MODEL = {
     "projection_dim": 32,
     "fusion_hidden": 32,
     "embedding_dim": 16,
+    "branch_loss_weight": 0.5,  # as configs/fashion.yaml: every branch also classifies alone, and votes
 }
 TINY_RUN = {
     "name": "tiny",

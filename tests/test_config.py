@@ -44,3 +44,11 @@ def test_the_same_settings_in_another_order_are_the_same_config():
     assert str(TextEncoderConfig(overrides={"n_layers": 1, "dim": 32})) == str(
         TextEncoderConfig(overrides={"dim": 32, "n_layers": 1})
     )
+
+
+def test_image_size_is_a_side_or_height_and_width(tmp_path):
+    assert load_config("demo", overrides={"model": {"image_size": 40}}).model.image_hw == (40, 40)
+    assert load_config("demo", overrides={"model": {"image_size": [80, 64]}}).model.image_hw == (80, 64)
+    for bad in ([8, 64], 12, [80, 64, 3]):
+        with pytest.raises(ConfigError, match="model.image_size"):
+            load_config("demo", overrides={"model": {"image_size": bad}})

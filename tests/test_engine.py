@@ -7,6 +7,7 @@ import torch
 
 from kickvision.config import TextEncoderConfig
 from kickvision.model.net import build_model
+from kickvision.train.augment import PhotoAugment
 from kickvision.train.engine import (
     LoopSettings,
     create_optimizer,
@@ -122,7 +123,12 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
         train.monitor,
         train.patience,
     )
-    assert (fit.device, fit.amp, fit.num_threads, fit.augment) == (train.device, train.amp, train.num_threads, True)
+    assert (fit.device, fit.amp, fit.num_threads, fit.augment) == (
+        train.device,
+        train.amp,
+        train.num_threads,
+        PhotoAugment(),
+    )
     update = update_settings(continual, train)
     assert (update.epochs, update.batch_size, update.lr, update.pct_start) == (
         continual.epochs,

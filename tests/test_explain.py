@@ -33,13 +33,33 @@ def test_wrapper_gives_the_fused_models_logits(tiny_bundle, photo):
 
 def test_gradcam_plus_plus_maps_for_both_image_branches(tiny_bundle, photo):
     explanation = explain_product(tiny_bundle, photo, "Stride Women Black Party Heels")
-    size = tiny_bundle.model_config.image_size
     assert set(explanation.cams) == {"0_resnet18", "1_vit_tiny_patch16_224"}
     for cam in explanation.cams.values():
-        assert cam.shape == (size, size)
+        assert cam.shape == tiny_bundle.model_config.image_hw
         assert cam.min() >= 0 and cam.max() <= 1 + 1e-6
     assert [w for w, _ in explanation.words] == ["Stride", "Women", "Black", "Party", "Heels"]
     assert explanation.target == max(explanation.probabilities, key=explanation.probabilities.get)
+
+
+def test_a_portrait_model_explains_on_its_own_input_shape_and_keeps_it_through_save_and_load(
+    tiny_config, photo, tmp_path
+):
+    from kickvision.model.bundle import load_bundle, save_bundle
+
+    model_cfg = tiny_config.model.model_copy(update={"image_size": (32, 16)})
+    model = build_model(model_cfg, n_classes=3).eval()
+    spec = BundleSpec(classes=["Boots", "Flats", "Heels"], max_title_tokens=12)
+    bundle = ModelBundle(model, build_tokenizer(model_cfg.text_encoder), spec)
+    explanation = explain_product(bundle, photo, "Stride Women Black Party Heels")
+    assert {name: cam.shape for name, cam in explanation.cams.items()} == {
+        "0_resnet18": (32, 16),
+        "1_vit_tiny_patch16_224": (32, 16),
+    }
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "portrait"))
+    assert loaded.model_config.image_hw == (32, 16)
+    _, images, ids, mask = encode_product(loaded, photo, "Stride Women Black Party Heels")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(images, ids, mask).logits, model(images, ids, mask).logits)
 
 
 def test_explain_a_chosen_class_and_missing_inputs(tiny_bundle, photo, tmp_path):

@@ -28,6 +28,15 @@ def test_a_portrait_is_letterboxed_on_white_without_distortion():
     assert batch.shape == (2, 16, 16, 3) and present.tolist() == [1.0, 0.0] and (batch[1] == 255).all()
 
 
+def test_a_portrait_input_takes_portrait_photos_whole_and_pads_landscapes_top_and_bottom():
+    transform = ImageTransform(size=(16, 12))  # height x width, as catalog photos (60x80 portraits)
+    assert transform.letterbox(Image.new("RGB", (12, 16), (0, 0, 0))).max() == 0  # fills the input, no padding
+    pixels = transform.letterbox(Image.new("RGB", (12, 6), (0, 0, 0)))
+    assert pixels.shape == (16, 12, 3) and transform.blank().shape == (16, 12, 3)
+    assert (pixels[:5] == 255).all() and (pixels[-5:] == 255).all() and (pixels[5:11] == 0).all()
+    assert transform.normalise(pixels[None]).shape == (1, 3, 16, 12)
+
+
 def test_an_image_over_the_pixel_bound_is_refused_before_decoding(tmp_path):
     path = tmp_path / "big.png"
     Image.new("RGB", (100, 100), (10, 20, 30)).save(path)

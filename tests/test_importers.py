@@ -93,5 +93,10 @@ def test_cli_import_and_validate_with_format(fashion_product_src, tmp_path, caps
     args = ["import", "--format", "fashion-product", "--src", str(fashion_product_src), "--out", str(out)]
     assert cli_main([*args, "--master-category", "Footwear"]) == 0
     assert "3 products" in capsys.readouterr().out
-    assert cli_main(["validate", "--catalog", str(fashion_product_src), "--format", "fashion-product"]) == 0
+    small = tmp_path / "small.yaml"  # five products: usable only when the config says so
+    small.write_text("validate:\n  min_good_rows: 1\n  min_good_fraction: 0.1\n  min_rows_per_class: 1\n")
+    validate = ["validate", "--catalog", str(fashion_product_src), "--format", "fashion-product"]
+    assert cli_main([*validate, "--config", str(small)]) == 0
     assert "rows passed validation" in capsys.readouterr().out
+    assert cli_main(validate) == 2  # the demo config needs 20 good rows
+    assert "unusable" in capsys.readouterr().err

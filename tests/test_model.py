@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from kickvision.config import ModelConfig
 from kickvision.errors import ConfigError
-from kickvision.model.bundle import load_bundle, save_bundle
+from kickvision.model.bundle import BundleSpec, ModelBundle, load_bundle, save_bundle
 from kickvision.model.encoders import build_tokenizer
 from kickvision.model.net import MultimodalShoeNet, build_model
 from kickvision.train.fit import fit
@@ -53,7 +53,7 @@ def test_single_modality_models_build(tiny_config):
         MultimodalShoeNet(tiny_config.model.model_copy(update={"text_encoder": None, "image_encoders": []}), 3)
 
 
-def test_branch_heads_train_every_branch_alone_and_stay_out_of_inference(tiny_config):
+def test_branch_heads_train_every_branch_alone_and_vote_outside_training_only_by_their_weights(tiny_config):
     cfg = tiny_config.model.model_copy(update={"branch_loss_weight": 0.5})
     model = build_model(cfg, n_classes=5).train()
     out = model(*_inputs(cfg))
@@ -62,7 +62,18 @@ def test_branch_heads_train_every_branch_alone_and_stay_out_of_inference(tiny_co
     out.branch_logits[0].sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.image_encoders[0].parameters())
     assert all(p.grad is None for p in model.text_encoder.parameters())
-    assert model.eval()(*_inputs(cfg)).branch_logits is None
+    model.eval()
+    assert model.branch_head_weights.tolist() == [0.0, 0.0, 0.0]  # untuned: the fused head alone
+    images, ids, mask = _inputs(cfg)
+    with torch.no_grad():
+        alone = model(images, ids, mask)
+        model.branch_head_weights.copy_(torch.tensor([0.0, 0.0, 0.5]))
+        voted = model(images, ids, mask)
+        no_title = model(images, ids, mask, text_present=torch.zeros(4))
+        model.branch_head_weights.zero_()
+        no_title_alone = model(images, ids, mask, text_present=torch.zeros(4))
+    torch.testing.assert_close(voted.logits, alone.logits + 0.5 * alone.branch_logits[2])
+    torch.testing.assert_close(no_title.logits, no_title_alone.logits)  # a missing title's head does not vote
     no_heads = tiny_config.model.model_copy(update={"branch_loss_weight": 0.0})
     assert build_model(no_heads, 5).branch_classifiers is None  # weight 0: no heads at all
 
@@ -87,3 +98,42 @@ def test_a_model_with_branch_heads_survives_save_load(tiny_config, demo_data, tm
     assert loaded.model.branch_classifiers is not None
     for name, tensor in trained.model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_branch_head_weights_are_chosen_on_validation_and_rescue_a_broken_fused_head(trained_bundle, learnt_data):
+    from kickvision.model.predict import predict_logits
+    from kickvision.train.fusion import GRID, choose_branch_head_weights
+
+    model, val = trained_bundle.model, learnt_data.indices("val")
+    labels = learnt_data.labels()[val]
+    chosen = trained_bundle.spec.training.branch_head_weights
+    assert set(chosen) == {"0_resnet18", "1_vit_tiny_patch16_224", "text"} and set(chosen.values()) <= set(GRID)
+    assert chosen == dict(zip(chosen, model.branch_head_weights.tolist(), strict=True))
+
+    def val_top1() -> float:
+        return float((predict_logits(model, learnt_data, val)[0].argmax(1) == labels).mean())
+
+    tuned = val_top1()
+    model.branch_head_weights.zero_()
+    assert tuned >= val_top1()  # (0, 0) competed: the vote never costs validation accuracy
+    with torch.no_grad():  # a fused head that knows nothing: the branch heads must carry the prediction
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+    broken = val_top1()
+    rescued = choose_branch_head_weights(model, learnt_data, val)
+    assert max(rescued.values()) > 0 and val_top1() > broken + 0.2
+
+
+def test_a_bundle_saved_before_the_branch_heads_voted_loads_with_them_silent(tiny_config, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model_cfg = tiny_config.model.model_copy(update={"branch_loss_weight": 1.0})
+    model = build_model(model_cfg, 3).eval()
+    model.branch_head_weights.fill_(0.5)
+    spec = BundleSpec(classes=["a", "b", "c"], max_title_tokens=12)
+    folder = save_bundle(ModelBundle(model, build_tokenizer(model_cfg.text_encoder), spec), tmp_path / "old")
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+    del state["branch_head_weights"]
+    save_file(state, str(weights))
+    assert load_bundle(folder).model.branch_head_weights.tolist() == [0.0, 0.0, 0.0]

@@ -89,6 +89,13 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
     card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
     assert f"| test_top1 | {run.data.metrics['test_top1']:.4f} |" in card
     assert f"| test_macro_f1 | {run.data.metrics['test_macro_f1']:.4f} |" in card
+    votes = {k: v for k, v in run.data.params.items() if k.startswith("branch_head_weight.")}
+    assert set(votes) == {
+        "branch_head_weight.0_resnet18",
+        "branch_head_weight.1_vit_tiny_patch16_224",
+        "branch_head_weight.text",
+    }
+    assert ("do not vote" in card) == all(float(v) == 0 for v in votes.values())
     version = client.get_model_version_by_alias("kickvision", "champion")
     assert version.description == card
     assert str(version.version) == "1" and version.tags["promotion_decision"] == "champion"

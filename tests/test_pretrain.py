@@ -49,6 +49,9 @@ def test_photo_encoders_round_trip_and_start_the_model(pretrained, tiny_config, 
     only_resnet = tiny_config.model.model_copy(update={"image_encoders": tiny_config.model.image_encoders[:1]})
     with pytest.raises(ConfigError, match="pretrain again"):
         loaded.apply_to(build_model(only_resnet, n_classes=3))
+    portrait = tiny_config.model.model_copy(update={"image_size": (48, 32)})  # the ViT's position table differs
+    with pytest.raises(ConfigError, match="vit_tiny_patch16_224 does not fit the model .*image_size"):
+        loaded.apply_to(build_model(portrait, n_classes=3))
 
 
 def test_a_model_trained_from_pretrained_encoders_names_them_in_its_lineage_and_card(

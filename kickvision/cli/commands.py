@@ -164,15 +164,27 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from kickvision.config import load_config
     from kickvision.data.catalog import read_catalog
-    from kickvision.data.validation import quarantine_bad_rows
+    from kickvision.data.validation import quarantine_bad_rows, usable_or_raise
 
     cfg = load_config(args.config).validate_
+    report = _output_path(args.report, "--report") if args.report else None
     result = quarantine_bad_rows(read_catalog(_catalog_dir(args)), cfg)
     print(result.summary())
-    if args.report:
-        result.quarantine.to_csv(args.report, index=False)
-        print(f"quarantined rows with reasons: {args.report}")
+    if report:
+        result.quarantine.to_csv(report, index=False)
+        print(f"quarantined rows with reasons: {report}")
+    usable_or_raise(result, cfg)  # an unusable catalog: one `error:` line and exit 2, as training would
     return 0
+
+
+def _output_path(path: str, option: str) -> Path:
+    """A file the command will write: its folder must exist and it must not be a folder (checked before any work)."""
+    out = Path(path)
+    if out.is_dir():
+        raise KickvisionError(f"{option} {path} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise KickvisionError(f"{option} {path}: folder {out.parent} does not exist")
+    return out
 
 
 def _model_uri(args: argparse.Namespace) -> str:
@@ -212,6 +224,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from kickvision.serve.predictor import ShoePredictor, decode_image_field
     from kickvision.serve.registry import load_registered_bundle
 
+    sheet = _output_path(args.sheet, "--sheet") if args.sheet else None
     uri = _model_uri(args)
     bundle = load_registered_bundle(uri)
     if bundle.index is None:
@@ -235,9 +248,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     print(f"top {len(found)} similar products ({uri}):")
     for rank, row in enumerate(found.itertuples(), start=1):
         print(f"{rank:>3}. {row.score:.3f}  {row.product_id}  {row.title}  [{row.category}]")
-    if args.sheet:
-        contact_sheet([query_cell], [found], args.sheet)
-        print(f"contact sheet: {args.sheet}")
+    if sheet:
+        contact_sheet([query_cell], [found], sheet)
+        print(f"contact sheet: {sheet}")
     return 0
 
 
@@ -246,13 +259,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from kickvision.serve.predictor import decode_image_field
     from kickvision.serve.registry import load_registered_bundle
 
+    out = _output_path(args.out, "--out")
     uri = _model_uri(args)
     bundle = load_registered_bundle(uri)
     if args.target and args.target not in bundle.classes:
         raise KickvisionError(f"--target '{args.target}' is not a class of {uri}: {', '.join(bundle.classes)}")
     image = decode_image_field(str(Path(args.image).resolve())) if args.image else None
     explanation = explain_product(bundle, image, args.title, args.target)
-    plot_explanation(explanation, args.out)
+    plot_explanation(explanation, out)
     top = sorted(explanation.probabilities.items(), key=lambda kv: -kv[1])[:3]
     print(f"target {explanation.target}; top-3: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
     if explanation.words:
@@ -260,7 +274,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "title words (drop in target probability when hidden): "
             + ", ".join(f"{w} {v:+.3f}" for w, v in explanation.words)
         )
-    print(f"figure: {args.out}")
+    print(f"figure: {out}")
     return 0
 
 

@@ -23,6 +23,25 @@ from kickvision.cli.commands import (
     cmd_watch,
 )
 
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a bad one is argparse's usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is at most 65535, got {value}")
+    return value
+
+
 DESCRIPTION = (
     "The `kickvision` command: demo, train, update, watch, schedule, stack, ui, predict, recommend, explain, ..."
 )
@@ -38,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="write the embedded demo catalog and train on it (what `make run` does)")
     demo.add_argument("--out", default=DEMO_DIR, help=f"demo catalog folder (default ./{DEMO_DIR}/)")
     demo.add_argument("--config", default="demo", help="run config file or name in configs/ (default demo)")
-    demo.add_argument("--per-class", type=int, default=120, help="demo products per category")
+    demo.add_argument("--per-class", type=positive_int, default=120, help="demo products per category")
     demo.set_defaults(func=cmd_demo)
 
     def import_options(p: argparse.ArgumentParser) -> None:
@@ -93,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_drop = sub.add_parser("demo-drop", help="write a demo catalog drop (new products + a new category)")
     demo_drop.add_argument("--out", default="kickvision-drop-1", help="drop folder (default ./kickvision-drop-1/)")
     demo_drop.add_argument("--seed", type=int, default=11, help="a different seed gives a different drop")
-    demo_drop.add_argument("--per-class", type=int, default=30, help="new products per known category")
+    demo_drop.add_argument("--per-class", type=positive_int, default=30, help="new products per known category")
     demo_drop.add_argument("--no-new-category", action="store_true", help="only new products of known categories")
     demo_drop.set_defaults(func=cmd_demo_drop)
 
@@ -125,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend = sub.add_parser("recommend", help="similar catalog products, from the champion's index")
     recommend.add_argument("--product-id", help="a product of the indexed catalog")
     product_args(recommend, " (with or without the other)")
-    recommend.add_argument("-k", type=int, default=5, help="how many products (default 5)")
+    recommend.add_argument("-k", type=positive_int, default=5, help="how many products (default 5)")
     recommend.add_argument("--sheet", help="also write a contact sheet PNG (query + results)")
     model_args(recommend)
     recommend.set_defaults(func=cmd_recommend)
@@ -138,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=cmd_explain)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on the active stack's tracking store (loopback)")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=port, default=5000)
     ui.set_defaults(func=cmd_ui)
 
     stack = sub.add_parser("stack", help="ZenML stacks from infra/stacks/: list them, or register and activate one")

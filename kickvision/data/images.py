@@ -2,8 +2,9 @@
 
 Decoding is bounded (the pixel count is read from the file header and checked before any pixel is
 decoded), then the photo is letterboxed onto white (catalog photos sit on white) to the model's
-square input and kept as uint8 HWC, the form caches, exemplars and indexes store. Normalisation to
-float NCHW happens on the device, right before a forward pass. `resolve_image_transform` derives
+input size (square, or [height, width] for portrait photos) and kept as uint8 HWC, the form caches,
+exemplars and indexes store. Normalisation to float NCHW happens on the device, right before a
+forward pass (training augments in between: `kickvision.train.augment`). `resolve_image_transform` derives
 the transform from the model's config, as timm's `resolve_model_data_config` + `create_transform`
 do, so training, evaluation, serving, explanations and index rebuilds cannot disagree.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from kickvision.config import ModelConfig, ValidateConfig
+from kickvision.config import ModelConfig, ValidateConfig, image_hw
 
 # Decompression-bomb guard: the validate section's bound, also used where no config is at hand (serving).
 DEFAULT_MAX_PIXELS: int = ValidateConfig.model_fields["max_image_pixels"].default
@@ -40,27 +41,34 @@ def open_image_bounded(source: str | Path | IO[bytes], max_pixels: int = DEFAULT
 class ImageTransform:
     """Photo -> the model's uint8 input -> normalised tensor, for one model configuration."""
 
-    size: int
+    size: int | tuple[int, int]  # one side (square) or (height, width)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     max_pixels: int = DEFAULT_MAX_PIXELS
 
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return image_hw(self.size)
+
     def letterbox(self, image: Image.Image) -> np.ndarray:
-        """uint8 [S, S, 3]: the photo scaled to fit, centred on white."""
-        size = (self.size, self.size)
-        return np.asarray(ImageOps.pad(image.convert("RGB"), size, Image.Resampling.BILINEAR, color=PAD_COLOUR))
+        """uint8 [H, W, 3]: the photo scaled to fit, centred on white."""
+        height, width = self.hw
+        return np.asarray(
+            ImageOps.pad(image.convert("RGB"), (width, height), Image.Resampling.BILINEAR, color=PAD_COLOUR)
+        )
 
     def blank(self) -> np.ndarray:
         """The pixels standing in for a missing photo (the model is told the photo is absent)."""
-        return np.full((self.size, self.size, 3), PAD_COLOUR[0], np.uint8)
+        return np.full((*self.hw, 3), PAD_COLOUR[0], np.uint8)
 
     def load(self, source: str | Path | IO[bytes]) -> np.ndarray:
         """Decode (bounded) and letterbox one image file."""
         return self.letterbox(open_image_bounded(source, self.max_pixels))
 
     def load_or_blank(self, sources: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 [N, S, S, 3], bool [N] readable): each file decoded, blank where it cannot be read."""
-        pixels = np.empty((len(sources), self.size, self.size, 3), np.uint8)
+        """(uint8 [N, H, W, 3], bool [N] readable): each file decoded, blank where it cannot be read."""
+        pixels = np.empty((len(sources), *self.hw, 3), np.uint8)
         readable = np.zeros(len(sources), dtype=bool)
         for i, source in enumerate(sources):
             try:
@@ -70,17 +78,25 @@ class ImageTransform:
         return pixels, readable
 
     def pixels(self, images: Sequence[Image.Image | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 [N, S, S, 3], float32 [N] presence) for decoded photos, None where a photo is missing."""
+        """(uint8 [N, H, W, 3], float32 [N] presence) for decoded photos, None where a photo is missing."""
         arrays = [self.blank() if image is None else self.letterbox(image) for image in images]
         present = np.array([image is not None for image in images], np.float32)
-        stacked = np.stack(arrays) if arrays else np.zeros((0, self.size, self.size, 3), np.uint8)
+        stacked = np.stack(arrays) if arrays else np.zeros((0, *self.hw, 3), np.uint8)
         return stacked, present
 
     def normalise(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 NHWC (numpy, or a tensor on any device) -> normalised float NCHW on the same device."""
+        return self.standardise(self.to_unit(images))
+
+    @staticmethod
+    def to_unit(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC (numpy, or a tensor on any device) -> float NCHW in [0, 1] (what augmentation acts on)."""
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.require(images, requirements=["C", "W"]))  # copies read-only arrays
-        x = images.permute(0, 3, 1, 2).float().div_(255)
+        return images.permute(0, 3, 1, 2).float().div_(255)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """float NCHW in [0, 1] -> (x - mean) / std per channel."""
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
@@ -88,4 +104,5 @@ class ImageTransform:
 
 def resolve_image_transform(model_cfg: ModelConfig, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageTransform:
     """The transform of a model configuration (its image_size, image_mean and image_std)."""
-    return ImageTransform(model_cfg.image_size, tuple(model_cfg.image_mean), tuple(model_cfg.image_std), max_pixels)
+    size = model_cfg.image_size if isinstance(model_cfg.image_size, int) else tuple(model_cfg.image_size)
+    return ImageTransform(size, tuple(model_cfg.image_mean), tuple(model_cfg.image_std), max_pixels)

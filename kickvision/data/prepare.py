@@ -139,7 +139,7 @@ def prepare_catalog(
     images = (
         np.stack([transform.load(resolve_inside(catalog.root, p)) for p in rows["image"]])
         if len(rows)
-        else np.zeros((0, transform.size, transform.size, 3), np.uint8)
+        else np.zeros((0, *transform.hw, 3), np.uint8)
     )
     missing = [c for c in cfg.text_columns if c not in rows]
     if missing:

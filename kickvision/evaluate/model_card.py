@@ -50,11 +50,13 @@ def render_model_card(
         "products, and explain predictions to merchandisers. Not for other product domains without retraining.",
         "",
         "## Model",
-        f"MultimodalShoeNet: {', '.join(encoders)}; {cfg.fusion} fusion, {cfg.image_size} px input, "
+        f"MultimodalShoeNet: {', '.join(encoders)}; {cfg.fusion} fusion, "
+        f"{'x'.join(map(str, cfg.image_hw))} px input (HxW), "
         f"{count_parameters(bundle.model):,} parameters, embedding {cfg.embedding_dim}-d; "
         f"temperature {bundle.spec.temperature:.3f}. Text input: the title"
         + (f" + {', '.join(bundle.text_columns)}." if bundle.text_columns else " only."),
         "",
+        branch_votes_line(bundle),
         photo_pretraining_line(bundle),
         "",
         "## Data",
@@ -98,6 +100,18 @@ def render_model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def branch_votes_line(bundle: ModelBundle) -> str:
+    """Whether the per-branch heads add their logits to the fused head's (train/fusion.py)."""
+    model = bundle.model
+    if model.branch_classifiers is None:
+        return ""
+    weights = model.branch_head_weights.tolist()
+    if not any(weights):
+        return "Per-branch heads trained beside the fused head; on validation they did not help, so they do not vote.\n"
+    votes = ", ".join(f"{n} {w:g}" for n, w in zip(model.branch_names, weights, strict=True))
+    return f"Prediction = fused head + per-branch heads weighted (chosen on validation): {votes}.\n"
 
 
 def photo_pretraining_line(bundle: ModelBundle) -> str:

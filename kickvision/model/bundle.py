@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 
@@ -47,6 +48,7 @@ class TrainingRecord(_Record):
     best_score: float | None = None
     parameters: int = 0
     pretrained: dict[str, bool] = Field(default_factory=dict)  # encoder -> started from pretrained weights
+    branch_head_weights: dict[str, float] = Field(default_factory=dict)  # branch -> its head's vote (train/fusion.py)
 
 
 class PruningRecord(_Record):
@@ -150,6 +152,8 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     model = MultimodalShoeNet(cfg, len(spec.classes), text_hf_config=document["text_hf_config"], load_weights=False)
     state = load_file(str(folder / WEIGHTS_FILE))
     state = {k: v for k, v in state.items() if ".pooler." not in k}  # bundles saved before the pooler was dropped
+    if "branch_head_weights" in model.state_dict():  # saved before the branch heads voted: they do not
+        state.setdefault("branch_head_weights", torch.zeros_like(model.branch_head_weights))
     if spec.pruned_shapes:  # a pruned model: reshape the fresh one to fit
         apply_pruned_shapes(model, spec.pruned_shapes, state)
     model.load_state_dict(state)

@@ -12,10 +12,10 @@ from torch import nn
 
 
 def example_inputs(model, batch: int = 1, tokens: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    size = model.cfg.image_size
+    height, width = model.cfg.image_hw
     generator = torch.Generator().manual_seed(0)
     return (
-        torch.randn(batch, 3, size, size, generator=generator),
+        torch.randn(batch, 3, height, width, generator=generator),
         torch.randint(1000, 2000, (batch, tokens), generator=generator),
         torch.ones(batch, tokens, dtype=torch.long),
     )

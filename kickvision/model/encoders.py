@@ -91,11 +91,11 @@ def build_tokenizer(spec: TextEncoderConfig | None):
 class ImageEncoder(nn.Module):
     """A timm backbone without its classifier: `forward_features` map -> pooled vector."""
 
-    def __init__(self, spec: ImageEncoderConfig, image_size: int, load_weights: bool = True):
+    def __init__(self, spec: ImageEncoderConfig, image_size: int | tuple[int, int], load_weights: bool = True):
         super().__init__()
         kwargs = dict(spec.overrides)
         if "vit" in spec.name or "deit" in spec.name:
-            kwargs.setdefault("img_size", image_size)
+            kwargs.setdefault("img_size", image_size if isinstance(image_size, int) else tuple(image_size))
         pretrained = spec.pretrained if load_weights else False
         self.pretrained_loaded = False
         if pretrained is not False:

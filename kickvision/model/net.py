@@ -2,8 +2,9 @@
 
 The class head gives logits; the embedding head an L2-normalised vector for recommendations.
 Modality dropout (training only) hides the whole photo side or the title per sample, so a product
-with a missing photo or title still gets a prediction. Optional per-branch heads (training only)
-make each branch learn to classify alone. `grow_classifier` adds classes for catalog-drop updates
+with a missing photo or title still gets a prediction. Optional per-branch heads make each branch
+learn to classify alone (a training loss) and, outside training, add their logits to the fused
+head's with weights chosen on validation (train/fusion.py). `grow_classifier` adds classes for catalog-drop updates
 without changing the old classes' logits.
 """
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 class ShoeNetOutput:
     logits: torch.Tensor  # [B, n_classes]
     embedding: torch.Tensor  # [B, embedding_dim], L2-normalised
-    branch_logits: list[torch.Tensor] | None = None  # per branch [B, n_classes], when branch heads exist
+    branch_logits: list[torch.Tensor] | None = None  # per branch [B, n_classes] (unmasked), when branch heads exist
 
 
 class MultimodalShoeNet(nn.Module):
@@ -70,10 +71,21 @@ class MultimodalShoeNet(nn.Module):
             if cfg.branch_loss_weight > 0 and n > 1
             else None
         )
+        # Outside training the branch heads also vote: logits = fused head + sum_b w_b * branch head b
+        # (a present branch only). The weights are chosen on validation after training
+        # (train/fusion.py); zero until then, so an untuned model is the fused head alone.
+        if self.branch_classifiers is not None:
+            self.register_buffer("branch_head_weights", torch.zeros(n))
 
     @property
     def n_image_branches(self) -> int:
         return len(self.image_encoders)
+
+    @property
+    def branch_names(self) -> list[str]:
+        """`<index>_<encoder>` per image branch, then `text`: the order of branch heads and their weights."""
+        names = [f"{i}_{e.name}" for i, e in enumerate(self.image_encoders)]
+        return names + (["text"] if self.text_encoder is not None else [])
 
     def branch_vectors(
         self, images: torch.Tensor | None, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
@@ -95,7 +107,7 @@ class MultimodalShoeNet(nn.Module):
         vectors = self.branch_vectors(images, input_ids, attention_mask)
         branch_logits = (
             [head(v) for head, v in zip(self.branch_classifiers, vectors, strict=True)]
-            if self.branch_classifiers is not None and self.training
+            if self.branch_classifiers is not None
             else None
         )
         masks = self._branch_masks(vectors[0], image_present, text_present)
@@ -108,7 +120,11 @@ class MultimodalShoeNet(nn.Module):
         else:
             fused = torch.cat(vectors, 1)
         hidden = self.fusion(fused)
-        return ShoeNetOutput(self.classifier(hidden), F.normalize(self.embedding_head(hidden), dim=1), branch_logits)
+        logits = self.classifier(hidden)
+        if branch_logits is not None and not self.training:
+            for weight, mask, branch in zip(self.branch_head_weights, masks, branch_logits, strict=True):
+                logits = logits + weight * mask.unsqueeze(1) * branch
+        return ShoeNetOutput(logits, F.normalize(self.embedding_head(hidden), dim=1), branch_logits)
 
     def _branch_masks(self, like: torch.Tensor, image_present, text_present) -> list[torch.Tensor]:
         ones = torch.ones(like.shape[0], device=like.device, dtype=like.dtype)

@@ -46,7 +46,14 @@ class PhotoEncoders:
                 "with the model's image_encoders"
             )
         for encoder, state in zip(model.image_encoders, self.states, strict=True):
-            encoder.backbone.load_state_dict(state)
+            try:
+                encoder.backbone.load_state_dict(state)
+            except RuntimeError as exc:  # e.g. pretrained at another image_size (a ViT's position table)
+                first = str(exc).strip().splitlines()[-1].strip()
+                raise ConfigError(
+                    f"pretrained photo encoder {encoder.name} does not fit the model ({first}): pretrain again "
+                    "with the model's image_encoders and image_size"
+                ) from None
             encoder.pretrained_loaded = True
 
     def save(self, folder: str | Path) -> Path:

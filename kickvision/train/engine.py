@@ -39,6 +39,7 @@ from kickvision.data.images import resolve_image_transform
 from kickvision.data.prepare import PreparedData
 from kickvision.model.net import MultimodalShoeNet, ShoeNetOutput
 from kickvision.model.predict import predict_logits
+from kickvision.train.augment import PhotoAugment
 from kickvision.train.loader import make_loader
 from kickvision.train.losses import LossTerm
 
@@ -74,7 +75,7 @@ class LoopSettings:
     pct_start: float = 0.15
     grad_clip: float | None = 1.0
     balanced_sampling: bool = False
-    augment: bool = True
+    augment: PhotoAugment | None = PhotoAugment()  # None: photos as they are
     monitor: str | None = "val_macro_f1"  # None: keep the last epoch
     patience: int | None = None  # None: never stop early
     score_start: bool = False  # validate before the first epoch; the starting weights compete too
@@ -95,13 +96,20 @@ def fit_settings(train: TrainConfig) -> LoopSettings:
         pct_start=train.pct_start,
         grad_clip=train.grad_clip,
         balanced_sampling=train.balanced_sampling,
-        augment=train.augment,
+        augment=photo_augment(train),
         monitor=train.monitor,
         patience=train.patience,
         device=train.device,
         amp=train.amp,
         num_threads=train.num_threads,
     )
+
+
+def photo_augment(train: TrainConfig) -> PhotoAugment | None:
+    """The train section's photo augmentation (None with `augment: false`)."""
+    if not train.augment:
+        return None
+    return PhotoAugment(crop_scale=train.crop_scale, shift=train.shift, color_jitter=train.color_jitter)
 
 
 def _secondary(train: TrainConfig, epochs: int, lr: float, **changes) -> LoopSettings:
@@ -245,7 +253,7 @@ def train_loop(
     device = pick_device(settings.device)
     model.to(device)
     transform = resolve_image_transform(model.cfg)
-    loader = make_loader(data, train_indices, settings.batch_size, seed, settings.augment, settings.balanced_sampling)
+    loader = make_loader(data, train_indices, settings.batch_size, seed, settings.balanced_sampling)
     optimizer = create_optimizer(model, settings)
     scheduler = create_scheduler(optimizer, settings, len(loader))
 
@@ -307,7 +315,8 @@ def _one_epoch(
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)
     for batch in bar:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        batch["image"] = transform.normalise(batch["image"])
+        images = transform.to_unit(batch["image"])
+        batch["image"] = transform.standardise(settings.augment(images) if settings.augment else images)
         with _autocast(device, settings.amp):
             out = forward(model, batch)
             loss = loss_terms[0](batch, out)

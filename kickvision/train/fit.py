@@ -11,6 +11,7 @@ from kickvision.model.bundle import BundleSpec, Lineage, ModelBundle, TrainingRe
 from kickvision.model.net import build_model, count_parameters
 from kickvision.model.photo_encoders import PhotoEncoders
 from kickvision.train.engine import EpochCallback, fit_settings, seed_everything, split_validator, train_loop
+from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss
 
 
@@ -33,7 +34,8 @@ def fit(
     text_columns: Sequence[str] = (),
     photo_encoders: PhotoEncoders | None = None,
 ) -> FitResult:
-    """Train a fresh model on the train split; keeps the epoch with the best validation `cfg.monitor`.
+    """Train a fresh model on the train split; keeps the epoch with the best validation `cfg.monitor`,
+    then lets the branch heads (if any) vote with weights chosen on validation (train/fusion.py).
 
     With `photo_encoders` (train/pretrain.py) the image encoders start from those weights.
     """
@@ -53,6 +55,7 @@ def fit(
         on_epoch_end=on_epoch_end,
         progress=progress,
     )
+    head_weights = choose_branch_head_weights(model, data, data.indices("val"))
     spec = BundleSpec(
         classes=list(data.classes),
         max_title_tokens=max_title_tokens,
@@ -63,6 +66,7 @@ def fit(
             best_score=result.best_score,
             parameters=count_parameters(model),
             pretrained=model.pretrained_report(),
+            branch_head_weights=head_weights,
         ),
         lineage=Lineage(
             catalog_hash=data.catalog_hash,

@@ -1,4 +1,5 @@
-"""Batches for the training engine: cached uint8 pixels and tokens, flipped on the fly, optionally class-balanced."""
+"""Batches for the training engine: cached uint8 pixels and tokens, optionally class-balanced (the
+engine augments the photos on the batch's device: `kickvision.train.augment`)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,18 @@ from kickvision.data.prepare import PreparedData
 
 
 class ShoeBatches(torch.utils.data.Dataset):
-    """Index-based view of PreparedData for a DataLoader (pixels augmented on the fly)."""
+    """Index-based view of PreparedData for a DataLoader."""
 
-    def __init__(self, data: PreparedData, indices: np.ndarray, augment: bool = False):
-        self.data, self.indices, self.augment = data, indices, augment
+    def __init__(self, data: PreparedData, indices: np.ndarray):
+        self.data, self.indices = data, indices
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         j = self.indices[i]
-        image = self.data.images[j]
-        if self.augment and np.random.random() < 0.5:
-            image = image[:, ::-1]  # shoes face either way
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "image": torch.from_numpy(np.ascontiguousarray(self.data.images[j])),
             "input_ids": torch.from_numpy(self.data.input_ids[j]),
             "attention_mask": torch.from_numpy(self.data.attention_mask[j]),
             "label": torch.tensor(int(self.data.rows.at[j, "label"])),
@@ -32,7 +30,7 @@ class ShoeBatches(torch.utils.data.Dataset):
 
 
 def make_loader(
-    data: PreparedData, indices: np.ndarray, batch_size: int, seed: int, augment: bool, balanced: bool
+    data: PreparedData, indices: np.ndarray, batch_size: int, seed: int, balanced: bool
 ) -> torch.utils.data.DataLoader:
     """A shuffled training loader over `indices` (class-balanced sampling with `balanced`)."""
     sampler = None
@@ -43,7 +41,7 @@ def make_loader(
             weights, len(indices), generator=torch.Generator().manual_seed(seed)
         )
     return torch.utils.data.DataLoader(
-        ShoeBatches(data, indices, augment=augment),
+        ShoeBatches(data, indices),
         batch_size=batch_size,
         shuffle=sampler is None,
         sampler=sampler,

@@ -7,9 +7,10 @@ largest single tensor), and the fusion MLP. Kept whole: the per-branch projectio
 are concatenated), the class head's outputs and the embedding width (the index depends on it).
 
 The fine-tune is one more loop of the training engine (optionally distilling from the unpruned
-model) that keeps the best validation top-1 among the pruned start and each epoch; the pruned model
-is kept only if it lost at most `prune.tolerance` of validation top-1. A pruned model is saved as
-ordinary safetensors plus `BundleSpec.pruned_shapes` (model/shapes.py): no pickled module.
+model) that keeps the best validation top-1 among the pruned start and each epoch; the branch
+heads' votes are then chosen again for the pruned model (train/fusion.py). The pruned model is kept
+only if it lost at most `prune.tolerance` of validation top-1. A pruned model is saved as ordinary
+safetensors plus `BundleSpec.pruned_shapes` (model/shapes.py): no pickled module.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from kickvision.train.engine import (
     split_validator,
     train_loop,
 )
+from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss, Distillation, LossTerm
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,7 @@ def prune_bundle(
         progress=progress,
     )
 
+    head_weights = choose_branch_head_weights(model, data, data.indices("val"))  # the pruned heads' own votes
     after = model_costs(model, tokens)
     after["val_top1"] = validate(model)["val_top1"]
     metrics = {f"prune_{k}_before": v for k, v in before.items()} | {f"prune_{k}_after": v for k, v in after.items()}
@@ -168,5 +171,6 @@ def prune_bundle(
     spec.pruned_shapes = changed_shapes(model, bundle.model)
     spec.pruning = PruningRecord(ratio=cfg.ratio, finetune_epochs=cfg.finetune_epochs, metrics=metrics)
     spec.training.parameters = int(after["params"])
+    spec.training.branch_head_weights = head_weights
     pruned = ModelBundle(model, bundle.tokenizer, spec)
     return PruneResult(pruned, True, f"pruned: {summary}", metrics, loop.history)

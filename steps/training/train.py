@@ -67,6 +67,7 @@ def train_model(
     training = result.bundle.spec.training
     mlflow.log_params({f"pretrained_{k}": v for k, v in training.pretrained.items()})
     mlflow.log_metrics({"best_epoch": training.best_epoch, "model_parameters": training.parameters})
+    mlflow.log_params({f"branch_head_weight.{k}": v for k, v in training.branch_head_weights.items()})
     pretraining = result.bundle.spec.lineage.photo_pretraining
     mlflow.set_tags({"photo_pretraining": pretraining.method if pretraining else "none"})
     if pretraining is not None:  # the encoders' provenance, also when the pretraining step was a cache hit

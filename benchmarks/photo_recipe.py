@@ -1,0 +1,93 @@
+"""Which photo recipe: input shape and augmentation, side by side on an image-only model.
+
+Catalog photos are 60x80 portraits: a square input letterboxes them (a quarter of the pixels are
+padding), a [height, width] input keeps their shape. Each recipe below is a set of config overrides
+on top of `--config` (and `--set`); each trains the config's model without its text branch with the
+train section's recipe, on one group split, for every seed; prints test top-1, macro-F1, the kept
+epoch and wall time, and writes JSON.
+
+    .venv/bin/python benchmarks/photo_recipe.py --catalog ../shared/data/fashion-footwear --config fashion \
+        --set 'model.image_encoders=[{name: resnet18, pretrained: false}]' --set train.epochs=12
+    .venv/bin/python benchmarks/photo_recipe.py --recipes square,portrait      # the demo catalog
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from common import prepared_catalog
+
+from kickvision.config import deep_merge, dotted_overrides, load_config
+from kickvision.model.predict import predict_logits
+from kickvision.train.engine import classification_scores
+from kickvision.train.fit import fit
+
+PORTRAIT = {"model": {"image_size": [80, 64]}}
+RECIPES: dict[str, dict] = {
+    "square": {},  # the config's own input (64x64 letterbox in fashion.yaml), flips only
+    "portrait": PORTRAIT,  # 80x64: the 60x80 photos nearly fill it
+    "portrait+crop": deep_merge(PORTRAIT, {"train": {"crop_scale": 0.8, "shift": 0.06}}),
+    "portrait+crop+colour": deep_merge(PORTRAIT, {"train": {"crop_scale": 0.8, "shift": 0.06, "color_jitter": 0.15}}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
+    parser.add_argument("--config", default="demo")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {list(RECIPES)}")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/photo_recipe_<catalog>_<config>.json)")
+    args = parser.parse_args()
+
+    base = dotted_overrides(args.set)
+    prepared: dict[str, tuple] = {}  # one decode per input shape
+    rows = []
+    for recipe in args.recipes.split(","):
+        cfg = load_config(args.config, overrides=deep_merge(base, RECIPES[recipe]))
+        key = str(cfg.model.image_hw)
+        if key not in prepared:
+            prepared[key] = prepared_catalog(args.catalog, cfg)
+        data, tokenizer, name = prepared[key]
+        test, labels = data.indices("test"), data.labels()
+        model_cfg = cfg.model.model_copy(update={"text_encoder": None})
+        for seed in args.seeds:
+            started = time.perf_counter()
+            tokens = cfg.data.max_title_tokens
+            bundle = fit(data, model_cfg, cfg.train, tokenizer, tokens, seed=seed, progress=False).bundle
+            logits, _ = predict_logits(bundle.model, data, test)
+            row = {
+                "recipe": recipe,
+                "seed": seed,
+                "input_hw": cfg.model.image_hw,
+                **classification_scores(labels[test], logits.argmax(1)),
+                "best_epoch": bundle.spec.training.best_epoch,
+                "seconds": time.perf_counter() - started,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    print(f"\n{name}, config {args.config} {args.set}, image-only model, {len(test)} test products, seeds {args.seeds}")
+    print("| recipe | input HxW | top-1 | macro-F1 | kept epoch | train s |")
+    print("|---|---|---|---|---|---|")
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        group = [r for r in rows if r["recipe"] == recipe]
+        top1, f1 = np.array([r["top1"] for r in group]), np.array([r["macro_f1"] for r in group])
+        print(
+            f"| {recipe} | {'x'.join(map(str, group[0]['input_hw']))} | {top1.mean():.4f} ± {top1.std():.4f} | "
+            f"{f1.mean():.4f} ± {f1.std():.4f} | {'/'.join(str(r['best_epoch']) for r in group)} | "
+            f"{np.mean([r['seconds'] for r in group]):.0f} |"
+        )
+    out = Path(args.out or Path(__file__).parent / "results" / f"photo_recipe_{name}_{args.config}.json")
+    meta = {"catalog": name, "config": args.config, "overrides": args.set, "recipes": RECIPES, "seeds": args.seeds}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=float))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

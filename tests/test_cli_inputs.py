@@ -1,0 +1,60 @@
+"""Inputs that hurt: bad arguments and unusable catalogs are one `error:` line and exit 2, checked
+before any work (no model is loaded, no stack is touched), never a traceback."""
+
+import shutil
+
+import pytest
+
+from kickvision.cli import main as cli_main
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["recommend", "--title", "x", "-k", "0"],
+        ["recommend", "--title", "x", "-k", "-3"],
+        ["recommend", "--title", "x", "-k", "many"],
+        ["demo", "--per-class", "0"],
+        ["demo-drop", "--per-class", "-1"],
+        ["ui", "--port", "70000"],
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["explain", "--title", "Black Heels", "--out", "{tmp}/no/such/folder/e.png"],
+        ["explain", "--title", "Black Heels", "--out", "{tmp}"],
+        ["recommend", "--title", "Black Heels", "--sheet", "{tmp}/missing/sheet.png"],
+    ],
+)
+def test_an_output_file_in_a_missing_folder_fails_before_any_model_is_loaded(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ZENML_CONFIG_PATH", str(tmp_path / "zenml-never-created"))
+    assert cli_main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --") and len(err.splitlines()) == 1
+    assert not (tmp_path / "zenml-never-created").exists()  # failed before the stack was touched
+
+
+def test_validate_writes_the_report_then_fails_an_unusable_catalog(demo_drop, tmp_path, capsys):
+    drop = tmp_path / "drop"
+    shutil.copytree(demo_drop, drop)
+    shutil.rmtree(drop / "images")  # every photo gone: no row is usable
+    report = tmp_path / "quarantine.csv"
+    assert cli_main(["validate", "--catalog", str(drop), "--report", str(report)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: catalog drop") and "unusable" in err and len(err.splitlines()) == 1
+    assert report.read_text().count("\n") > 20  # every row, each with its reason
+    assert cli_main(["validate", "--catalog", str(demo_drop), "--report", str(tmp_path / "no" / "r.csv")]) == 2
+    assert "folder" in capsys.readouterr().err
+    assert cli_main(["validate", "--catalog", str(demo_drop)]) == 2  # 70 good rows; the demo config needs 100
+    small = tmp_path / "small.yaml"
+    small.write_text("validate:\n  min_good_rows: 50\n")
+    assert cli_main(["validate", "--catalog", str(demo_drop), "--config", str(small)]) == 0
