@@ -58,3 +58,39 @@ def test_validate_writes_the_report_then_fails_an_unusable_catalog(demo_drop, tm
     small = tmp_path / "small.yaml"
     small.write_text("validate:\n  min_good_rows: 50\n")
     assert cli_main(["validate", "--catalog", str(demo_drop), "--config", str(small)]) == 0
+
+
+BAD_INPUTS = {  # every subcommand, with an input a user really gets wrong
+    "demo": ["demo", "--config", "{tmp}/no-such-config.yaml", "--out", "{tmp}/demo"],
+    "train": ["train", "--catalog", "{tmp}/no-such-drop"],
+    "pretrain": ["pretrain", "--catalog", "{tmp}/no-such-drop"],
+    "update": ["update", "--drop", "{tmp}/no-such-drop"],
+    "watch": ["watch", "--drops", "{tmp}/no-such-folder", "--once"],
+    "schedule": ["schedule", "--file", "{tmp}/no-such-schedule.yaml"],
+    "validate": ["validate", "--catalog", "{tmp}/no-such-drop"],
+    "import": ["import", "--format", "fashion-product", "--src", "{tmp}/no-such-src", "--out", "{tmp}/out"],
+    "predict": ["predict", "--image", "{tmp}/no-such-photo.jpg"],
+    "recommend": ["recommend", "--image", "{tmp}/no-such-photo.jpg"],
+    "explain": ["explain", "--image", "{tmp}/no-such-photo.jpg"],
+    "stack": ["stack", "use", "no-such-recipe"],
+    "demo-drop": ["demo-drop", "--out", "{tmp}/a-file.txt"],
+}
+
+
+def test_every_subcommand_has_a_bad_input_case():
+    from kickvision.cli.parser import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(commands) - {"ui"} <= set(BAD_INPUTS)  # ui: its only input is --port (above)
+
+
+@pytest.mark.parametrize("command", sorted(BAD_INPUTS))
+def test_a_bad_input_is_one_error_line_and_exit_2(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZENML_CONFIG_PATH", str(tmp_path / "zenml"))
+    (tmp_path / "a-file.txt").write_text("not a folder")
+    code = cli_main([a.format(tmp=tmp_path) for a in BAD_INPUTS[command]])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err

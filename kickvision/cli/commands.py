@@ -120,17 +120,24 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def cmd_demo_drop(args: argparse.Namespace) -> int:
     from kickvision.data.demo import write_demo_drop
 
-    out = write_demo_drop(args.out, n_per_class=args.per_class, seed=args.seed, new_categories=not args.no_new_category)
+    out = write_demo_drop(
+        _output_folder(args.out, "--out"),
+        n_per_class=args.per_class,
+        seed=args.seed,
+        new_categories=not args.no_new_category,
+    )
     rows = sum(1 for _ in (out / "catalog.csv").open()) - 1
     print(f"wrote a demo catalog drop with {rows} products to {out}/; next: kickvision update --drop {out}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from kickvision.config import load_config
     from kickvision.data.catalog import CATALOG_FILE
     from kickvision.data.demo import write_demo_catalog
 
-    out = Path(args.out)
+    load_config(args.config)  # a wrong config fails before the catalog is written
+    out = _output_folder(args.out, "--out")
     if not (out / CATALOG_FILE).is_file():  # deterministic, so an existing one is the same catalog
         print(f"writing the demo catalog to {out}/ ...")
         write_demo_catalog(out, n_per_class=args.per_class)
@@ -175,6 +182,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"quarantined rows with reasons: {report}")
     usable_or_raise(result, cfg)  # an unusable catalog: one `error:` line and exit 2, as training would
     return 0
+
+
+def _output_folder(path: str, option: str) -> Path:
+    """A folder the command will write into: it may exist, but not as a file."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise KickvisionError(f"{option} {path} is a file, not a folder")
+    return out
 
 
 def _output_path(path: str, option: str) -> Path:
