@@ -142,17 +142,23 @@ def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, 
     probes = {variant: {}}
     if variant == "fused":
         probes |= {"fused, photo removed": {"use_image": False}, "fused, title removed": {"use_text": False}}
+    model = fitted.bundle.model
+    votes = model.branch_head_weights.clone() if model.branch_classifiers is not None else None
+    if votes is not None and bool(votes.any()):  # what the branch heads' votes (train/fusion.py) add
+        probes[f"{variant}, branch heads silent"] = {"silent": True}
     rows = []
     for label, hide in probes.items():
-        logits, _ = predict_logits(fitted.bundle.model, data, test, **hide)
-        row = {
-            "model": label + suffix,
-            "seed": seed,
-            **scores_with_per_class(labels[test], logits.argmax(1), n_classes),
-        }
+        if hide.pop("silent", False):
+            model.branch_head_weights.zero_()
+        logits, _ = predict_logits(model, data, test, **hide)
+        if votes is not None:
+            model.branch_head_weights.copy_(votes)
+        scores = scores_with_per_class(labels[test], logits.argmax(1), n_classes)
+        row = {"model": label + suffix, "seed": seed, **scores}
         if label == variant:
             row |= {"train_seconds": seconds, "peak_rss_gb": memory.peak / 1e9, "epochs": len(fitted.history)}
             row |= {"best_epoch": fitted.bundle.spec.training.best_epoch}
+            row |= {"branch_head_weights": fitted.bundle.spec.training.branch_head_weights}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "per_class_f1"}), flush=True)
     return rows
@@ -206,11 +212,13 @@ def main() -> None:
                 suffix = ", pretrained photos" if photos == "pretrained" else ""
                 rows += train_and_score(data, cfg, tokenizer, variant, suffix, seed, encoders[photos])
     tfidf = tfidf_baseline(data, cfg.data.text_columns)
-    tfidf = tfidf_baseline(data)
     text = "title" + "".join(f" + {c}" for c in cfg.data.text_columns)
     rows.append({"model": f"TF-IDF + logistic regression ({text})", "seed": None, **tfidf})
 
-    print(f"\n{name}, config {cfg.name} ({cfg.model.image_size} px), {len(test)} test products, seeds {args.seeds}")
+    print(
+        f"\n{name}, config {cfg.name} ({'x'.join(map(str, cfg.model.image_hw))} px), "
+        f"{len(test)} test products, seeds {args.seeds}"
+    )
     print("| model | top-1 | macro-F1 | train s | peak RSS GB | " + " | ".join(data.classes) + " |")
     print("|---|---|---|---|---|" + "---|" * n_classes)
     summary = []

@@ -76,7 +76,7 @@ def main() -> None:
         margin = mean - faithfulness["cam_faithfulness_random"]
         rows.append({"maps": family, "road": mean, "std": std, "margin_over_random": margin, "stderr": std / n**0.5})
     print(
-        f"\n{name}: {cfg.name} config, {cfg.model.image_size} px, {int(n)} test products, "
+        f"\n{name}: {cfg.name} config, {'x'.join(map(str, cfg.model.image_hw))} px, {int(n)} test products, "
         f"{torch.get_num_threads()} threads"
     )
     print("| maps | ROAD (LeRF-MoRF)/2 | std | margin over random | s.e. of mean |")

@@ -132,7 +132,7 @@ def main() -> None:
             row[f"latency_b{batch}_ms"] = ms
 
     print(
-        f"\n{name}: {cfg.name} config, {cfg.model.image_size} px, trained {cfg.train.epochs} epochs "
+        f"\n{name}: {cfg.name} config, {'x'.join(map(str, cfg.model.image_hw))} px, trained {cfg.train.epochs} epochs "
         f"({train_seconds:.0f} s), fine-tune {cfg.prune.finetune_epochs} epochs, {torch.get_num_threads()} CPU threads"
     )
     print(

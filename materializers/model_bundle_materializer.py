@@ -31,5 +31,5 @@ class ModelBundleMaterializer(BaseMaterializer):
         return {
             "parameters": count_parameters(data.model),
             "classes": len(data.classes),
-            "image_size": data.model_config.image_size,
+            "image_size": "x".join(map(str, data.model_config.image_hw)),  # HxW
         }

@@ -50,5 +50,5 @@ class PreparedDataMaterializer(BaseMaterializer):
             "rows": len(data.rows),
             "classes": len(data.classes),
             **{f"{k}_rows": v for k, v in data.split_counts().items()},
-            "image_size": int(data.images.shape[1]) if data.images.ndim == 4 else 0,
+            "image_size": "x".join(map(str, data.images.shape[1:3])) if data.images.ndim == 4 else "",  # HxW
         }

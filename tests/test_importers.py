@@ -98,5 +98,5 @@ def test_cli_import_and_validate_with_format(fashion_product_src, tmp_path, caps
     validate = ["validate", "--catalog", str(fashion_product_src), "--format", "fashion-product"]
     assert cli_main([*validate, "--config", str(small)]) == 0
     assert "rows passed validation" in capsys.readouterr().out
-    assert cli_main(validate) == 2  # the demo config needs 20 good rows
+    assert cli_main(validate) == 2  # the demo config needs 100 good rows
     assert "unusable" in capsys.readouterr().err

@@ -108,6 +108,8 @@ def branch_votes_line(bundle: ModelBundle) -> str:
     if model.branch_classifiers is None:
         return ""
     weights = model.branch_head_weights.tolist()
+    if not bundle.spec.training.branch_head_weights:  # saved before the heads voted
+        return "Per-branch heads trained beside the fused head; they do not vote (weights never chosen).\n"
     if not any(weights):
         return "Per-branch heads trained beside the fused head; on validation they did not help, so they do not vote.\n"
     votes = ", ".join(f"{n} {w:g}" for n, w in zip(model.branch_names, weights, strict=True))

@@ -11,8 +11,8 @@ Applied to a whole batch on its device (GPU-friendly: the data never leaves it),
 - colour jitter: brightness, contrast and saturation each scaled by a factor drawn from
   [1 - `color_jitter`, 1 + `color_jitter`] (a photo studio's variation, not a different colour).
 
-`PhotoAugment.from_settings` reads the train section's knobs; with everything but the flip off the
-batch is only flipped, exactly.
+`kickvision.train.engine.photo_augment` reads the train section's knobs; with everything but the
+flip off the batch is only flipped, exactly.
 """
 
 from __future__ import annotations

@@ -81,10 +81,16 @@ class ClassificationLoss:
 
 
 class Distillation:
-    """Soft-target loss w·T²·KL(teacher ‖ student), with the teacher frozen in eval mode."""
+    """Soft-target loss w·T²·KL(teacher ‖ student), with the teacher frozen in eval mode.
+
+    The teacher's fused head teaches the student's (the student trains in train mode, where branch
+    heads do not vote), so the teacher's branch-head votes are silenced: `teacher` is changed in
+    place, pass a copy."""
 
     def __init__(self, teacher: MultimodalShoeNet, weight: float, temperature: float):
         self.teacher = teacher.eval()
+        if teacher.branch_classifiers is not None:
+            teacher.branch_head_weights.zero_()
         self.weight = weight
         self.temperature = temperature
 

@@ -135,6 +135,8 @@ def prune_bundle(
     prune_structured(
         model, cfg.ratio, cfg.head_ratio if cfg.head_ratio is not None else cfg.ratio, cfg.round_to, tokens
     )
+    if model.branch_classifiers is not None:  # fine-tune and keep epochs on the fused head; votes chosen after
+        model.branch_head_weights.zero_()
     settings = finetune_settings(cfg, train_cfg)
     terms: list[LossTerm] = [ClassificationLoss.from_config(train_cfg, model.cfg)]
     if cfg.distill_weight > 0:  # the unpruned model teaches the pruned one what it lost

@@ -28,6 +28,7 @@ from kickvision.model.net import grow_classifier
 from kickvision.model.predict import predict_arrays, predict_logits
 from kickvision.train.engine import EpochCallback, seed_everything, split_validator, train_loop, update_settings
 from kickvision.train.ewc import EWCPenalty
+from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.replay import build_continual_state, cap_per_class
 
@@ -103,6 +104,9 @@ def update_bundle(
         progress=progress,
     )
 
+    # The grown, retrained branch heads vote with weights chosen for this model (before the Fisher,
+    # which is taken on the model as it will predict).
+    head_weights = choose_branch_head_weights(model, drop, drop.indices("val"))
     # Memory for the next drop: Fisher on what this update trained on, replay and holdout refreshed.
     merged = ExemplarSet.from_prepared(drop, drop.indices("test"))
     holdout = state.holdout.concat(merged) if len(merged) else state.holdout
@@ -115,6 +119,7 @@ def update_bundle(
     spec = champion.spec.model_copy(deep=True)
     spec.classes = list(drop.classes)
     spec.temperature = 1.0  # refitted on the drop's validation split by the caller
+    spec.training.branch_head_weights = head_weights
     spec.lineage = Lineage(
         catalog_hash=drop.catalog_hash,
         catalog_hashes=[*(old.catalog_hashes or [old.catalog_hash]), drop.catalog_hash],

@@ -60,6 +60,8 @@ def prune_model(
     mlflow.set_tags({"prune_decision": decision, "prune_reason": result.reason})
     logger.info("prune: %s", result.reason)
     if result.kept_pruned and result.bundle is not bundle:
+        votes = result.bundle.spec.training.branch_head_weights  # the pruned model's own (train/fusion.py)
+        mlflow.log_params({f"pruned_branch_head_weight.{k}": v for k, v in votes.items()})
         mlflow.log_metrics(
             {f"pruned_{k}": v for k, v in equip_for_release(result.bundle, data, continual, seed).items()}
         )
