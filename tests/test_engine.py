@@ -111,6 +111,10 @@ def test_pretrained_encoders_get_encoder_lr_and_the_schedule_warms_up_each_group
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-5, 1e-3])
     scratch = build_model(tiny_config.model, n_classes=3)
     assert len(create_optimizer(scratch, settings).param_groups) == 1  # nothing pretrained: one group at lr
+    for encoder in model.image_encoders:  # pretrained on the catalog's own photos (PhotoEncoders.apply_to)
+        encoder.pretrained_loaded = encoder.catalog_pretrained = True
+    encoder, rest = create_optimizer(model, settings).param_groups
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in model.text_encoder.parameters()}  # MiniLM only
 
 
 def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):

@@ -98,6 +98,7 @@ class ImageEncoder(nn.Module):
             kwargs.setdefault("img_size", image_size if isinstance(image_size, int) else tuple(image_size))
         pretrained = spec.pretrained if load_weights else False
         self.pretrained_loaded = False
+        self.catalog_pretrained = False  # set by PhotoEncoders.apply_to: pretrained on this catalog's own photos
         if pretrained is not False:
             try:
                 extra = {}

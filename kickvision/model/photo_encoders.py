@@ -54,7 +54,7 @@ class PhotoEncoders:
                     f"pretrained photo encoder {encoder.name} does not fit the model ({first}): pretrain again "
                     "with the model's image_encoders and image_size"
                 ) from None
-            encoder.pretrained_loaded = True
+            encoder.pretrained_loaded = encoder.catalog_pretrained = True
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)

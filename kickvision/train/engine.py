@@ -167,9 +167,13 @@ def seed_everything(seed: int) -> None:
 
 
 def create_optimizer(model: MultimodalShoeNet, settings: LoopSettings) -> torch.optim.Optimizer:
-    """AdamW with two parameter groups: pretrained encoders at `encoder_lr`, everything else at `lr`."""
+    """AdamW with two parameter groups: pretrained encoders at `encoder_lr`, everything else at `lr`.
+
+    Photo encoders pretrained on the catalog's own photos (train/pretrain.py) train at `lr`: they
+    start far from done (k-NN ~0.75), unlike weights pretrained on large generic data."""
     encoders = [*model.image_encoders, model.text_encoder]
-    pretrained_ids = {id(p) for e in encoders if e is not None and e.pretrained_loaded for p in e.parameters()}
+    generic = [e for e in encoders if e is not None and e.pretrained_loaded and not getattr(e, "catalog_pretrained", 0)]
+    pretrained_ids = {id(p) for e in generic for p in e.parameters()}
     groups = [
         {
             "params": [p for p in model.parameters() if id(p) in pretrained_ids],
