@@ -28,7 +28,7 @@ from kickvision.train.fit import fit
 
 PORTRAIT = {"model": {"image_size": [80, 64]}}
 RECIPES: dict[str, dict] = {
-    "square": {},  # the config's own input (64x64 letterbox in fashion.yaml), flips only
+    "square": {"model": {"image_size": 64}},  # 64x64 letterbox, flips only
     "portrait": PORTRAIT,  # 80x64: the 60x80 photos nearly fill it
     "portrait+crop": deep_merge(PORTRAIT, {"train": {"crop_scale": 0.8, "shift": 0.06}}),
     "portrait+crop+colour": deep_merge(PORTRAIT, {"train": {"crop_scale": 0.8, "shift": 0.06, "color_jitter": 0.15}}),
