@@ -121,6 +121,7 @@ def test_the_alias_moves_only_if_the_champion_is_still_the_one_compared_against(
     assert other.promoted
     final = move_champion(decision)
     assert not final.promoted and f"champion moved from v{weak.version} to v{other.version}" in final.reason
+    assert final.champion_moved and not final.fail_closed  # the watcher applies the drop again, to the new one
     assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == other.version
     assert mlflow_client.get_model_version(name, decision.version).tags["promotion_decision"] == "challenger"
 

@@ -85,20 +85,26 @@ def cmd_watch(args: argparse.Namespace) -> int:
     _quiet_user_error_tracebacks()
 
     def update(folder: Path) -> str:
-        try:
-            result = run_update(_catalog_dir(args, folder), cfg)
-        except Exception as exc:
-            cause = user_error_in_chain(exc)
-            if isinstance(cause, CatalogError):
-                raise DropFailed(str(cause)) from None
-            raise cause or exc from None
-        if isinstance(result, str):  # this drop already reached the registry (e.g. before a crash)
-            return result
-        reg = result.registration
-        if reg.get("fail_closed"):  # the registry's problem, not the drop's: stop, retry this drop next time
-            raise RegistryError(f"nothing was promoted: {reg.get('reason')}")
-        fate = "champion" if reg.get("promoted") else "challenger"
-        return f"{reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
+        for _attempt in (1, 2):
+            try:
+                result = run_update(_catalog_dir(args, folder), cfg)
+            except Exception as exc:
+                cause = user_error_in_chain(exc)
+                if isinstance(cause, CatalogError):
+                    raise DropFailed(str(cause)) from None
+                raise cause or exc from None
+            if isinstance(result, str):  # this drop already reached the registry (e.g. before a crash)
+                return result
+            reg = result.registration
+            if reg.get("fail_closed"):  # the registry's problem, not the drop's: stop, retry this drop next time
+                raise RegistryError(f"nothing was promoted: {reg.get('reason')}")
+            if not reg.get("champion_moved"):
+                fate = "champion" if reg.get("promoted") else "challenger"
+                return f"{reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
+            # Another version became champion while this drop was applied to the previous one: the
+            # new champion has not learnt the drop yet, so apply it again (once; then stop and retry later).
+            print(f"{folder.name}: {reg.get('reason')}; applying the drop to the new champion", flush=True)
+        raise RegistryError(f"the champion keeps moving while {folder.name} is applied; it stays pending")
 
     def report(name: str, outcome) -> None:
         print(f"{name}: {outcome.status}: {outcome.detail}", flush=True)

@@ -42,6 +42,7 @@ class PromotionDecision:
     champion_version: str | None = None
     champion_score: float | None = None
     fail_closed: bool = False  # refused because the registry or the champion could not be read
+    champion_moved: bool = False  # passed its gate, but another version became champion meanwhile
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -251,6 +252,7 @@ def move_champion(decision: PromotionDecision, client: MlflowClient | None = Non
             final = replace(
                 decision,
                 promoted=False,
+                champion_moved=True,
                 reason=f"champion moved from {_named(decision.champion_version)} to {_named(now)} while "
                 f"v{decision.version} was compared against it; v{decision.version} stays challenger",
             )
