@@ -57,3 +57,34 @@ def test_an_index_rebuild_reads_old_photos_under_the_same_pixel_bound(shared_tra
     index, counts = rebuild_index(shared_trained, shared_trained.index, demo_data, strict)
     assert counts["index_old_with_image"] == 0 and counts["index_old_title_only"] == old
     assert len(index) == old + len(demo_data.rows)
+
+
+def test_transparent_photos_sit_on_white_like_the_padding(tmp_path):
+    photo = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # fully transparent black...
+    photo.paste((200, 30, 30, 255), (2, 2, 6, 6))  # ...around an opaque red square
+    photo.save(tmp_path / "cutout.png")
+    palette = photo.convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    palette.save(tmp_path / "cutout.gif", transparency=palette.getpixel((0, 0)))
+    for name in ("cutout.png", "cutout.gif"):
+        pixels = ImageTransform(size=8).load(tmp_path / name)
+        assert (pixels[0, 0] == 255).all(), name  # white, not black
+        assert pixels[4, 4, 0] > 150 and pixels[4, 4, 1] < 80, name
+
+
+def test_16_bit_greyscale_photos_keep_their_tones(tmp_path):
+    grey = np.full((8, 8), 32768, np.uint16)  # mid-grey in 16 bits
+    grey[:4] = 8000
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    pixels = ImageTransform(size=8).load(tmp_path / "deep.png")
+    assert abs(int(pixels[6, 0, 0]) - 128) <= 2 and abs(int(pixels[1, 0, 0]) - 31) <= 2
+
+
+def test_phone_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    photo = Image.new("RGB", (16, 8), (255, 255, 255))
+    photo.paste((0, 0, 0), (0, 0, 8, 8))  # the left half dark, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    photo.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = ImageTransform(size=(16, 8)).load(tmp_path / "phone.jpg")  # portrait once turned
+    assert upright[:6].mean() < 60 and upright[10:].mean() > 200  # the dark half is now on top

@@ -28,13 +28,28 @@ PAD_COLOUR = (255, 255, 255)
 
 
 def open_image_bounded(source: str | Path | IO[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an image as RGB, refusing oversized ones before their pixels are decoded."""
+    """Decode an image as RGB, refusing oversized ones before their pixels are decoded.
+
+    Upright as shot (EXIF orientation applied), transparent pixels on white (the padding colour),
+    16-bit greyscale scaled to 8 bits (PIL's plain conversion clips it to nearly white)."""
     with Image.open(source) as img:
         width, height = img.size  # read from the header, no pixel decoding yet
         if width * height > max_pixels:
             raise ValueError(f"image is {width}x{height}, over the {max_pixels:,}-pixel limit")
         img.draft("RGB", (width, height))
-        return img.convert("RGB")
+        return _as_rgb(ImageOps.exif_transpose(img))
+
+
+def _as_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit greyscale
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max() > 255 else 255.0
+        return Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*PAD_COLOUR, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 @dataclass(frozen=True)
