@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kickvision.errors import ConfigError
 
@@ -41,12 +41,20 @@ class ValidateConfig(_Section):
     min_good_rows: int = Field(20, ge=1, description="fail the run below this many good rows")
     min_good_fraction: float = Field(0.5, ge=0, le=1, description="... or below this fraction")
     min_rows_per_class: int = Field(3, ge=1, description="rarer categories are quarantined")
-    title_min_chars: int = 2
-    title_max_chars: int = 300
-    max_image_bytes: int = 20_000_000
-    max_image_pixels: int = 40_000_000  # decompression-bomb guard, checked before decoding
-    min_image_side: int = 8
+    title_min_chars: int = Field(2, ge=0)
+    title_max_chars: int = Field(300, ge=1)
+    max_image_bytes: int = Field(20_000_000, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb guard, checked before decoding
+    min_image_side: int = Field(8, ge=1)
     allowed_categories: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _title_bounds_in_order(self) -> ValidateConfig:
+        if self.title_min_chars > self.title_max_chars:
+            raise ValueError(
+                f"title_min_chars ({self.title_min_chars}) is above title_max_chars ({self.title_max_chars})"
+            )
+        return self
 
 
 class DataConfig(_Section):
@@ -92,11 +100,11 @@ class ModelConfig(_Section):
     image_std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="per-channel pixel std (0..1)")
     image_encoders: list[ImageEncoderConfig] = Field(default_factory=lambda: [ImageEncoderConfig(name="resnet18")])
     text_encoder: TextEncoderConfig | None = Field(default_factory=TextEncoderConfig)
-    projection_dim: int = 256
+    projection_dim: int = Field(256, ge=1)
     fusion: Literal["concat", "gated"] = "concat"
-    fusion_hidden: int = 512
-    embedding_dim: int = 128
-    dropout: float = 0.1
+    fusion_hidden: int = Field(512, ge=1)
+    embedding_dim: int = Field(128, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
     modality_dropout: float = Field(0.15, ge=0, lt=1, description="per-sample branch drop in training")
     branch_loss_weight: float = Field(
         0.0,
@@ -124,10 +132,10 @@ class TrainConfig(_Section):
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = 1e-3
-    encoder_lr: float | None = None  # lower LR for pretrained encoders; None = same as lr
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.05
+    lr: float = Field(1e-3, gt=0)
+    encoder_lr: float | None = Field(None, gt=0, description="lower LR for pretrained encoders; None = same as lr")
+    weight_decay: float = Field(0.05, ge=0)
+    label_smoothing: float = Field(0.05, ge=0, lt=1)
     contrastive_weight: float = Field(0.2, ge=0, description="supervised contrastive loss on the embedding head")
     contrastive_temperature: float = Field(0.1, gt=0)
     pct_start: float = Field(0.15, gt=0, lt=1, description="share of the one-cycle schedule spent warming up")
@@ -152,7 +160,7 @@ class PruneConfig(_Section):
     head_ratio: float | None = Field(None, ge=0, lt=1, description="share of attention heads removed; None = ratio")
     round_to: int | None = Field(8, ge=1, description="keep widths multiples of this (fast kernels)")
     finetune_epochs: int = Field(3, ge=0)
-    lr: float = 5e-4
+    lr: float = Field(5e-4, gt=0)
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the fine-tune's one-cycle schedule")
     distill_weight: float = Field(
         0.0, ge=0, description="weight of distillation from the unpruned model during the fine-tune (0 = off)"
@@ -174,7 +182,7 @@ class PretrainConfig(_Section):
     text_encoder: str = Field("all-minilm-l6-v2", description="frozen pretrained encoder of the title side")
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=2)
-    lr: float = 1e-3
+    lr: float = Field(1e-3, gt=0)
     temperature: float = Field(0.07, gt=0, description="initial softmax temperature (learnt)")
     knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
 
@@ -196,7 +204,7 @@ class ContinualConfig(_Section):
     use_replay: bool = True
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = 1e-3
+    lr: float = Field(1e-3, gt=0)
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")
     balanced_sampling: bool = Field(True, description="sample drop and replay products class-balanced")
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
@@ -226,7 +234,7 @@ class RunConfig(_Section):
     """One whole run: what `kickvision train --config FILE` reads."""
 
     name: str = "custom"
-    seed: int = 42
+    seed: int = Field(42, ge=0, description="seeds the split and every loop (numpy needs it non-negative)")
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -52,3 +52,31 @@ def test_image_size_is_a_side_or_height_and_width(tmp_path):
     for bad in ([8, 64], 12, [80, 64, 3]):
         with pytest.raises(ConfigError, match="model.image_size"):
             load_config("demo", overrides={"model": {"image_size": bad}})
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"train": {"lr": -0.001}}, "train.lr"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"train": {"encoder_lr": 0}}, "train.encoder_lr"),
+        ({"train": {"label_smoothing": 1.5}}, "train.label_smoothing"),
+        ({"seed": -1}, "seed"),
+        ({"validate": {"max_image_pixels": 0}}, "validate.max_image_pixels"),
+        ({"validate": {"min_image_side": -5}}, "validate.min_image_side"),
+        ({"validate": {"title_min_chars": 50, "title_max_chars": 10}}, "validate"),
+        ({"prune": {"lr": 0}}, "prune.lr"),
+        ({"continual": {"lr": -1}}, "continual.lr"),
+        ({"pretrain": {"lr": 0}}, "pretrain.lr"),
+        ({"model": {"dropout": 1.0}}, "model.dropout"),
+        ({"model": {"embedding_dim": 0}}, "model.embedding_dim"),
+    ],
+)
+def test_out_of_range_settings_are_one_config_error_naming_the_setting(override, named):
+    with pytest.raises(ConfigError, match=rf"setting '{named}'"):
+        load_config("demo", overrides=override)
+
+
+def test_a_minimum_above_its_maximum_says_which_two(tmp_path):
+    with pytest.raises(ConfigError, match="title_min_chars .50. is above title_max_chars .10."):
+        load_config("demo", overrides={"validate": {"title_min_chars": 50, "title_max_chars": 10}})
