@@ -36,3 +36,32 @@ def test_read_catalog_without_csv_is_a_clear_error(tmp_path):
 def test_read_catalog_marks_empty_cells_missing(bad_drop):
     rows = read_catalog(bad_drop).rows
     assert rows.loc[rows["product_id"] == "BAD-empty_title", "title"].isna().all()
+
+
+def _copy_drop(demo_drop, tmp_path):
+    import shutil
+
+    drop = tmp_path / "drop"
+    shutil.copytree(demo_drop, drop)
+    return drop
+
+
+def test_a_semicolon_separated_spreadsheet_export_reads_like_the_comma_one(demo_drop, tmp_path):
+    import pandas as pd
+
+    drop = _copy_drop(demo_drop, tmp_path)
+    original = pd.read_csv(drop / "catalog.csv", dtype=str)
+    original.to_csv(drop / "catalog.csv", sep=";", index=False, encoding="utf-8-sig")  # Excel: BOM + semicolons
+    rows = read_catalog(drop).rows
+    assert list(rows.columns) == list(original.columns) and len(rows) == len(original)
+    assert rows["title"].tolist() == original["title"].str.strip().tolist()
+
+
+def test_a_windows_1252_catalog_is_refused_with_the_way_to_convert_it(demo_drop, tmp_path):
+    drop = _copy_drop(demo_drop, tmp_path)
+    text = (drop / "catalog.csv").read_text()
+    lines = text.splitlines()
+    lines[3] = lines[3].replace(",", ",Café ", 1)
+    (drop / "catalog.csv").write_bytes("\n".join(lines).encode("cp1252"))
+    with pytest.raises(CatalogError, match=r"not UTF-8 \(byte 0xe9 on line 4\).*CSV UTF-8.*iconv"):
+        read_catalog(drop)

@@ -100,3 +100,15 @@ def test_cli_import_and_validate_with_format(fashion_product_src, tmp_path, caps
     assert "rows passed validation" in capsys.readouterr().out
     assert cli_main(validate) == 2  # the demo config needs 100 good rows
     assert "unusable" in capsys.readouterr().err
+
+
+def test_a_line_longer_than_csv_allows_is_a_reject_and_the_import_goes_on(fashion_product_src, tmp_path):
+    styles = fashion_product_src / "styles.csv"
+    lines = styles.read_text().splitlines()
+    lines.insert(2, "9,Men,Footwear,Shoes,Casual Shoes,Black,Fall,2011,Casual," + "very long name " * 20_000)
+    styles.write_text("\n".join(lines) + "\n")
+    out = import_catalog("fashion-product", fashion_product_src, tmp_path / "drop", master_category="Footwear")
+    assert pd.read_csv(out / "catalog.csv", dtype=str)["product_id"].tolist() == ["1", "2", "5"]
+    rejects = pd.read_csv(out / "import_rejects.csv", dtype=str)
+    long = rejects[rejects["reason"].str.contains("characters")]
+    assert long["line"].tolist() == ["3"] and long["content"].str.len().max() < 300

@@ -7,6 +7,7 @@ attribute columns) and the images it names by paths relative to the folder.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,20 +66,45 @@ def hash_drop(drop_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
+def decode_utf8(path: Path) -> str:
+    """The file's text as UTF-8 (a byte-order mark is dropped), or one CatalogError saying how to convert it."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CatalogError(
+            f"{path} is not UTF-8 (byte 0x{raw[exc.start]:02x} on line {line}); spreadsheet exports are often "
+            f"Windows-1252 or Latin-1: save it as 'CSV UTF-8', or convert it with "
+            f"iconv -f WINDOWS-1252 -t UTF-8 {path.name} > utf8.csv"
+        ) from None
+
+
+def guess_delimiter(text: str) -> str:
+    """`,` unless the header line splits into more columns on `;` or a tab (spreadsheet exports in
+    locales with a decimal comma write semicolons)."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] > 0 else ","
+
+
 def read_catalog(drop_dir: str | Path, content_hash: str | None = None) -> Catalog:
     """Read a generic catalog drop; every cell stays a string, empty cells become missing.
 
     Column problems are left to validation (which quarantines rows with reasons); only a
-    missing or unparseable `catalog.csv` is an error here.
+    missing or unparseable `catalog.csv` is an error here. Semicolon- or tab-separated exports are
+    read as such; text that is not UTF-8 is refused with the way to convert it.
     """
     root = Path(drop_dir).resolve()
     csv_path = root / CATALOG_FILE
     if not csv_path.is_file():
         raise CatalogError(f"{root} is not a catalog drop: it has no {CATALOG_FILE}")
+    text = decode_utf8(csv_path)
     try:
-        rows = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise CatalogError(f"{csv_path} cannot be read as a UTF-8 CSV: {exc}") from None
+        rows = pd.read_csv(io.StringIO(text), sep=guess_delimiter(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise CatalogError(f"{csv_path} cannot be read as a CSV: {exc}") from None
     rows.columns = [str(c).strip() for c in rows.columns]
     rows = rows.apply(lambda col: col.str.strip()).replace("", None)
     return Catalog(root=root, rows=rows.reset_index(drop=True), content_hash=content_hash or hash_drop(root))

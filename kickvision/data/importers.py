@@ -40,27 +40,45 @@ def _place_image(source: Path | None, out: Path, relative: str) -> None:
         shutil.copy2(source, target)
 
 
+MAX_LINE_CHARS = 100_000  # a product line longer than this is a reject, not a crash (csv's field limit is 131,072)
+
+
+def _bounded_lines(lines, rejects: list[dict]):
+    """The physical lines of a CSV file, with overlong ones replaced by an empty line and rejected."""
+    for line_no, line in enumerate(lines, start=1):
+        if len(line) > MAX_LINE_CHARS:
+            rejects.append(
+                {"line": line_no, "content": line[:200] + "...", "reason": f"line of {len(line):,} characters"}
+            )
+            yield "\n"
+        else:
+            yield line
+
+
 def _read_csv_keeping_rejects(path: Path) -> tuple[pd.DataFrame, list[dict]]:
     """Read a CSV as strings; lines with the wrong number of fields are returned as rejects."""
     rejects: list[dict] = []
     with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(_bounded_lines(fh, rejects))
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise CatalogError(f"{path} is empty") from None
         rows = []
-        for line_no, fields in enumerate(reader, start=2):
-            if len(fields) == len(header):
-                rows.append([f.strip() for f in fields])
-            elif fields:
-                rejects.append(
-                    {
-                        "line": line_no,
-                        "content": ",".join(fields),
-                        "reason": f"{len(fields)} fields where the header has {len(header)}",
-                    }
-                )
+        try:
+            for fields in reader:
+                if len(fields) == len(header):
+                    rows.append([f.strip() for f in fields])
+                elif fields:
+                    rejects.append(
+                        {
+                            "line": reader.line_num,
+                            "content": ",".join(fields),
+                            "reason": f"{len(fields)} fields where the header has {len(header)}",
+                        }
+                    )
+        except csv.Error as exc:  # e.g. a quote left open across many lines
+            raise CatalogError(f"{path}: line {reader.line_num}: {exc}") from None
     return pd.DataFrame(rows, columns=header), rejects
 
 
