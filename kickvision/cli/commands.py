@@ -10,6 +10,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kickvision.errors import KickvisionError, user_error_in_chain
@@ -208,6 +210,18 @@ def _output_path(path: str, option: str) -> Path:
     return out
 
 
+@contextmanager
+def _loading(uri: str) -> Iterator[None]:
+    """A model URI that does not resolve (no such model, version, alias or folder) is one error line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KickvisionError(f"cannot load the model {uri}: {first}") from None
+
+
 def _model_uri(args: argparse.Namespace) -> str:
     """Check the --image argument, point MLflow at the active stack, and name the model to use."""
     from kickvision.serve.registry import champion_uri
@@ -226,7 +240,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     uri = _model_uri(args)
     frame = pd.DataFrame({"image": [str(Path(args.image).resolve()) if args.image else None], "title": [args.title]})
-    model = mlflow.pyfunc.load_model(uri)
+    with _loading(uri):
+        model = mlflow.pyfunc.load_model(uri)
     # A model trained with attribute columns takes them as inputs; an unknown one is left empty.
     attributes = dict(key_value(item) for item in args.attribute)
     schema = model.metadata.get_input_schema()
@@ -247,7 +262,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     sheet = _output_path(args.sheet, "--sheet") if args.sheet else None
     uri = _model_uri(args)
-    bundle = load_registered_bundle(uri)
+    with _loading(uri):
+        bundle = load_registered_bundle(uri)
     if bundle.index is None:
         raise KickvisionError(f"{uri} carries no recommendation index; retrain it with this version")
     index = bundle.index
@@ -282,7 +298,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     out = _output_path(args.out, "--out")
     uri = _model_uri(args)
-    bundle = load_registered_bundle(uri)
+    with _loading(uri):
+        bundle = load_registered_bundle(uri)
     if args.target and args.target not in bundle.classes:
         raise KickvisionError(f"--target '{args.target}' is not a class of {uri}: {', '.join(bundle.classes)}")
     image = decode_image_field(str(Path(args.image).resolve())) if args.image else None
