@@ -324,6 +324,18 @@ def test_mlflow_models_serve_answers_over_http(first_run, demo_drop):
         predictions = answer["predictions"]
         assert len(predictions) == 2 and {"category", "probability", "probabilities"} <= set(predictions[0])
         assert len(predictions[0]["similar_product_ids"]) == 5
+        for bad_k in (-1, 0, "many"):  # the client's mistake: a 400 with the reason, and the server stays up
+            bad = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps({**payload, "params": {"k": bad_k}}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(bad, timeout=60)
+            assert refused.value.code == 400, bad_k
+            if bad_k != "many":  # ("many" is refused earlier, by the signature's params schema)
+                assert "params.k must be" in refused.value.read().decode()
+        assert len(json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]) == 2
     finally:
         server.terminate()
         server.wait(timeout=30)

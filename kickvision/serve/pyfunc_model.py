@@ -19,7 +19,27 @@ class KickvisionModel(PythonModel):
         self.predictor = ShoePredictor(load_bundle(context.artifacts["bundle"]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return self.predictor.predict_frame(pd.DataFrame(model_input), k=int((params or {}).get("k", 5)))
+        return self.predictor.predict_frame(pd.DataFrame(model_input), k=requested_k(params))
+
+
+MAX_K = 1000
+
+
+def requested_k(params: dict | None) -> int:
+    """`params.k`, a whole number in 1..MAX_K; anything else is the client's error (HTTP 400 when served)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    value = (params or {}).get("k", 5)
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        k = None
+    if k is None or isinstance(value, float) and not float(value).is_integer() or not 1 <= k <= MAX_K:
+        raise MlflowException(
+            f"params.k must be a whole number from 1 to {MAX_K}, got {value!r}", INVALID_PARAMETER_VALUE
+        )
+    return k
 
 
 mlflow.models.set_model(KickvisionModel())
