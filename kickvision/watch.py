@@ -165,8 +165,11 @@ def watcher_lock(drops_dir: Path) -> Iterator[None]:
         handle.close()
 
 
-def process_pending(drops_dir: Path, update: Callable[[Path], str]) -> list[tuple[str, Outcome]]:
-    """Run `update` on every pending drop, in name order, recording each outcome as it happens.
+def process_pending(
+    drops_dir: Path, update: Callable[[Path], str], max_drops: int | None = None
+) -> list[tuple[str, Outcome]]:
+    """Run `update` on every pending drop (the first `max_drops` of them), in name order, recording
+    each outcome as it happens.
 
     `update` returns a one-line summary, raises DropFailed (or another KickvisionError) for a drop
     whose data is unusable, and anything else for a problem that is not the drop's fault: that one
@@ -174,7 +177,7 @@ def process_pending(drops_dir: Path, update: Callable[[Path], str]) -> list[tupl
     """
     ledger = DropLedger(drops_dir / LEDGER_FILE)
     outcomes = []
-    for folder, content_hash, stamp in pending_drops(drops_dir, ledger):
+    for folder, content_hash, stamp in pending_drops(drops_dir, ledger)[:max_drops]:
         ledger.record(folder.name, content_hash, "started", stamp=stamp)
         log.info("drop %s: updating", folder.name)
         try:
@@ -203,8 +206,10 @@ def watch(
     once: bool = False,
     interval_s: float = 300.0,
     report: Callable[[str, Outcome], None] | None = None,
+    max_drops: int | None = None,
 ) -> list[tuple[str, Outcome]]:
-    """Process pending drops under the folder's lock; with `once`, return when none is left."""
+    """Process pending drops under the folder's lock; with `once`, return when none is left (or,
+    with `max_drops`, after that many: a CI job persists the ledger between calls)."""
     if not once and not (0 < interval_s < float("inf")):
         raise KickvisionError(f"--interval must be a positive number of seconds, not {interval_s}")
     drops_dir = Path(drops_dir).resolve()
@@ -213,7 +218,7 @@ def watch(
     done: list[tuple[str, Outcome]] = []
     with watcher_lock(drops_dir):
         while True:
-            for name, outcome in process_pending(drops_dir, update):
+            for name, outcome in process_pending(drops_dir, update, max_drops if once else None):
                 done.append((name, outcome))
                 if report:
                     report(name, outcome)

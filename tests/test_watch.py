@@ -184,3 +184,15 @@ def test_a_dangling_link_in_a_drop_does_not_stop_the_watcher(tmp_path):
     assert [p.name for p, _, _ in pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE))] == [
         d.name for d in drops
     ]
+
+
+def test_max_drops_processes_that_many_in_order_and_leaves_the_rest_pending(tmp_path):
+    drops = _three_drops(tmp_path)
+    seen: list[str] = []
+    first = process_pending(tmp_path, lambda folder: seen.append(folder.name) or "ok", max_drops=1)
+    assert [name for name, _ in first] == [drops[0].name] and seen == [drops[0].name]
+    assert [p[0].name for p in pending_drops(tmp_path, DropLedger(tmp_path / LEDGER_FILE))] == [
+        d.name for d in drops[1:]
+    ]
+    rest = process_pending(tmp_path, lambda folder: seen.append(folder.name) or "ok", max_drops=5)
+    assert seen == [d.name for d in drops] and len(rest) == 2

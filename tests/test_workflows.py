@@ -57,3 +57,13 @@ def test_tests_workflow_runs_the_ci_script_and_retraining_has_a_nightly_cron():
     assert triggers["schedule"][0]["cron"] and "drop" in triggers["workflow_dispatch"]["inputs"]
     assert triggers["push"]["paths"] == ["configs/**"]
     assert any("watch --drops" in line for line in _run_lines(retrain))
+
+
+def test_workflows_ask_for_read_only_tokens_and_retraining_saves_the_ledger_after_every_drop():
+    for path in WORKFLOWS:
+        assert yaml.safe_load(path.read_text())["permissions"] == {"contents": "read"}, path.name
+    retrain = yaml.safe_load((REPO / ".github/workflows/retrain.yml").read_text())
+    steps = [s for job in retrain["jobs"].values() for s in job["steps"] if "watch --drops" in s.get("run", "")]
+    assert len(steps) == 1 and "--max-drops 1" in steps[0]["run"]
+    loop = steps[0]["run"]
+    assert loop.index("watch --drops") < loop.index("aws s3 cp drops/.kickvision-watch.json") < loop.index("break")

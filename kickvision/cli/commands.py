@@ -111,8 +111,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     def report(name: str, outcome) -> None:
         print(f"{name}: {outcome.status}: {outcome.detail}", flush=True)
 
-    outcomes = watch(args.drops, update, once=args.once, interval_s=args.interval, report=report)
-    print(f"processed {len(outcomes)} drop(s); nothing left in {args.drops}")
+    outcomes = watch(
+        args.drops, update, once=args.once, interval_s=args.interval, report=report, max_drops=args.max_drops
+    )
+    left = "" if args.max_drops and len(outcomes) == args.max_drops else f"; nothing left in {args.drops}"
+    print(f"processed {len(outcomes)} drop(s){left}")
     return 0
 
 

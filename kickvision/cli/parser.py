@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     watcher = sub.add_parser("watch", help="update the champion with every new drop folder in DIR, in name order")
     watcher.add_argument("--drops", required=True, help="folder of drop folders (hidden ones are skipped)")
     watcher.add_argument("--once", action="store_true", help="process what is there, then exit (for cron)")
+    watcher.add_argument(
+        "--max-drops",
+        type=positive_int,
+        help="with --once: at most this many drops, then exit (save the ledger between)",
+    )
     watcher.add_argument("--interval", type=float, default=300.0, help="seconds between looks (default 300)")
     watcher.add_argument("--format", default="generic", choices=FORMATS, help="drop layout (default generic)")
     watcher.add_argument("--config", default="demo", help="run config (as for update)")
