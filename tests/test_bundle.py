@@ -3,6 +3,7 @@ that sees exactly the pixels and tokens training saw."""
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -77,3 +78,25 @@ def test_an_unknown_bundle_format_is_refused(shared_trained, tmp_path):
     (folder / SPEC_FILE).write_text(json.dumps({**document, "format_version": 99}))
     with pytest.raises(ValueError, match="unsupported bundle format 99"):
         load_bundle(folder)
+
+
+def test_a_server_opens_photos_only_under_its_image_root_and_never_says_which_files_exist(
+    shared_trained, learnt_data, tmp_path
+):
+    from kickvision.serve.predictor import decode_image_field
+    from kickvision.serve.registry import image_to_base64
+
+    photo = learnt_data.rows_with_image_paths(learnt_data.indices("test")[:1])["image"].iloc[0]
+    root = Path(photo).parent
+    assert decode_image_field(str(photo), paths=root).size == decode_image_field(str(photo)).size
+    as_bytes = image_to_base64(photo)
+    assert decode_image_field(as_bytes, paths=None) is not None  # bytes are always fine
+    for refused in ("/etc/hostname", "/no/such/file.png", str(root / ".." / ".." / "x.png"), "relative.png"):
+        with pytest.raises(ValueError, match="not under the server's image root"):
+            decode_image_field(refused, paths=root)
+        with pytest.raises(ValueError, match="takes no file paths"):
+            decode_image_field(refused, paths=None)
+    served = ShoePredictor(shared_trained, image_paths=None)
+    with pytest.raises(ValueError, match="takes no file paths"):
+        served.predict_frame(pd.DataFrame({"image": [str(photo)], "title": ["x"]}))
+    assert len(served.predict_frame(pd.DataFrame({"image": [as_bytes], "title": ["x"]}))) == 1

@@ -279,6 +279,7 @@ def test_mlflow_models_serve_answers_over_http(first_run, demo_drop):
         **os.environ,
         "MLFLOW_TRACKING_URI": first_run.tracking_uri,
         "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KICKVISION_IMAGE_ROOT": str(demo_drop),  # requests may name photos under the catalog, nowhere else
     }
     server = subprocess.Popen(
         [
@@ -335,6 +336,15 @@ def test_mlflow_models_serve_answers_over_http(first_run, demo_drop):
             assert refused.value.code == 400, bad_k
             if bad_k != "many":  # ("many" is refused earlier, by the signature's params schema)
                 assert "params.k must be" in refused.value.read().decode()
+        outside = {"dataframe_split": {"columns": ["image", "title"], "data": [["/etc/hostname", "x"]]}}
+        bad = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(outside).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad, timeout=60)
+        assert refused.value.code == 400 and "not under the server's image root" in refused.value.read().decode()
         assert len(json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]) == 2
     finally:
         server.terminate()

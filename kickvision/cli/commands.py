@@ -238,11 +238,19 @@ def _model_uri(args: argparse.Namespace) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import base64
+
     import mlflow
     import pandas as pd
 
+    from kickvision.config import ValidateConfig
+
     uri = _model_uri(args)
-    frame = pd.DataFrame({"image": [str(Path(args.image).resolve()) if args.image else None], "title": [args.title]})
+    # The photo travels as bytes, as to a server (the pyfunc opens no paths unless told a root).
+    if args.image and Path(args.image).stat().st_size > ValidateConfig().max_image_bytes:
+        raise KickvisionError(f"{args.image} is over {ValidateConfig().max_image_bytes:,} bytes")
+    photo = base64.b64encode(Path(args.image).read_bytes()).decode() if args.image else None
+    frame = pd.DataFrame({"image": [photo], "title": [args.title]})
     with _loading(uri):
         model = mlflow.pyfunc.load_model(uri)
     # A model trained with attribute columns takes them as inputs; an unknown one is left empty.

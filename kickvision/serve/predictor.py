@@ -15,33 +15,52 @@ from kickvision.data.images import DEFAULT_MAX_PIXELS, open_image_bounded
 from kickvision.data.text import product_texts, tokenize_titles
 from kickvision.model.bundle import ModelBundle
 
+# Where an `image` cell may name a file: anywhere ("any": the CLI on the user's own files), only
+# under a folder (a server given KICKVISION_IMAGE_ROOT), or nowhere (None: a server takes bytes only).
+ImagePaths = Path | str | None
 
-def decode_image_field(value, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image | None:
-    """An `image` cell: a file path, base64 image bytes (optionally a data: URL), or empty."""
+
+def decode_image_field(value, max_pixels: int = DEFAULT_MAX_PIXELS, paths: ImagePaths = "any") -> Image.Image | None:
+    """An `image` cell: base64 image bytes (optionally a data: URL), a file path where `paths`
+    allows it, or empty. A path outside what `paths` allows is refused before the file system is
+    asked about it (a server must not tell which files exist); a ValueError or OSError means a bad cell."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
         return None
     if isinstance(value, bytes):
-        data = value
-    else:
-        text = str(value)
-        if text.startswith("data:"):
-            text = text.split(",", 1)[1]
-        path = Path(text)
-        if len(text) < 4096 and path.is_file():
-            return open_image_bounded(path, max_pixels)
+        return open_image_bounded(io.BytesIO(value), max_pixels)
+    text = str(value)
+    if text.startswith("data:"):
+        text = text.split(",", 1)[1]
+    if paths == "any" and len(text) < 4096 and Path(text).is_file():  # the CLI, on the user's own files
+        return open_image_bounded(Path(text), max_pixels)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError:
+        data = None
+    if data is not None:
         try:
-            data = base64.b64decode(text, validate=True)
-        except ValueError:
-            raise ValueError(f"image is neither an existing file nor base64 image data: {text[:80]!r}") from None
-    return open_image_bounded(io.BytesIO(data), max_pixels)
+            return open_image_bounded(io.BytesIO(data), max_pixels)
+        except OSError:  # not image bytes after all: maybe a path that happens to be valid base64
+            pass
+    if paths is None:
+        raise ValueError(f"image must be base64 image bytes (this server takes no file paths): {text[:80]!r}")
+    if paths == "any":
+        raise ValueError(f"image is neither an existing file nor base64 image data: {text[:80]!r}")
+    path, root = Path(text), Path(paths).resolve()
+    if len(text) >= 4096 or not path.is_absolute() or not path.resolve().is_relative_to(root):
+        raise ValueError(f"image path is not under the server's image root: {text[:80]!r}")
+    if not path.is_file():
+        raise ValueError(f"image file not found under the image root: {text[:80]!r}")
+    return open_image_bounded(path, max_pixels)
 
 
 class ShoePredictor:
     """Classify products given as (image, title) pairs; either may be missing."""
 
-    def __init__(self, bundle: ModelBundle, batch_size: int = 64):
+    def __init__(self, bundle: ModelBundle, batch_size: int = 64, image_paths: ImagePaths = "any"):
         self.bundle = bundle
         self.batch_size = batch_size
+        self.image_paths = image_paths  # where `image` cells may name files (see decode_image_field)
         self.transform = bundle.image_transform()
         self.temperature = bundle.spec.temperature  # fitted on validation, see evaluate/calibration.py
         bundle.model.eval()
@@ -80,7 +99,8 @@ class ShoePredictor:
         if "image" not in frame and "title" not in frame:
             raise ValueError("input needs an 'image' column, a 'title' column, or both")
         n = len(frame)
-        images = [decode_image_field(v) for v in (frame["image"] if "image" in frame else [None] * n)]
+        cells = frame["image"] if "image" in frame else [None] * n
+        images = [decode_image_field(v, paths=self.image_paths) for v in cells]
         return images, product_texts(frame.reset_index(drop=True), self.bundle.text_columns)
 
     def predict_frame(self, frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:

@@ -1,10 +1,13 @@
 """The MLflow pyfunc, logged as "models from code": MLflow stores this file, never a pickled class.
 
 `mlflow.pyfunc.load_model("models:/kickvision@champion").predict(df)` takes a DataFrame with an
-`image` column (file path or base64 image bytes) and a `title` column (either may be empty) and
+`image` column (base64 image bytes; a file path only under the folder named by the environment
+variable KICKVISION_IMAGE_ROOT) and a `title` column (either may be empty) and
 returns `category`, `probability`, `probabilities` (class -> probability) and, best first, the `k`
 most similar catalog products: `similar_product_ids` and `similar_scores` (params={"k": 10}).
 """
+
+import os
 
 import mlflow
 import pandas as pd
@@ -16,10 +19,18 @@ class KickvisionModel(PythonModel):
         from kickvision.model.bundle import load_bundle
         from kickvision.serve.predictor import ShoePredictor
 
-        self.predictor = ShoePredictor(load_bundle(context.artifacts["bundle"]))
+        root = os.environ.get("KICKVISION_IMAGE_ROOT") or None  # unset: image bytes only, no file paths
+        self.predictor = ShoePredictor(load_bundle(context.artifacts["bundle"]), image_paths=root)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return self.predictor.predict_frame(pd.DataFrame(model_input), k=requested_k(params))
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        k = requested_k(params)
+        try:
+            return self.predictor.predict_frame(pd.DataFrame(model_input), k=k)
+        except (ValueError, OSError) as exc:  # a bad cell (undecodable image, refused path): the client's error
+            raise MlflowException(f"bad input: {exc}", INVALID_PARAMETER_VALUE) from None
 
 
 MAX_K = 1000

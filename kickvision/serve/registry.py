@@ -73,10 +73,10 @@ def pip_requirements() -> list[str]:
 
 
 def image_to_base64(path: str | Path) -> str:
-    from PIL import Image
+    from kickvision.data.images import open_image_bounded
 
     buffer = io.BytesIO()
-    Image.open(path).convert("RGB").save(buffer, format="PNG")
+    open_image_bounded(path).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
