@@ -1,0 +1,188 @@
+"""The served champion under load: `mlflow models serve` on loopback, driven by concurrent clients.
+
+Starts `mlflow models serve` on a registered model (default `models:/kickvision@champion` of the
+active stack) on 127.0.0.1, waits for /ping, then for each scenario runs `--clients` threads that
+send requests back to back for `--seconds` (so it stops by itself): single products, batches of 32,
+each with photos as base64 bytes, and with one request in ten a bad payload (undecodable image,
+k = -1, no columns) that must get a 4xx. Prints requests/s, products/s, p50/p99 latency of the
+valid requests, their errors, and what the bad ones got; writes JSON; stops the server.
+
+    .venv/bin/python benchmarks/serving.py                               # the champion of the active stack
+    .venv/bin/python benchmarks/serving.py --model-uri models:/kickvision/3 --clients 4 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+BAD_PAYLOADS = [
+    {"dataframe_split": {"columns": ["image", "title"], "data": [["bm90IGFuIGltYWdl", "x"]]}},  # "not an image"
+    {"dataframe_split": {"columns": ["image", "title"], "data": [["", "Black Heels"]]}, "params": {"k": -1}},
+    {"dataframe_split": {"columns": ["colour"], "data": [["red"]]}},
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def products(model_uri: str, n: int) -> list[list[str]]:
+    """(base64 photo, title) of `n` products of the model's own catalog index."""
+    from kickvision.serve.registry import image_to_base64, load_registered_bundle
+
+    items = load_registered_bundle(model_uri).index.items
+    rows = []
+    for item in items.itertuples():
+        if isinstance(item.image, str) and Path(item.image).is_file():
+            rows.append([image_to_base64(item.image), str(item.title)])
+        if len(rows) == n:
+            break
+    if not rows:
+        raise SystemExit("the model's index names no photo on this machine; run on the machine that trained it")
+    return rows
+
+
+def alive(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def post(url: str, payload: bytes) -> tuple[int, float]:
+    started = time.perf_counter()
+    request = urllib.request.Request(url, data=payload, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            answer.read()
+            status = answer.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError:
+        status = -1  # connection refused or reset: the server fell over
+    return status, time.perf_counter() - started
+
+
+def drive(url: str, good: list[bytes], clients: int, seconds: float) -> dict:
+    """`clients` threads sending back to back for `seconds`; one request in ten is a bad payload."""
+    bad = [json.dumps(p).encode() for p in BAD_PAYLOADS]
+    results: list[tuple[bool, int, float]] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def client(c: int) -> None:
+        i = c
+        while time.perf_counter() < deadline:
+            is_bad = i % 10 == 9
+            status, latency = post(url, bad[i % len(bad)] if is_bad else good[i % len(good)])
+            with lock:
+                results.append((is_bad, status, latency))
+            i += clients
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    valid = [(s, t) for b, s, t in results if not b]
+    latencies = np.array([t for s, t in valid if s == 200]) * 1000
+    bad_status = [s for b, s, _ in results if b]
+    return {
+        "requests": len(results),
+        "valid_requests_per_s": len(valid) / elapsed,
+        "valid_errors": sum(s != 200 for s, _ in valid),
+        "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+        "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
+        "bad_requests": len(bad_status),
+        "bad_answered_4xx": sum(400 <= s < 500 for s in bad_status),
+        "bad_answered_5xx_or_dropped": sum(s >= 500 or s < 0 for s in bad_status),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-uri", help="default: models:/<registry.model_name>@champion on the active stack")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0, help="per scenario")
+    parser.add_argument("--workers", type=int, default=1, help="mlflow models serve --workers")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/serving_<model>.json)")
+    args = parser.parse_args()
+
+    from orchestration.stack import ensure_stack, use_tracking
+
+    ensure_stack()
+    tracking = use_tracking()
+    model_uri = args.model_uri or "models:/kickvision@champion"
+    rows = products(model_uri, 64)
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking,
+        "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    command = [str(mlflow_bin), "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)]
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 180
+            while not alive(f"http://127.0.0.1:{port}/ping"):
+                if server.poll() is not None or time.time() > deadline:
+                    log.seek(0)
+                    raise SystemExit(log.read().decode()[-3000:])
+                time.sleep(1)
+            url = f"http://127.0.0.1:{port}/invocations"
+            columns = ["image", "title"]
+            single = [json.dumps({"dataframe_split": {"columns": columns, "data": [r]}}).encode() for r in rows]
+            batch = [
+                json.dumps({"dataframe_split": {"columns": columns, "data": rows[i : i + 32]}}).encode()
+                for i in range(0, len(rows) - 31, 32)
+            ]
+            post(url, single[0])  # warm-up
+            scenarios = {"single product": (single, 1), "batch of 32": (batch, 32)}
+            table = {}
+            for name, (payloads, size) in scenarios.items():
+                table[name] = drive(url, payloads, args.clients, args.seconds)
+                table[name]["products_per_s"] = table[name]["valid_requests_per_s"] * size
+                print(json.dumps({name: table[name]}), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    print(f"\n{model_uri}, {args.clients} clients, {args.seconds:.0f} s per scenario, {args.workers} worker(s)")
+    print("| request | valid req/s | products/s | p50 ms | p99 ms | errors (valid) | bad -> 4xx | bad -> 5xx/dropped |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in table.items():
+        print(
+            f"| {name} | {r['valid_requests_per_s']:.1f} | {r['products_per_s']:.1f} | {r['p50_ms']:.0f} | "
+            f"{r['p99_ms']:.0f} | {r['valid_errors']} | {r['bad_answered_4xx']}/{r['bad_requests']} | "
+            f"{r['bad_answered_5xx_or_dropped']} |"
+        )
+    name = model_uri.replace(":/", "_").replace("/", "_").replace("@", "_")
+    out = Path(args.out or Path(__file__).parent / "results" / f"serving_{name}.json")
+    meta = {"model_uri": model_uri, "clients": args.clients, "seconds": args.seconds, "workers": args.workers}
+    out.write_text(json.dumps({"meta": meta, "scenarios": table}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
