@@ -128,6 +128,16 @@ def test_watch_processes_drops_in_order_and_resumes_after_a_kill(watch_config, d
     assert [v.tags["catalog_hash"] for v in versions[1:]] == [hash_drop(d) for d in drops]
     assert all(v.tags["pipeline"] == "update" for v in versions[1:])
 
+    # The crash window: killed after the registry write of the last drop, before its ledger write.
+    # The ledger then says "started"; the next watcher finds the version and applies nothing twice.
+    ledger = _ledger(drops_dir)
+    ledger[drops[2].name]["status"] = "started"
+    (drops_dir / LEDGER_FILE).write_text(json.dumps(ledger))
+    assert cli_main(["watch", "--drops", str(drops_dir), "--once", "--config", str(watch_config)]) == 0
+    assert _ledger(drops_dir)[drops[2].name]["status"] == "done"
+    assert "already applied" in _ledger(drops_dir)[drops[2].name]["detail"]
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 4  # still one version per drop
+
 
 def test_a_folder_that_is_not_a_drop_is_recorded_as_failed_and_later_drops_still_run(tmp_path):
     drops = _three_drops(tmp_path)
