@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from kickvision.cli import main as cli_main
+from kickvision.serve.registry import photos_as_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +134,9 @@ def test_champion_loads_as_pyfunc_and_predicts(first_run, demo_drop):
     rows = pd.read_csv(demo_drop / "catalog.csv").head(4)
     frame = pd.DataFrame({"image": [str(demo_drop / p) for p in rows["image"]], "title": rows["title"]})
     model = mlflow.pyfunc.load_model("models:/kickvision@champion")
+    with pytest.raises(mlflow.exceptions.MlflowException, match="takes no file paths"):
+        model.predict(frame)  # no KICKVISION_IMAGE_ROOT: the model opens no paths, in process or served
+    frame = photos_as_bytes(frame)
     out = model.predict(frame)
     assert list(out.columns) == ["category", "probability", "probabilities", "similar_product_ids", "similar_scores"]
     assert len(out) == 4 and out["probability"].between(0, 1).all()
@@ -206,7 +210,7 @@ def test_cli_predict_answers_what_the_champion_answers(first_run, demo_drop, cap
     first = capsys.readouterr().out.splitlines()[0]
     mlflow.set_tracking_uri(first_run.tracking_uri)
     served = mlflow.pyfunc.load_model("models:/kickvision@champion").predict(
-        pd.DataFrame({"image": [str(image.resolve())], "title": [title]})
+        photos_as_bytes(pd.DataFrame({"image": [str(image.resolve())], "title": [title]}))
     )
     assert first.startswith(f"{served['category'][0]}  ({served['probability'][0]:.3f})")
     assert first.endswith("model: models:/kickvision@champion")

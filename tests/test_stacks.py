@@ -16,6 +16,7 @@ import yaml
 from kickvision.cli import main as cli_main
 from kickvision.config import deep_merge
 from kickvision.errors import ConfigError
+from kickvision.serve.registry import photos_as_bytes
 
 MODEL = "kickvision-team"
 ADMIN, PASSWORD = "admin", "kickvision-team-test"
@@ -166,7 +167,7 @@ def test_team_stack_tracks_registers_and_serves_on_the_server(back_to_local, tea
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     catalog = pd.read_csv(demo_drop / "catalog.csv").head(2)
     rows = pd.DataFrame({"image": [str(demo_drop / p) for p in catalog["image"]], "title": catalog["title"]})
-    predicted = model.predict(rows)
+    predicted = model.predict(photos_as_bytes(rows))
     assert len(predicted) == 2
     assert set(predicted["category"]) <= set(pd.read_csv(demo_drop / "catalog.csv")["category"])
 

@@ -10,6 +10,7 @@ import yaml
 from kickvision.cli import main as cli_main
 from kickvision.config import deep_merge
 from kickvision.data.demo import write_demo_drop
+from kickvision.serve.registry import photos_as_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +86,7 @@ def test_update_adds_a_version_that_knows_the_new_category(registry, config_file
     # higher for Loafers than for other products) and recommends the drop's products.
     rows = pd.read_csv(new_category_drop / "catalog.csv", dtype=str)
     frame = pd.DataFrame({"image": [str(new_category_drop / p) for p in rows["image"]], "title": rows["title"]})
-    out = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(frame)
+    out = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(photos_as_bytes(frame))
     assert out["probability"].between(0, 1).all()
     is_loafer = (rows["category"] == "Loafers").to_numpy()
     p_loafers = out["probabilities"].map(lambda p: p["Loafers"]).to_numpy()

@@ -90,6 +90,20 @@ def example_frame(data, n: int = 2, text_columns: list[str] | tuple[str, ...] = 
     return frame
 
 
+def photos_as_bytes(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each `image` file path replaced by the file's bytes in base64 (the served model
+    opens no paths by default; it decodes the bytes under its own pixel bound)."""
+    if "image" not in frame:
+        return frame
+
+    def encode(cell):
+        if isinstance(cell, str | Path) and Path(cell).is_file():
+            return base64.b64encode(Path(cell).read_bytes()).decode()
+        return cell
+
+    return frame.assign(image=[encode(cell) for cell in frame["image"]])
+
+
 def log_pyfunc(bundle: ModelBundle, example: pd.DataFrame, name: str = "model", k: int = 5):
     """Log the bundle as a models-from-code pyfunc in the active run; returns MLflow's ModelInfo."""
     from mlflow.models import infer_signature
@@ -175,7 +189,8 @@ def register_and_promote(
     client = client or MlflowClient()
     version = _register(model_uri, model_name, client)
     truth = test_rows["category"].tolist()
-    inputs = test_rows.drop(columns=["category"])  # image, title (+ the models' text columns)
+    # image (as bytes, the way a server takes them), title (+ the models' text columns)
+    inputs = photos_as_bytes(test_rows.drop(columns=["category"]))
     candidate = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").predict(inputs)
     candidate_score = score_predictions(truth, candidate["category"].tolist(), metric)
     decision = PromotionDecision(model_name, version, False, "", candidate_score)
