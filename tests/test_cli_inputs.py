@@ -1,7 +1,11 @@
 """Inputs that hurt: bad arguments and unusable catalogs are one `error:` line and exit 2, checked
 before any work (no model is loaded, no stack is touched), never a traceback."""
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,10 +39,16 @@ def test_out_of_range_numbers_are_usage_errors(argv, capsys):
         ["recommend", "--title", "Black Heels", "--sheet", "{tmp}/missing/sheet.png"],
     ],
 )
-def test_an_output_file_in_a_missing_folder_fails_before_any_model_is_loaded(argv, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("ZENML_CONFIG_PATH", str(tmp_path / "zenml-never-created"))
-    assert cli_main([a.format(tmp=tmp_path) for a in argv]) == 2
-    err = capsys.readouterr().err.strip()
+def test_an_output_file_in_a_missing_folder_fails_before_any_model_is_loaded(argv, tmp_path):
+    # In a process of its own: ZenML's configuration is a per-process singleton, which a stack made
+    # under another ZENML_CONFIG_PATH would leave behind for the other tests.
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml-never-created")}
+    kickvision = str(Path(sys.executable).with_name("kickvision"))
+    done = subprocess.run(
+        [kickvision, *[a.format(tmp=tmp_path) for a in argv]], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    err = done.stderr.strip()
     assert err.startswith("error: --") and len(err.splitlines()) == 1
     assert not (tmp_path / "zenml-never-created").exists()  # failed before the stack was touched
 
@@ -89,8 +99,7 @@ def test_every_subcommand_has_a_bad_input_case():
 
 @pytest.mark.parametrize("command", sorted(BAD_INPUTS))
 def test_a_bad_input_is_one_error_line_and_exit_2(command, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ZENML_CONFIG_PATH", str(tmp_path / "zenml"))
+    monkeypatch.chdir(tmp_path)  # (the session's ZenML store: a stack made elsewhere would outlive the test)
     (tmp_path / "a-file.txt").write_text("not a folder")
     code = cli_main([a.format(tmp=tmp_path) for a in BAD_INPUTS[command]])
     err = capsys.readouterr().err.strip()

@@ -90,7 +90,9 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
     card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
     assert f"| test_top1 | {run.data.metrics['test_top1']:.4f} |" in card
     assert f"| test_macro_f1 | {run.data.metrics['test_macro_f1']:.4f} |" in card
-    votes = {k: v for k, v in run.data.params.items() if k.startswith("branch_head_weight.")}
+    pruned = any(k.startswith("pruned_branch_head_weight.") for k in run.data.params)  # the served model's own
+    prefix = "pruned_branch_head_weight." if pruned else "branch_head_weight."
+    votes = {k.removeprefix("pruned_"): v for k, v in run.data.params.items() if k.startswith(prefix)}
     assert set(votes) == {
         "branch_head_weight.0_resnet18",
         "branch_head_weight.1_vit_tiny_patch16_224",
