@@ -45,7 +45,10 @@ def products(model_uri: str, n: int) -> list[list[str]]:
     """(base64 photo, title) of `n` products of the model's own catalog index."""
     from kickvision.serve.registry import image_to_base64, load_registered_bundle
 
-    items = load_registered_bundle(model_uri).index.items
+    index = load_registered_bundle(model_uri).index
+    if index is None:
+        raise SystemExit(f"{model_uri} carries no catalog index to draw products from")
+    items = index.items
     rows = []
     for item in items.itertuples():
         if isinstance(item.image, str) and Path(item.image).is_file():
@@ -85,15 +88,16 @@ def drive(url: str, good: list[bytes], clients: int, seconds: float) -> dict:
     results: list[tuple[bool, int, float]] = []
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
+    counter = iter(range(10**9))  # one sequence for all clients: every tenth request is bad, whoever sends it
 
     def client(c: int) -> None:
-        i = c
         while time.perf_counter() < deadline:
+            with lock:
+                i = next(counter)
             is_bad = i % 10 == 9
             status, latency = post(url, bad[i % len(bad)] if is_bad else good[i % len(good)])
             with lock:
                 results.append((is_bad, status, latency))
-            i += clients
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     started = time.perf_counter()
@@ -125,6 +129,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="mlflow models serve --workers")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/serving_<model>.json)")
     args = parser.parse_args()
+    if args.clients < 1 or args.seconds <= 0:
+        parser.error("--clients must be at least 1 and --seconds positive")
 
     from orchestration.stack import ensure_stack, use_tracking
 
@@ -159,6 +165,9 @@ def main() -> None:
             ]
             post(url, single[0])  # warm-up
             scenarios = {"single product": (single, 1), "batch of 32": (batch, 32)}
+            if not batch:
+                print(f"only {len(rows)} products with photos: no batch-of-32 scenario", flush=True)
+                del scenarios["batch of 32"]
             table = {}
             for name, (payloads, size) in scenarios.items():
                 table[name] = drive(url, payloads, args.clients, args.seconds)
@@ -166,7 +175,11 @@ def main() -> None:
                 print(json.dumps({name: table[name]}), flush=True)
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
     print(f"\n{model_uri}, {args.clients} clients, {args.seconds:.0f} s per scenario, {args.workers} worker(s)")
     print("| request | valid req/s | products/s | p50 ms | p99 ms | errors (valid) | bad -> 4xx | bad -> 5xx/dropped |")
@@ -180,7 +193,8 @@ def main() -> None:
     name = model_uri.replace(":/", "_").replace("/", "_").replace("@", "_")
     out = Path(args.out or Path(__file__).parent / "results" / f"serving_{name}.json")
     meta = {"model_uri": model_uri, "clients": args.clients, "seconds": args.seconds, "workers": args.workers}
-    out.write_text(json.dumps({"meta": meta, "scenarios": table}, indent=2))
+    clean = {k: {m: (None if isinstance(v, float) and v != v else v) for m, v in r.items()} for k, r in table.items()}
+    out.write_text(json.dumps({"meta": meta, "scenarios": clean}, indent=2))
     print(f"wrote {out}")
 
 

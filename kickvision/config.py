@@ -132,8 +132,10 @@ class TrainConfig(_Section):
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    encoder_lr: float | None = Field(None, gt=0, description="lower LR for pretrained encoders; None = same as lr")
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    encoder_lr: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="lower LR for pretrained encoders; None = same as lr"
+    )
     weight_decay: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     contrastive_weight: float = Field(0.2, ge=0, description="supervised contrastive loss on the embedding head")
@@ -160,7 +162,7 @@ class PruneConfig(_Section):
     head_ratio: float | None = Field(None, ge=0, lt=1, description="share of attention heads removed; None = ratio")
     round_to: int | None = Field(8, ge=1, description="keep widths multiples of this (fast kernels)")
     finetune_epochs: int = Field(3, ge=0)
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(5e-4, gt=0, allow_inf_nan=False)
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the fine-tune's one-cycle schedule")
     distill_weight: float = Field(
         0.0, ge=0, description="weight of distillation from the unpruned model during the fine-tune (0 = off)"
@@ -182,7 +184,7 @@ class PretrainConfig(_Section):
     text_encoder: str = Field("all-minilm-l6-v2", description="frozen pretrained encoder of the title side")
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=2)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     temperature: float = Field(0.07, gt=0, description="initial softmax temperature (learnt)")
     knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
 
@@ -204,7 +206,7 @@ class ContinualConfig(_Section):
     use_replay: bool = True
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")
     balanced_sampling: bool = Field(True, description="sample drop and replay products class-balanced")
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
@@ -234,7 +236,7 @@ class RunConfig(_Section):
     """One whole run: what `kickvision train --config FILE` reads."""
 
     name: str = "custom"
-    seed: int = Field(42, ge=0, description="seeds the split and every loop (numpy needs it non-negative)")
+    seed: int = Field(42, ge=0, lt=2**32, description="seeds the split and every loop (numpy takes 0..2**32-1)")
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -210,6 +210,8 @@ def watch(
 ) -> list[tuple[str, Outcome]]:
     """Process pending drops under the folder's lock; with `once`, return when none is left (or,
     with `max_drops`, after that many: a CI job persists the ledger between calls)."""
+    if max_drops is not None and not once:
+        raise KickvisionError("--max-drops goes with --once (a watcher that keeps looking has no last drop)")
     if not once and not (0 < interval_s < float("inf")):
         raise KickvisionError(f"--interval must be a positive number of seconds, not {interval_s}")
     drops_dir = Path(drops_dir).resolve()

@@ -100,3 +100,33 @@ def test_a_server_opens_photos_only_under_its_image_root_and_never_says_which_fi
     with pytest.raises(ValueError, match="takes no file paths"):
         served.predict_frame(pd.DataFrame({"image": [str(photo)], "title": ["x"]}))
     assert len(served.predict_frame(pd.DataFrame({"image": [as_bytes], "title": ["x"]}))) == 1
+
+
+def test_links_out_of_the_image_root_odd_cells_and_long_bytes_are_bad_cells_not_crashes(tmp_path):
+    from PIL import Image
+
+    from kickvision.serve.predictor import decode_image_field
+    from kickvision.serve.registry import photos_as_bytes
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    root.mkdir(), elsewhere.mkdir()
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(elsewhere / "secret.png")
+    Image.new("RGB", (8, 8), (0, 200, 0)).save(root / "shoe.png")
+    (root / "link.png").symlink_to(elsewhere / "secret.png")  # inside by name, outside in fact
+    (root / "loop.png").symlink_to(root / "loop.png")
+    assert decode_image_field(str(root / "shoe.png"), paths=root).getpixel((0, 0)) == (0, 200, 0)
+    with pytest.raises(ValueError, match="not under the server's image root"):
+        decode_image_field(str(root / "link.png"), paths=root)
+    with pytest.raises(ValueError, match="not found under the image root"):
+        decode_image_field(str(root / "loop.png"), paths=root)
+    with pytest.raises(ValueError, match="not under the server's image root"):
+        decode_image_field(str(root / ".." / "elsewhere" / "secret.png"), paths=root)
+    assert decode_image_field(pd.NA) is None and decode_image_field(float("nan")) is None
+    with pytest.raises(ValueError):
+        decode_image_field("data:image/png;base64", paths=None)  # no comma: a bad cell, not an IndexError
+    big = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    frame = photos_as_bytes(pd.DataFrame({"image": [str(tmp_path / "big.png")], "title": ["x"]}))
+    assert len(frame.at[0, "image"]) > 4096
+    assert photos_as_bytes(frame).equals(frame)  # already bytes: left alone, no "file name too long"
+    assert decode_image_field(frame.at[0, "image"]).size == (300, 300)

@@ -65,3 +65,12 @@ def test_a_windows_1252_catalog_is_refused_with_the_way_to_convert_it(demo_drop,
     (drop / "catalog.csv").write_bytes("\n".join(lines).encode("cp1252"))
     with pytest.raises(CatalogError, match=r"not UTF-8 \(byte 0xe9 on line 4\).*CSV UTF-8.*iconv"):
         read_catalog(drop)
+
+
+def test_the_delimiter_is_guessed_from_the_header_fields_not_from_characters_inside_quotes():
+    from kickvision.data.catalog import guess_delimiter
+
+    assert guess_delimiter('product_id,"title (brand;model;colour)",image,category\n1,a,b,c\n') == ","
+    assert guess_delimiter('product_id;"title, long";image;category\n') == ";"
+    assert guess_delimiter("product_id\timage\ttitle\tcategory\n") == "\t"
+    assert guess_delimiter("product_id\n") == ","

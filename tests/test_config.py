@@ -80,3 +80,11 @@ def test_out_of_range_settings_are_one_config_error_naming_the_setting(override,
 def test_a_minimum_above_its_maximum_says_which_two(tmp_path):
     with pytest.raises(ConfigError, match="title_min_chars .50. is above title_max_chars .10."):
         load_config("demo", overrides={"validate": {"title_min_chars": 50, "title_max_chars": 10}})
+
+
+@pytest.mark.parametrize(
+    ("override", "named"), [({"seed": 2**32}, "seed"), ({"train": {"lr": float("inf")}}, "train.lr")]
+)
+def test_a_seed_numpy_cannot_take_or_an_infinite_rate_is_refused_up_front(override, named):
+    with pytest.raises(ConfigError, match=rf"setting '{named}'"):
+        load_config("demo", overrides=override)

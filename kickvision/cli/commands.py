@@ -213,6 +213,16 @@ def _output_path(path: str, option: str) -> Path:
     return out
 
 
+def _read_photo(path: str):
+    """The --image file, decoded as training decodes photos; an unreadable one is one error line."""
+    from kickvision.serve.predictor import decode_image_field
+
+    try:
+        return decode_image_field(str(Path(path).resolve()))
+    except Exception as exc:  # PIL's many ways to say "not an image I can read"
+        raise KickvisionError(f"--image {path}: {exc}") from None
+
+
 @contextmanager
 def _loading(uri: str) -> Iterator[None]:
     """A model URI that does not resolve (no such model, version, alias or folder) is one error line."""
@@ -222,7 +232,7 @@ def _loading(uri: str) -> Iterator[None]:
         yield
     except (MlflowException, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KickvisionError(f"cannot load the model {uri}: {first}") from None
+        raise KickvisionError(f"{uri}: {first}") from None
 
 
 def _model_uri(args: argparse.Namespace) -> str:
@@ -259,7 +269,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for column in schema.input_names() if schema is not None else []:
         if column not in frame:
             frame[column] = [attributes.get(column, "")]
-    result = model.predict(frame).iloc[0]
+    with _loading(uri):  # (a photo the model cannot decode is an MlflowException too)
+        result = model.predict(frame).iloc[0]
     print(f"{result['category']}  ({result['probability']:.3f})   model: {uri}")
     for name, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:3]:
         print(f"  {p:6.3f}  {name}")
@@ -268,7 +279,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from kickvision.evaluate.retrieval import contact_sheet
-    from kickvision.serve.predictor import ShoePredictor, decode_image_field
+    from kickvision.serve.predictor import ShoePredictor
     from kickvision.serve.registry import load_registered_bundle
 
     sheet = _output_path(args.sheet, "--sheet") if args.sheet else None
@@ -289,7 +300,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(f"query: {item['product_id']}  {item['title']}  [{item['category']}]")
     else:
         predictor = ShoePredictor(bundle)
-        image = decode_image_field(str(Path(args.image).resolve())) if args.image else None
+        image = _read_photo(args.image) if args.image else None
         _, embedding = predictor.forward([image], [args.title])
         found = index.results(embedding, args.k)[0]
         query_cell = (image, args.title or "")
@@ -304,7 +315,6 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from kickvision.evaluate.explain import explain_product, plot_explanation
-    from kickvision.serve.predictor import decode_image_field
     from kickvision.serve.registry import load_registered_bundle
 
     out = _output_path(args.out, "--out")
@@ -313,7 +323,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         bundle = load_registered_bundle(uri)
     if args.target and args.target not in bundle.classes:
         raise KickvisionError(f"--target '{args.target}' is not a class of {uri}: {', '.join(bundle.classes)}")
-    image = decode_image_field(str(Path(args.image).resolve())) if args.image else None
+    image = _read_photo(args.image) if args.image else None
     explanation = explain_product(bundle, image, args.title, args.target)
     plot_explanation(explanation, out)
     top = sorted(explanation.probabilities.items(), key=lambda kv: -kv[1])[:3]

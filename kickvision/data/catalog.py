@@ -6,6 +6,7 @@ attribute columns) and the images it names by paths relative to the folder.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import os
@@ -84,9 +85,8 @@ def guess_delimiter(text: str) -> str:
     """`,` unless the header line splits into more columns on `;` or a tab (spreadsheet exports in
     locales with a decimal comma write semicolons)."""
     header = text.split("\n", 1)[0]
-    counts = {d: header.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: (counts[d], d == ","))
-    return best if counts[best] > 0 else ","
+    fields = {d: len(next(csv.reader([header], delimiter=d), [])) for d in (",", ";", "\t")}  # quotes respected
+    return max(fields, key=lambda d: (fields[d], d == ","))
 
 
 def read_catalog(drop_dir: str | Path, content_hash: str | None = None) -> Catalog:

@@ -32,7 +32,11 @@ def open_image_bounded(source: str | Path | IO[bytes], max_pixels: int = DEFAULT
 
     Upright as shot (EXIF orientation applied), transparent pixels on white (the padding colour),
     16-bit greyscale scaled to 8 bits (PIL's plain conversion clips it to nearly white)."""
-    with Image.open(source) as img:
+    try:
+        opened = Image.open(source)
+    except Image.DecompressionBombError as exc:  # PIL's own, far larger bound
+        raise ValueError(str(exc)) from None
+    with opened as img:
         width, height = img.size  # read from the header, no pixel decoding yet
         if width * height > max_pixels:
             raise ValueError(f"image is {width}x{height}, over the {max_pixels:,}-pixel limit")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,15 @@ ImagePaths = Path | str | None
 def decode_image_field(value, max_pixels: int = DEFAULT_MAX_PIXELS, paths: ImagePaths = "any") -> Image.Image | None:
     """An `image` cell: base64 image bytes (optionally a data: URL), a file path where `paths`
     allows it, or empty. A path outside what `paths` allows is refused before the file system is
-    asked about it (a server must not tell which files exist); a ValueError or OSError means a bad cell."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+    opened (a server must not tell which files exist); a ValueError or OSError means a bad cell."""
+    if value is None or (not isinstance(value, str | bytes) and bool(pd.isna(value))) or value == "":
         return None
     if isinstance(value, bytes):
         return open_image_bounded(io.BytesIO(value), max_pixels)
     text = str(value)
     if text.startswith("data:"):
-        text = text.split(",", 1)[1]
-    if paths == "any" and len(text) < 4096 and Path(text).is_file():  # the CLI, on the user's own files
+        text = text.partition(",")[2]
+    if paths == "any" and len(text) < 4096 and os.path.isfile(text):  # the CLI, on the user's own files
         return open_image_bounded(Path(text), max_pixels)
     try:
         data = base64.b64decode(text, validate=True)
@@ -46,12 +47,19 @@ def decode_image_field(value, max_pixels: int = DEFAULT_MAX_PIXELS, paths: Image
         raise ValueError(f"image must be base64 image bytes (this server takes no file paths): {text[:80]!r}")
     if paths == "any":
         raise ValueError(f"image is neither an existing file nor base64 image data: {text[:80]!r}")
-    path, root = Path(text), Path(paths).resolve()
-    if len(text) >= 4096 or not path.is_absolute() or not path.resolve().is_relative_to(root):
-        raise ValueError(f"image path is not under the server's image root: {text[:80]!r}")
-    if not path.is_file():
+    root = Path(os.path.realpath(paths))
+    outside = ValueError(f"image path is not under the server's image root: {text[:80]!r}")
+    if len(text) >= 4096 or not os.path.isabs(text) or not Path(os.path.normpath(text)).is_relative_to(root):
+        raise outside  # decided on the text alone: nothing outside the root is looked up
+    try:
+        resolved = Path(os.path.realpath(text, strict=True))  # symlinks followed; then the real file is opened
+    except (OSError, RuntimeError):
+        raise ValueError(f"image file not found under the image root: {text[:80]!r}") from None
+    if not resolved.is_relative_to(root):  # a link under the root that points outside it
+        raise outside
+    if not resolved.is_file():
         raise ValueError(f"image file not found under the image root: {text[:80]!r}")
-    return open_image_bounded(path, max_pixels)
+    return open_image_bounded(resolved, max_pixels)
 
 
 class ShoePredictor:
@@ -100,7 +108,13 @@ class ShoePredictor:
             raise ValueError("input needs an 'image' column, a 'title' column, or both")
         n = len(frame)
         cells = frame["image"] if "image" in frame else [None] * n
-        images = [decode_image_field(v, paths=self.image_paths) for v in cells]
+        images = []
+        for row, cell in enumerate(cells):
+            try:
+                images.append(decode_image_field(cell, paths=self.image_paths))
+            except Exception as exc:  # whatever a bad cell raises (PIL, base64, paths): the caller's input
+                raise ValueError(f"row {row}: image: {exc}") from None
+        return images, product_texts(frame.reset_index(drop=True), self.bundle.text_columns)
         return images, product_texts(frame.reset_index(drop=True), self.bundle.text_columns)
 
     def predict_frame(self, frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:

@@ -8,6 +8,7 @@ most similar catalog products: `similar_product_ids` and `similar_scores` (param
 """
 
 import os
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -19,8 +20,10 @@ class KickvisionModel(PythonModel):
         from kickvision.model.bundle import load_bundle
         from kickvision.serve.predictor import ShoePredictor
 
-        root = os.environ.get("KICKVISION_IMAGE_ROOT") or None  # unset: image bytes only, no file paths
-        self.predictor = ShoePredictor(load_bundle(context.artifacts["bundle"]), image_paths=root)
+        root = os.environ.get("KICKVISION_IMAGE_ROOT")  # unset: image bytes only, no file paths
+        self.predictor = ShoePredictor(
+            load_bundle(context.artifacts["bundle"]), image_paths=Path(root) if root else None
+        )
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -97,7 +98,7 @@ def photos_as_bytes(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
 
     def encode(cell):
-        if isinstance(cell, str | Path) and Path(cell).is_file():
+        if isinstance(cell, str | Path) and len(str(cell)) < 4096 and os.path.isfile(cell):
             return base64.b64encode(Path(cell).read_bytes()).decode()
         return cell
 
