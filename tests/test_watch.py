@@ -206,3 +206,8 @@ def test_max_drops_processes_that_many_in_order_and_leaves_the_rest_pending(tmp_
     ]
     rest = process_pending(tmp_path, lambda folder: seen.append(folder.name) or "ok", max_drops=5)
     assert seen == [d.name for d in drops] and len(rest) == 2
+
+
+def test_max_drops_without_once_is_refused_in_one_line(tmp_path, capsys):
+    assert cli_main(["watch", "--drops", str(tmp_path), "--max-drops", "1"]) == 2
+    assert "--max-drops goes with --once" in capsys.readouterr().err

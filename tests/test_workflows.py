@@ -65,5 +65,6 @@ def test_workflows_ask_for_read_only_tokens_and_retraining_saves_the_ledger_afte
     retrain = yaml.safe_load((REPO / ".github/workflows/retrain.yml").read_text())
     steps = [s for job in retrain["jobs"].values() for s in job["steps"] if "watch --drops" in s.get("run", "")]
     assert len(steps) == 1 and "--max-drops 1" in steps[0]["run"]
+    assert steps[0]["shell"] == "bash"  # GitHub's `bash` shell is -e -o pipefail: a failing watcher stops the loop
     loop = steps[0]["run"]
     assert loop.index("watch --drops") < loop.index("aws s3 cp drops/.kickvision-watch.json") < loop.index("break")
