@@ -18,7 +18,6 @@ training step's CPU time goes per branch; writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import prepared_catalog
+from common import benchmark_parser, fit_quietly, prepared_catalog
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
@@ -37,7 +36,6 @@ from kickvision.data.text import product_texts
 from kickvision.model.net import build_model
 from kickvision.model.predict import predict_logits
 from kickvision.train.engine import classification_scores
-from kickvision.train.fit import fit
 from kickvision.train.pretrain import pretrain_photos
 
 VARIANTS = {"fused": {}, "image only": {"text_encoder": None}, "text only": {"image_encoders": []}}
@@ -127,17 +125,7 @@ def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, 
     model_cfg = cfg.model.model_copy(update=VARIANTS[variant])
     started = time.perf_counter()
     with PeakRSS() as memory:
-        fitted = fit(
-            data,
-            model_cfg,
-            cfg.train,
-            tokenizer,
-            cfg.data.max_title_tokens,
-            seed=seed,
-            progress=False,
-            text_columns=cfg.data.text_columns,
-            photo_encoders=photo_encoders,
-        )
+        fitted = fit_quietly(data, cfg, model_cfg, tokenizer, seed, photo_encoders)
     seconds = time.perf_counter() - started
     probes = {variant: {}}
     if variant == "fused":
@@ -165,10 +153,7 @@ def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
-    parser.add_argument("--config", default="fashion")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1])
+    parser = benchmark_parser(__doc__, config="fashion", seeds=(42, 7, 1))
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument(
         "--set",

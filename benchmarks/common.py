@@ -1,8 +1,11 @@
-"""What every benchmark starts with: a validated, prepared catalog (a real one, or the demo)."""
+"""What every benchmark starts with: its common options, a validated, prepared catalog (a real one, or
+the demo), and a model fitted and scored the same way."""
 
 from __future__ import annotations
 
+import argparse
 import tempfile
+import time
 from pathlib import Path
 
 from kickvision.config import RunConfig
@@ -12,6 +15,19 @@ from kickvision.data.images import resolve_image_transform
 from kickvision.data.prepare import PreparedData, prepare_catalog
 from kickvision.data.validation import quarantine_bad_rows
 from kickvision.model.encoders import build_tokenizer
+from kickvision.model.predict import predict_logits
+from kickvision.train.engine import classification_scores
+from kickvision.train.fit import FitResult, fit
+
+
+def benchmark_parser(doc: str, config: str = "demo", seeds: tuple[int, ...] = (42,)) -> argparse.ArgumentParser:
+    """--catalog, --config, --seeds and --set, as every benchmark takes them."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
+    parser.add_argument("--config", default=config)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    return parser
 
 
 def prepared_catalog(catalog: str | None, cfg: RunConfig):
@@ -22,3 +38,31 @@ def prepared_catalog(catalog: str | None, cfg: RunConfig):
         tokenizer = build_tokenizer(cfg.model.text_encoder)
         data: PreparedData = prepare_catalog(rows, tokenizer, resolve_image_transform(cfg.model), cfg.data, cfg.seed)
     return data, tokenizer, source.name if catalog else "demo"
+
+
+def fit_quietly(data: PreparedData, cfg: RunConfig, model_cfg, tokenizer, seed: int, photo_encoders=None) -> FitResult:
+    """`model_cfg` fitted with the run config's train and data sections, no progress bars."""
+    tokens, columns = cfg.data.max_title_tokens, cfg.data.text_columns
+    return fit(
+        data,
+        model_cfg,
+        cfg.train,
+        tokenizer,
+        tokens,
+        seed=seed,
+        progress=False,
+        text_columns=columns,
+        photo_encoders=photo_encoders,
+    )
+
+
+def image_only_scores(data: PreparedData, cfg: RunConfig, tokenizer, seed: int, photo_encoders=None) -> dict:
+    """The config's model without its text branch, fitted and scored on the test split (+ kept epoch, seconds)."""
+    started = time.perf_counter()
+    bundle = fit_quietly(
+        data, cfg, cfg.model.model_copy(update={"text_encoder": None}), tokenizer, seed, photo_encoders
+    ).bundle
+    test = data.indices("test")
+    logits, _ = predict_logits(bundle.model, data, test)
+    scores = classification_scores(data.labels()[test], logits.argmax(1))
+    return {**scores, "best_epoch": bundle.spec.training.best_epoch, "seconds": time.perf_counter() - started}

@@ -13,18 +13,13 @@ epoch and wall time, and writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
-from common import prepared_catalog
+from common import benchmark_parser, image_only_scores, prepared_catalog
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
-from kickvision.model.predict import predict_logits
-from kickvision.train.engine import classification_scores
-from kickvision.train.fit import fit
 
 PORTRAIT = {"model": {"image_size": [80, 64]}}
 RECIPES: dict[str, dict] = {
@@ -36,11 +31,7 @@ RECIPES: dict[str, dict] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
-    parser.add_argument("--config", default="demo")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {list(RECIPES)}")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/photo_recipe_<catalog>_<config>.json)")
     args = parser.parse_args()
@@ -54,20 +45,13 @@ def main() -> None:
         if key not in prepared:
             prepared[key] = prepared_catalog(args.catalog, cfg)
         data, tokenizer, name = prepared[key]
-        test, labels = data.indices("test"), data.labels()
-        model_cfg = cfg.model.model_copy(update={"text_encoder": None})
+        test = data.indices("test")
         for seed in args.seeds:
-            started = time.perf_counter()
-            tokens = cfg.data.max_title_tokens
-            bundle = fit(data, model_cfg, cfg.train, tokenizer, tokens, seed=seed, progress=False).bundle
-            logits, _ = predict_logits(bundle.model, data, test)
             row = {
                 "recipe": recipe,
                 "seed": seed,
                 "input_hw": cfg.model.image_hw,
-                **classification_scores(labels[test], logits.argmax(1)),
-                "best_epoch": bundle.spec.training.best_epoch,
-                "seconds": time.perf_counter() - started,
+                **image_only_scores(data, cfg, tokenizer, seed),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -14,45 +14,18 @@ Prints a table and writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-from common import prepared_catalog
+from common import benchmark_parser, image_only_scores, prepared_catalog
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
-from kickvision.model.predict import predict_logits
-from kickvision.train.engine import classification_scores
-from kickvision.train.fit import fit
 from kickvision.train.pretrain import pretrain_photos
 
 
-def image_only_scores(data, cfg, tokenizer, seed: int, photo_encoders) -> dict[str, float]:
-    started = time.perf_counter()
-    model_cfg = cfg.model.model_copy(update={"text_encoder": None})
-    bundle = fit(
-        data,
-        model_cfg,
-        cfg.train,
-        tokenizer,
-        cfg.data.max_title_tokens,
-        seed=seed,
-        progress=False,
-        photo_encoders=photo_encoders,
-    ).bundle
-    test = data.indices("test")
-    logits, _ = predict_logits(bundle.model, data, test)
-    scores = classification_scores(data.labels()[test], logits.argmax(1))
-    return {**scores, "best_epoch": bundle.spec.training.best_epoch, "seconds": time.perf_counter() - started}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
-    parser.add_argument("--config", default="demo")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--skip-scratch", action="store_true", help="no from-scratch image-only model (compare recipes)"
     )
