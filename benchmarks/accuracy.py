@@ -155,13 +155,6 @@ def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, 
 def main() -> None:
     parser = benchmark_parser(__doc__, config="fashion", seeds=(42, 7, 1))
     parser.add_argument("--epochs", type=int, help="override train.epochs")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override (repeatable), e.g. train.epochs=3",
-    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the models")
     parser.add_argument(
         "--photos",
