@@ -9,6 +9,7 @@ valid requests, their errors, and what the bad ones got; writes JSON; stops the 
 
     .venv/bin/python benchmarks/serving.py                               # the champion of the active stack
     .venv/bin/python benchmarks/serving.py --model-uri models:/kickvision/3 --clients 4 --seconds 20
+    .venv/bin/python benchmarks/serving.py --catalog ../shared/data/fashion-footwear   # a model that reads attributes
 """
 
 from __future__ import annotations
@@ -41,23 +42,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def products(model_uri: str, n: int) -> list[list[str]]:
-    """(base64 photo, title) of `n` products of the model's own catalog index."""
+def products(model_uri: str, n: int, catalog: str | None) -> tuple[list[str], list[list[str]]]:
+    """(columns, rows): base64 photo, title and the attributes the model reads, of `n` products of the
+    model's own catalog index (attributes looked up in `catalog`, the folder it was trained on)."""
+    from kickvision.data.catalog import read_catalog
     from kickvision.serve.registry import image_to_base64, load_registered_bundle
 
-    index = load_registered_bundle(model_uri).index
-    if index is None:
+    bundle = load_registered_bundle(model_uri)
+    if bundle.index is None:
         raise SystemExit(f"{model_uri} carries no catalog index to draw products from")
-    items = index.items
+    columns = ["image", "title", *bundle.text_columns]
+    attributes = None
+    if bundle.text_columns:
+        if catalog is None:
+            raise SystemExit(f"the model reads {', '.join(bundle.text_columns)}: pass --catalog DIR to send them")
+        attributes = read_catalog(catalog).rows.set_index("product_id")[list(bundle.text_columns)].fillna("")
     rows = []
-    for item in items.itertuples():
+    for item in bundle.index.items.itertuples():
         if isinstance(item.image, str) and Path(item.image).is_file():
-            rows.append([image_to_base64(item.image), str(item.title)])
+            extra = [] if attributes is None else [str(v) for v in attributes.loc[item.product_id]]
+            rows.append([image_to_base64(item.image), str(item.title), *extra])
         if len(rows) == n:
             break
     if not rows:
         raise SystemExit("the model's index names no photo on this machine; run on the machine that trained it")
-    return rows
+    return columns, rows
 
 
 def alive(url: str) -> bool:
@@ -126,6 +135,7 @@ def main() -> None:
     parser.add_argument("--model-uri", help="default: models:/<registry.model_name>@champion on the active stack")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0, help="per scenario")
+    parser.add_argument("--catalog", help="the catalog folder the model was trained on (for its attribute columns)")
     parser.add_argument("--workers", type=int, default=1, help="mlflow models serve --workers")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/serving_<model>.json)")
     args = parser.parse_args()
@@ -137,7 +147,7 @@ def main() -> None:
     ensure_stack()
     tracking = use_tracking()
     model_uri = args.model_uri or "models:/kickvision@champion"
-    rows = products(model_uri, 64)
+    columns, rows = products(model_uri, 64, args.catalog)
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     env = {
@@ -157,7 +167,6 @@ def main() -> None:
                     raise SystemExit(log.read().decode()[-3000:])
                 time.sleep(1)
             url = f"http://127.0.0.1:{port}/invocations"
-            columns = ["image", "title"]
             single = [json.dumps({"dataframe_split": {"columns": columns, "data": [r]}}).encode() for r in rows]
             batch = [
                 json.dumps({"dataframe_split": {"columns": columns, "data": rows[i : i + 32]}}).encode()

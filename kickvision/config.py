@@ -171,22 +171,47 @@ class PruneConfig(_Section):
     tolerance: float = Field(0.005, ge=0, le=1, description="max validation top-1 loss to keep the pruned model")
 
 
+PRETRAIN_OBJECTIVES = ("title_alignment", "views", "labels")
+
+
 class PretrainConfig(_Section):
     """Photo pretraining before the train step: the image encoders learn from the catalog's own photos.
 
-    `title_alignment` (CLIP-style, text side frozen as in LiT): each image encoder is trained so
-    that a linear projection of its photo vector finds the product's own title among the batch's
-    titles, embedded once by a frozen pretrained text encoder. Cached on the prepared catalog.
+    `method` is one objective or several joined by "+" (their losses add up):
+    `title_alignment` (CLIP-style, text side frozen as in LiT): a linear projection of each encoder's
+    photo vector finds the product's own title among the batch's titles, embedded once by a frozen
+    pretrained text encoder; `views` (SimCLR): two random crops and colour changes of the same photo
+    find each other among the batch's views; `labels`: a linear classifier on the photo vector
+    learns the train split's categories (a supervised warm start). With `views` every objective
+    reads the two views. Cached on the prepared catalog.
     """
 
     enabled: bool = False
-    method: Literal["title_alignment"] = "title_alignment"
+    method: str = Field("title_alignment", description=f"one of {PRETRAIN_OBJECTIVES} or several joined by '+'")
     text_encoder: str = Field("all-minilm-l6-v2", description="frozen pretrained encoder of the title side")
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     temperature: float = Field(0.07, gt=0, description="initial softmax temperature (learnt)")
+    views_temperature: float = Field(0.2, gt=0, allow_inf_nan=False, description="NT-Xent temperature of `views`")
+    views_crop_scale: float = Field(0.35, gt=0, le=1, description="smallest area share a `views` crop keeps")
+    views_color_jitter: float = Field(0.4, ge=0, lt=1, description="brightness/contrast/saturation change of `views`")
     knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
+
+    @field_validator("method")
+    @classmethod
+    def _known_objectives(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split("+")]
+        unknown = [part for part in parts if part not in PRETRAIN_OBJECTIVES]
+        if unknown or len(set(parts)) != len(parts):
+            raise ValueError(
+                f"objectives are {', '.join(PRETRAIN_OBJECTIVES)}, each once, joined by '+'; got {value!r}"
+            )
+        return "+".join(o for o in PRETRAIN_OBJECTIVES if o in parts)  # one spelling per combination
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return tuple(self.method.split("+"))
 
 
 class ContinualConfig(_Section):

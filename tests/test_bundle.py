@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from kickvision.data.images import open_image_bounded
 from kickvision.evaluate.calibration import softmax
@@ -46,6 +47,8 @@ def test_serving_sees_the_pixels_and_tokens_training_saw(shared_trained, learnt_
     frame = pd.DataFrame({"image": rows["image"].tolist(), "title": rows["title"].tolist()})
     predicted = predictor.predict_frame(frame)
     assert predicted["category"].tolist() == [shared_trained.classes[i] for i in logits.argmax(1)]
+    by_frame = [[p[c] for c in shared_trained.classes] for p in predicted["probabilities"]]
+    np.testing.assert_allclose(by_frame, served, atol=1e-6)  # letterboxed on reading = letterboxed in the batch
     title_only = predictor.predict_frame(pd.DataFrame({"title": ["Stride Women Black Heels"]}))
     assert title_only["category"].iloc[0] in shared_trained.classes
 
@@ -130,3 +133,12 @@ def test_links_out_of_the_image_root_odd_cells_and_long_bytes_are_bad_cells_not_
     assert len(frame.at[0, "image"]) > 4096
     assert photos_as_bytes(frame).equals(frame)  # already bytes: left alone, no "file name too long"
     assert decode_image_field(frame.at[0, "image"]).size == (300, 300)
+
+
+def test_a_request_holds_its_photos_at_the_model_input_size_not_as_sent(shared_trained, tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1600, 1200), (200, 30, 30)).save(big)
+    predictor = ShoePredictor(shared_trained)
+    images, _ = predictor.read_frame(pd.DataFrame({"image": [str(big)] * 3 + [""], "title": ["Red Heels"] * 4}))
+    height, width = predictor.transform.hw
+    assert [None if i is None else i.shape for i in images] == [(height, width, 3)] * 3 + [None]

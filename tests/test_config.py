@@ -68,6 +68,9 @@ def test_image_size_is_a_side_or_height_and_width(tmp_path):
         ({"prune": {"lr": 0}}, "prune.lr"),
         ({"continual": {"lr": -1}}, "continual.lr"),
         ({"pretrain": {"lr": 0}}, "pretrain.lr"),
+        ({"pretrain": {"method": "views+mae"}}, "pretrain.method"),
+        ({"pretrain": {"method": "views+views"}}, "pretrain.method"),
+        ({"pretrain": {"views_crop_scale": 0}}, "pretrain.views_crop_scale"),
         ({"model": {"dropout": 1.0}}, "model.dropout"),
         ({"model": {"embedding_dim": 0}}, "model.embedding_dim"),
     ],
@@ -88,3 +91,8 @@ def test_a_minimum_above_its_maximum_says_which_two(tmp_path):
 def test_a_seed_numpy_cannot_take_or_an_infinite_rate_is_refused_up_front(override, named):
     with pytest.raises(ConfigError, match=rf"setting '{named}'"):
         load_config("demo", overrides=override)
+
+
+def test_pretraining_objectives_combine_in_one_spelling():
+    cfg = load_config("demo", overrides={"pretrain": {"method": "labels + title_alignment"}})
+    assert cfg.pretrain.method == "title_alignment+labels" and cfg.pretrain.objectives == ("title_alignment", "labels")

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kickvision.data.images import ImageTransform, resolve_image_transform
+from kickvision.config import ValidateConfig
+from kickvision.data.images import IMAGE_FORMATS, ImageTransform, resolve_image_transform
+from kickvision.data.validation import probe_image
 from kickvision.train.update import rebuild_index
 
 
@@ -88,3 +90,42 @@ def test_phone_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
     photo.save(tmp_path / "phone.jpg", exif=exif, quality=95)
     upright = ImageTransform(size=(16, 8)).load(tmp_path / "phone.jpg")  # portrait once turned
     assert upright[:6].mean() < 60 and upright[10:].mean() > 200  # the dark half is now on top
+
+
+def test_one_colour_marked_transparent_by_a_trns_chunk_sits_on_white(tmp_path):
+    photo = Image.new("RGB", (8, 8), (0, 0, 0))  # black background...
+    photo.paste((200, 30, 30), (2, 2, 6, 6))  # ...around a red square; black is declared transparent
+    photo.save(tmp_path / "keyed.png", transparency=(0, 0, 0))
+    grey = Image.new("L", (8, 8), 0)
+    grey.paste(120, (2, 2, 6, 6))
+    grey.save(tmp_path / "keyed_grey.png", transparency=0)
+    for name in ("keyed.png", "keyed_grey.png"):
+        pixels = ImageTransform(size=8).load(tmp_path / name)
+        assert (pixels[0, 0] == 255).all(), name
+        assert pixels[4, 4].max() < 210, name
+
+
+def test_floating_point_greyscale_in_zero_to_one_keeps_its_tones(tmp_path):
+    grey = np.full((8, 8), 0.5, np.float32)
+    grey[:4] = 0.125
+    Image.fromarray(grey, mode="F").save(tmp_path / "float.tiff")
+    pixels = ImageTransform(size=8).load(tmp_path / "float.tiff")
+    assert abs(int(pixels[6, 0, 0]) - 128) <= 2 and abs(int(pixels[1, 0, 0]) - 32) <= 2
+
+
+def test_formats_outside_the_photo_allow_list_are_refused_unread(tmp_path):
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "photo.ppm")  # Pillow reads it; kickvision does not
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(tmp_path / "photo.ico")
+    for name in ("photo.ppm", "photo.ico"):
+        assert Image.open(tmp_path / name).size  # a format Pillow knows
+        with pytest.raises(OSError, match="cannot identify"):
+            ImageTransform(size=8).load(tmp_path / name)
+    for fmt in IMAGE_FORMATS:
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / f"ok.{fmt.lower()}", format=fmt)
+        assert ImageTransform(size=8).load(tmp_path / f"ok.{fmt.lower()}")[4, 4, 2] in range(25, 36), fmt
+
+
+def test_a_catalog_photo_in_a_refused_format_is_quarantined_with_the_accepted_formats(tmp_path):
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(tmp_path / "photo.ppm")
+    status, sha1, _, _ = probe_image(tmp_path, "photo.ppm", ValidateConfig())
+    assert sha1 is None and status == "image is not a JPEG/PNG/WEBP/GIF/BMP/TIFF file: photo.ppm"

@@ -13,8 +13,18 @@ from kickvision.model.bundle import load_bundle, save_bundle
 from kickvision.model.encoders import build_tokenizer
 from kickvision.model.net import build_model
 from kickvision.model.photo_encoders import PhotoEncoders
+from kickvision.train.engine import seed_everything
 from kickvision.train.fit import fit
-from kickvision.train.pretrain import knn_top1, pretrain_photos
+from kickvision.train.pretrain import (
+    PhotoOutputs,
+    PhotoPretrainer,
+    ViewAgreementLoss,
+    embed_titles,
+    knn_top1,
+    objective_losses,
+    pretrain_photos,
+    pretrain_validator,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +110,37 @@ def test_an_update_keeps_naming_the_photo_encoders_its_champion_started_from(
     cfg = tiny_config.continual.model_copy(update={"epochs": 1})
     updated = update_bundle(champion, drop, cfg, tiny_config.train, progress=False).bundle
     assert updated.spec.lineage.photo_pretraining == encoders.record
+
+
+@pytest.mark.parametrize("method", ["views", "labels", "title_alignment+views+labels"])
+def test_each_pretraining_objective_learns_from_the_training_photos_and_is_recorded(method, tiny_config, learnt_data):
+    update = {"enabled": True, "epochs": 6, "batch_size": 32, "lr": 3e-3, "method": method}
+    cfg = tiny_config.pretrain.model_copy(update=update)
+    titles = (
+        embed_titles(learnt_data.rows["title"].fillna("").tolist(), cfg.text_encoder) if "title" in method else None
+    )
+    seed_everything(0)
+    untrained = PhotoPretrainer(tiny_config.model, cfg, 0 if titles is None else titles.shape[1], 7)
+    validate = pretrain_validator(learnt_data, objective_losses(cfg, titles), cfg.batch_size, seed=0)
+    before = validate(untrained)["val_loss"]
+    assert validate(untrained)["val_loss"] == before  # the validation views repeat: epochs compare
+    encoders, metrics = pretrain_photos(learnt_data, tiny_config.model, cfg, tiny_config.train, seed=0, progress=False)
+    assert metrics["pretrain_val_loss"] < before - 0.05
+    assert encoders.record.method == method and len(encoders.states) == 2
+
+
+def test_view_agreement_is_near_zero_for_twins_and_near_chance_for_strangers():
+    twins = torch.nn.functional.normalize(torch.eye(8, 16), dim=1)
+    loss = ViewAgreementLoss(temperature=0.05)
+    assert float(loss({}, PhotoOutputs(views=[(twins, twins.clone())]))) < 1e-3
+    strangers = torch.nn.functional.normalize(torch.randn(256, 512, generator=torch.Generator().manual_seed(0)), dim=1)
+    chance = math.log(2 * 128 - 1)
+    assert float(ViewAgreementLoss(1.0)({}, PhotoOutputs(views=[(strangers[:128], strangers[128:])]))) == pytest.approx(
+        chance, abs=0.05
+    )
+
+
+def test_the_views_objective_refuses_a_batch_without_its_pixels(tiny_config):
+    cfg = tiny_config.pretrain.model_copy(update={"method": "views"})
+    with pytest.raises(ValueError, match="pixels"):
+        PhotoPretrainer(tiny_config.model, cfg, 0, 7)(torch.zeros(2, 3, 32, 32))

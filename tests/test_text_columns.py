@@ -28,6 +28,9 @@ def test_cli_predict_passes_attributes_to_a_model_that_reads_them(tiny_config, m
     expected = served.predict(pd.DataFrame({"title": ["Puma Men Running Shoe"] * 2, "usage": ["Sports", ""]}))
     # The attribute reaches the model: its probabilities change with it.
     assert expected["probabilities"][0] != expected["probabilities"][1]
+    # A client that does not know the attribute leaves the column out: the same as leaving it empty.
+    without = served.predict(pd.DataFrame({"title": ["Puma Men Running Shoe"]}))
+    assert without["probabilities"][0] == pytest.approx(expected["probabilities"][1], abs=1e-6)
 
     def cli_answer(*extra: str) -> tuple[str, float]:
         capsys.readouterr()

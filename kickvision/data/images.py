@@ -25,15 +25,19 @@ from kickvision.config import ModelConfig, ValidateConfig, image_hw
 # Decompression-bomb guard: the validate section's bound, also used where no config is at hand (serving).
 DEFAULT_MAX_PIXELS: int = ValidateConfig.model_fields["max_image_pixels"].default
 PAD_COLOUR = (255, 255, 255)
+# The photo formats kickvision decodes. Pillow knows many more (EPS goes through Ghostscript, PSD,
+# ICNS, ...); each is attack surface for a server that decodes what requests send, so none is tried.
+IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def open_image_bounded(source: str | Path | IO[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image as RGB, refusing oversized ones before their pixels are decoded.
 
     Upright as shot (EXIF orientation applied), transparent pixels on white (the padding colour),
-    16-bit greyscale scaled to 8 bits (PIL's plain conversion clips it to nearly white)."""
+    16-bit greyscale scaled to 8 bits (PIL's plain conversion clips it to nearly white). Only
+    IMAGE_FORMATS are decoded: anything else is an UnidentifiedImageError (an OSError)."""
     try:
-        opened = Image.open(source)
+        opened = Image.open(source, formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as exc:  # PIL's own, far larger bound
         raise ValueError(str(exc)) from None
     with opened as img:
@@ -46,10 +50,17 @@ def open_image_bounded(source: str | Path | IO[bytes], max_pixels: int = DEFAULT
 
 def _as_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit greyscale
-        values = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or values.max() > 255 else 255.0
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        peak = values.max(initial=0.0)
+        if img.mode.startswith("I;16") or peak > 255:
+            top = 65535.0
+        elif img.mode == "F" and peak <= 1.0:  # floating-point greyscale in 0..1 (TIFF)
+            top = 1.0
+        else:
+            top = 255.0
         return Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    # an alpha channel, or one colour (or palette entry) marked transparent by a tRNS chunk
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*PAD_COLOUR, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -96,12 +107,20 @@ class ImageTransform:
                 pixels[i] = self.blank()
         return pixels, readable
 
-    def pixels(self, images: Sequence[Image.Image | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 [N, H, W, 3], float32 [N] presence) for decoded photos, None where a photo is missing."""
-        arrays = [self.blank() if image is None else self.letterbox(image) for image in images]
+    def pixels(self, images: Sequence[Image.Image | np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 [N, H, W, 3], float32 [N] presence) for photos, None where a photo is missing. A photo
+        is a decoded image or an array this transform already letterboxed (uint8 [H, W, 3])."""
+        arrays = [self.blank() if image is None else self._letterboxed(image) for image in images]
         present = np.array([image is not None for image in images], np.float32)
         stacked = np.stack(arrays) if arrays else np.zeros((0, *self.hw, 3), np.uint8)
         return stacked, present
+
+    def _letterboxed(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        if isinstance(image, Image.Image):
+            return self.letterbox(image)
+        if image.shape != (*self.hw, 3) or image.dtype != np.uint8:
+            raise ValueError(f"a letterboxed photo is uint8 {(*self.hw, 3)}, got {image.dtype} {image.shape}")
+        return image
 
     def normalise(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 NHWC (numpy, or a tensor on any device) -> normalised float NCHW on the same device."""

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kickvision.config import ValidateConfig
 from kickvision.data.catalog import REQUIRED_COLUMNS, Catalog, resolve_inside
+from kickvision.data.images import IMAGE_FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,14 @@ def probe_image(root, relative: str | None, cfg: ValidateConfig) -> tuple[str, s
         return f"image file is {size:,} bytes, over the {cfg.max_image_bytes:,}-byte limit", None, 0, 0
     data = path.read_bytes()
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=IMAGE_FORMATS) as img:
             width, height = img.size  # header only: the pixel limit is checked before decoding
             if width * height > cfg.max_image_pixels:
                 return f"image is {width}x{height}, over the {cfg.max_image_pixels:,}-pixel limit", None, width, height
             img.load()  # full decode catches truncated files that verify() lets through
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        return f"image is not a {'/'.join(IMAGE_FORMATS)} file: {relative}", None, 0, 0
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return f"image does not decode ({type(exc).__name__}): {relative}", None, 0, 0
     if min(width, height) < cfg.min_image_side:
         return f"image is {width}x{height}, under the {cfg.min_image_side}-pixel minimum side", None, width, height

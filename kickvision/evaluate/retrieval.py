@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kickvision.data.images import open_image_bounded
 from kickvision.model.index import EmbeddingIndex
 
 
@@ -53,7 +54,7 @@ def contact_sheet(
     def tile(image, caption: str, frame: str) -> Image.Image:
         cell = Image.new("RGB", (thumb, thumb + 28), "white")
         if image is not None:
-            img = image if isinstance(image, Image.Image) else Image.open(image).convert("RGB")
+            img = image if isinstance(image, Image.Image) else open_image_bounded(image)
             cell.paste(ImageOps.pad(img.convert("RGB"), (thumb, thumb), color=(255, 255, 255)), (0, 0))
         draw = ImageDraw.Draw(cell)
         for i, line in enumerate((caption[:17], caption[17:34])):

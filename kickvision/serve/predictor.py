@@ -15,10 +15,12 @@ from PIL import Image
 from kickvision.data.images import DEFAULT_MAX_PIXELS, open_image_bounded
 from kickvision.data.text import product_texts, tokenize_titles
 from kickvision.model.bundle import ModelBundle
+from kickvision.serve.batching import ForwardBatcher
 
 # Where an `image` cell may name a file: anywhere ("any": the CLI on the user's own files), only
 # under a folder (a server given KICKVISION_IMAGE_ROOT), or nowhere (None: a server takes bytes only).
 ImagePaths = Path | str | None
+Photo = Image.Image | np.ndarray  # decoded, or already letterboxed to the model's input (uint8 HxWx3)
 
 
 def decode_image_field(value, max_pixels: int = DEFAULT_MAX_PIXELS, paths: ImagePaths = "any") -> Image.Image | None:
@@ -72,15 +74,17 @@ class ShoePredictor:
         self.transform = bundle.image_transform()
         self.temperature = bundle.spec.temperature  # fitted on validation, see evaluate/calibration.py
         bundle.model.eval()
+        self.forward_batched = ForwardBatcher(self.forward)  # concurrent callers (a server) share passes
 
-    @torch.no_grad()
-    def probabilities(self, images: list[Image.Image | None], titles: list[str | None]) -> np.ndarray:
+    @torch.inference_mode()
+    def probabilities(self, images: list[Photo | None], titles: list[str | None]) -> np.ndarray:
         """Class probabilities [N, C] for raw products."""
         return self.forward(images, titles)[0]
 
-    @torch.no_grad()
-    def forward(self, images: list[Image.Image | None], titles: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(class probabilities [N, C], unit-norm embeddings [N, D]) for raw products."""
+    @torch.inference_mode()
+    def forward(self, images: list[Photo | None], titles: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities [N, C], unit-norm embeddings [N, D]) for raw products (decoded
+        photos, or photos already letterboxed by `read_frame`)."""
         out, embeddings = [], []
         for start in range(0, len(titles), self.batch_size):
             batch_images = images[start : start + self.batch_size]
@@ -101,9 +105,12 @@ class ShoePredictor:
             return np.zeros((0, len(self.bundle.classes)), np.float32), np.zeros((0, 1), np.float32)
         return np.concatenate(out), np.concatenate(embeddings)
 
-    def read_frame(self, frame: pd.DataFrame) -> tuple[list[Image.Image | None], list[str | None]]:
-        """Decoded images and texts of a frame with `image` and/or `title` columns (plus the
-        model's text columns, e.g. `usage`, where it was trained with them; absent ones are skipped)."""
+    def read_frame(self, frame: pd.DataFrame) -> tuple[list[np.ndarray | None], list[str | None]]:
+        """Model-size photos and texts of a frame with `image` and/or `title` columns (plus the
+        model's text columns, e.g. `usage`, where it was trained with them; absent ones are skipped).
+
+        Each photo is letterboxed to the model's input as soon as it is decoded, so a request of many
+        large photos holds one full-size photo at a time, never all of them."""
         if "image" not in frame and "title" not in frame:
             raise ValueError("input needs an 'image' column, a 'title' column, or both")
         n = len(frame)
@@ -111,17 +118,18 @@ class ShoePredictor:
         images = []
         for row, cell in enumerate(cells):
             try:
-                images.append(decode_image_field(cell, paths=self.image_paths))
+                image = decode_image_field(cell, max_pixels=self.transform.max_pixels, paths=self.image_paths)
             except Exception as exc:  # whatever a bad cell raises (PIL, base64, paths): the caller's input
                 raise ValueError(f"row {row}: image: {exc}") from None
-        return images, product_texts(frame.reset_index(drop=True), self.bundle.text_columns)
+            images.append(None if image is None else self.transform.letterbox(image))
         return images, product_texts(frame.reset_index(drop=True), self.bundle.text_columns)
 
     def predict_frame(self, frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
         """`frame` has `image` and/or `title` columns; returns category, probability, probabilities
-        and, when the bundle carries an index, the k most similar catalog products."""
+        and, when the bundle carries an index, the k most similar catalog products. Safe to call from
+        many threads at once: their forward passes are batched together (`serve.batching`)."""
         images, titles = self.read_frame(frame)
-        probs, embeddings = self.forward(images, titles)
+        probs, embeddings = self.forward_batched(images, titles)
         classes = self.bundle.classes
         best = probs.argmax(1) if len(probs) else np.zeros(0, int)
         result = pd.DataFrame(

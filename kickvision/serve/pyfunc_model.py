@@ -32,7 +32,8 @@ class KickvisionModel(PythonModel):
         k = requested_k(params)
         try:
             return self.predictor.predict_frame(pd.DataFrame(model_input), k=k)
-        except (ValueError, OSError) as exc:  # a bad cell (undecodable image, refused path): the client's error
+        except ValueError as exc:  # a bad cell (undecodable image, refused path): the client's error
+            # (the server's own faults, an OSError of its disk included, stay 5xx)
             raise MlflowException(f"bad input: {exc}", INVALID_PARAMETER_VALUE) from None
 
 

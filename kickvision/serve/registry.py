@@ -107,12 +107,16 @@ def photos_as_bytes(frame: pd.DataFrame) -> pd.DataFrame:
 
 def log_pyfunc(bundle: ModelBundle, example: pd.DataFrame, name: str = "model", k: int = 5):
     """Log the bundle as a models-from-code pyfunc in the active run; returns MLflow's ModelInfo."""
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ColSpec, Schema
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
         output = ShoePredictor(bundle).predict_frame(example, k=k)
-        signature = infer_signature(example, output, params={"k": k})
+        inferred = infer_signature(example, output, params={"k": k})
+        # every column may be left out (the predictor needs a photo or a text, and skips absent attributes)
+        inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
+        signature = ModelSignature(inputs, inferred.outputs, inferred.params)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_FILE),

@@ -320,6 +320,7 @@ def _one_epoch(
     for batch in bar:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         images = transform.to_unit(batch["image"])
+        batch["pixels"] = images  # [0, 1], before augmentation: for forwards that draw views of their own
         batch["image"] = transform.standardise(settings.augment(images) if settings.augment else images)
         with _autocast(device, settings.amp):
             out = forward(model, batch)

@@ -1,14 +1,23 @@
 """Photo pretraining: the image encoders learn from the catalog's own photos before fusion.
 
-Method `title_alignment` (CLIP, Radford et al. 2021, with the text tower pretrained and frozen as
-in LiT, Zhai et al. 2022): every product's title is embedded once by a frozen pretrained text
-encoder (MiniLM: the masked mean of its token states, L2-normalised); each image encoder gets a
-linear projection to that width, and a symmetric InfoNCE loss with a learnt temperature makes each
-photo pick its own title among the batch's titles and each title its own photo.
+Objectives (`pretrain.method`, one or several joined by "+", their losses added):
 
-It is one more user of the training engine, with a forward (`align`) and a loss term of its own;
-it trains on the train split's photos only (no validation or test photo is seen) and keeps the
-epoch with the lowest validation alignment loss. The quality report is the standard
+- `title_alignment` (CLIP, Radford et al. 2021, with the text tower pretrained and frozen as in LiT,
+  Zhai et al. 2022): every product's title is embedded once by a frozen pretrained text encoder
+  (MiniLM: the masked mean of its token states, L2-normalised); each image encoder gets a linear
+  projection to that width, and a symmetric InfoNCE loss with a learnt temperature makes each photo
+  pick its own title among the batch's titles and each title its own photo.
+- `views` (SimCLR, Chen et al. 2020): each photo is seen twice, through independent random crops,
+  flips and colour changes (`kickvision.train.augment`); an MLP head per encoder maps both views to
+  a unit sphere where NT-Xent makes each view find its twin among the batch's 2B views. With `views`
+  the other objectives read both views too (no third forward pass).
+- `labels`: a linear classifier per encoder learns the train split's categories from the photo
+  alone: the supervised warm start, where labels exist.
+
+It is one more user of the training engine, with a forward (`pretrain_forward`) and loss terms of
+its own; it trains on the train split's photos only (no validation or test photo is seen) and keeps
+the epoch with the lowest validation loss (the same objectives on validation photos, with views
+drawn from a fixed seed so that epochs compare). The quality report is the standard
 self-supervised one: k-NN top-1 of each encoder's pooled photo vector on the catalog's labels
 (validation photos against training photos, cosine similarity, k neighbours voting with their
 similarity), beside the same for the untrained encoders.
@@ -17,7 +26,7 @@ similarity), beside the same for the untrained encoders.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,54 +41,124 @@ from kickvision.errors import ConfigError
 from kickvision.model.bundle import PhotoPretrainingRecord
 from kickvision.model.encoders import ImageEncoder, TextEncoder, build_tokenizer
 from kickvision.model.photo_encoders import PhotoEncoders
+from kickvision.train.augment import PhotoAugment
 from kickvision.train.engine import EpochCallback, pretrain_settings, seed_everything, train_loop
 
 TITLE_TOKENS = 32
+VIEW_DIM = 128  # SimCLR's projection width
 
 
 @dataclass
-class Alignment:
-    projections: list[torch.Tensor]  # per image encoder [B, D], L2-normalised
-    scale: torch.Tensor  # exp(learnt log-scale): 1 / temperature
+class PhotoOutputs:
+    """What the pretraining heads make of a batch; each list has one entry per image encoder and view."""
+
+    titles: list[torch.Tensor] = field(default_factory=list)  # [B, D] in the title space, L2-normalised
+    scale: torch.Tensor | None = None  # exp(learnt log-scale): 1 / temperature of title alignment
+    views: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per encoder, both views
+    logits: list[torch.Tensor] = field(default_factory=list)  # [B, classes]
 
 
-class PhotoAligner(nn.Module):
-    """The model's image encoders, each with a projection into the frozen title space."""
+class PhotoPretrainer(nn.Module):
+    """The model's image encoders with the heads their pretraining objectives train."""
 
-    def __init__(self, model_cfg: ModelConfig, text_dim: int, temperature: float):
+    def __init__(self, model_cfg: ModelConfig, cfg: PretrainConfig, text_dim: int, n_classes: int):
         super().__init__()
         if not model_cfg.image_encoders:
             raise ConfigError("pretrain.enabled: the model has no image encoders to pretrain")
         self.cfg = model_cfg  # the engine derives the image transform from it
+        self.objectives = cfg.objectives
         self.image_encoders = nn.ModuleList(ImageEncoder(s, model_cfg.image_size) for s in model_cfg.image_encoders)
         self.text_encoder = None  # the title side is frozen and precomputed
-        self.projections = nn.ModuleList(nn.Linear(e.out_dim, text_dim) for e in self.image_encoders)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
+        widths = [e.out_dim for e in self.image_encoders]
+        if "title_alignment" in self.objectives:
+            self.projections = nn.ModuleList(nn.Linear(w, text_dim) for w in widths)
+            self.log_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)))
+        if "views" in self.objectives:
+            self.view_heads = nn.ModuleList(
+                nn.Sequential(nn.Linear(w, 512), nn.ReLU(inplace=True), nn.Linear(512, VIEW_DIM)) for w in widths
+            )
+            self.view_augment = PhotoAugment(crop_scale=cfg.views_crop_scale, color_jitter=cfg.views_color_jitter)
+        if "labels" in self.objectives:
+            self.classifiers = nn.ModuleList(nn.Linear(w, n_classes) for w in widths)
 
-    def forward(self, images: torch.Tensor) -> Alignment:
-        vectors = [F.normalize(p(e(images)), dim=1) for e, p in zip(self.image_encoders, self.projections, strict=True)]
-        return Alignment(vectors, self.log_scale.exp().clamp(max=100.0))
+    def forward(self, images: torch.Tensor, pixels: torch.Tensor | None = None) -> PhotoOutputs:
+        """`images`: the normalised batch; `pixels`: the same photos in [0, 1] before augmentation
+        (`views` draws its two views from them)."""
+        if "views" in self.objectives:
+            if pixels is None:
+                raise ValueError("the views objective needs the batch's pixels in [0, 1]")
+            standardise = resolve_image_transform(self.cfg).standardise
+            inputs = [standardise(self.view_augment(pixels)), standardise(self.view_augment(pixels))]
+        else:
+            inputs = [images]
+        out = PhotoOutputs()
+        for i, encoder in enumerate(self.image_encoders):
+            vectors = [encoder(x) for x in inputs]
+            if "title_alignment" in self.objectives:
+                out.titles += [F.normalize(self.projections[i](v), dim=1) for v in vectors]
+            if "views" in self.objectives:
+                first, second = (F.normalize(self.view_heads[i](v), dim=1) for v in vectors)
+                out.views.append((first, second))
+            if "labels" in self.objectives:
+                out.logits += [self.classifiers[i](v) for v in vectors]
+        if "title_alignment" in self.objectives:
+            out.scale = self.log_scale.exp().clamp(max=100.0)
+        return out
 
 
-def align(model: PhotoAligner, batch: dict[str, torch.Tensor]) -> Alignment:
+def pretrain_forward(model: PhotoPretrainer, batch: dict[str, torch.Tensor]) -> PhotoOutputs:
     """The engine's forward for pretraining: photos only."""
-    return model(batch["image"])
+    return model(batch["image"], batch.get("pixels"))
 
 
 class TitleAlignmentLoss:
-    """Symmetric InfoNCE between each encoder's photo projections and the batch's title embeddings."""
+    """Symmetric InfoNCE between the photo projections and the batch's title embeddings."""
 
     def __init__(self, title_embeddings: torch.Tensor):
         self.titles = title_embeddings  # [N, D] for every row of the prepared catalog
 
-    def __call__(self, batch: dict[str, torch.Tensor], out: Alignment) -> torch.Tensor:
+    def __call__(self, batch: dict[str, torch.Tensor], out: PhotoOutputs) -> torch.Tensor:
         titles = self.titles.to(batch["index"].device)[batch["index"]]
         targets = torch.arange(len(titles), device=titles.device)
         losses = []
-        for photos in out.projections:
+        for photos in out.titles:
             logits = out.scale * photos.float() @ titles.T
             losses.append((F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2)
         return torch.stack(losses).mean()
+
+
+class ViewAgreementLoss:
+    """NT-Xent (SimCLR): each of the 2B views picks its twin among the other 2B - 1."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def __call__(self, batch: dict[str, torch.Tensor], out: PhotoOutputs) -> torch.Tensor:
+        losses = []
+        for first, second in out.views:
+            z = torch.cat([first, second]).float()
+            n = len(first)
+            similarity = (z @ z.T / self.temperature).fill_diagonal_(float("-inf"))
+            twins = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+            losses.append(F.cross_entropy(similarity, twins))
+        return torch.stack(losses).mean()
+
+
+class PhotoLabelLoss:
+    """Cross-entropy of each encoder's linear classifier on the batch's categories."""
+
+    def __call__(self, batch: dict[str, torch.Tensor], out: PhotoOutputs) -> torch.Tensor:
+        return torch.stack([F.cross_entropy(logits.float(), batch["label"]) for logits in out.logits]).mean()
+
+
+def objective_losses(cfg: PretrainConfig, title_embeddings: torch.Tensor | None) -> list:
+    """The loss terms of `pretrain.method`, in its order."""
+    terms = {
+        "title_alignment": lambda: TitleAlignmentLoss(title_embeddings),
+        "views": lambda: ViewAgreementLoss(cfg.views_temperature),
+        "labels": PhotoLabelLoss,
+    }
+    return [terms[objective]() for objective in cfg.objectives]
 
 
 @torch.no_grad()
@@ -121,37 +200,44 @@ def knn_top1(
     return float((votes.argmax(1).numpy() == labels).mean())
 
 
-def knn_report(aligner: PhotoAligner, data: PreparedData, k: int, suffix: str = "") -> dict[str, float]:
+def knn_report(pretrainer: PhotoPretrainer, data: PreparedData, k: int, suffix: str = "") -> dict[str, float]:
     """k-NN top-1 per image encoder: validation photos classified by their training-photo neighbours."""
     train, val = data.indices("train"), data.indices("val")
     labels = data.labels()
     report = {}
-    for i, encoder in enumerate(aligner.image_encoders):
-        gallery = photo_vectors(encoder, aligner.cfg, data.images[train])
-        queries = photo_vectors(encoder, aligner.cfg, data.images[val])
+    for i, encoder in enumerate(pretrainer.image_encoders):
+        gallery = photo_vectors(encoder, pretrainer.cfg, data.images[train])
+        queries = photo_vectors(encoder, pretrainer.cfg, data.images[val])
         report[f"pretrain_knn_top1_{i}_{encoder.name}{suffix}"] = knn_top1(
             gallery, labels[train], queries, labels[val], k
         )
     return report
 
 
-def alignment_validator(data: PreparedData, loss: TitleAlignmentLoss, batch_size: int):
-    """Validation alignment loss (InfoNCE over batches of validation products)."""
+def pretrain_validator(data: PreparedData, losses: list, batch_size: int, seed: int = 0):
+    """Validation loss: the objectives on validation photos (views drawn from `seed`, the same each epoch)."""
     val = data.indices("val")
+    labels = torch.from_numpy(data.labels())
 
     @torch.no_grad()
-    def validate(model: PhotoAligner) -> dict[str, float]:
+    def validate(model: PhotoPretrainer) -> dict[str, float]:
         model.eval()
         device = next(model.parameters()).device
-        normalise = resolve_image_transform(model.cfg).normalise
+        transform = resolve_image_transform(model.cfg)
         total, seen = 0.0, 0
-        for start in range(0, len(val), batch_size):
-            rows = val[start : start + batch_size]
-            if len(rows) < 2:
-                continue  # a batch of one has no negatives
-            out = model(normalise(data.images[rows]).to(device))
-            total += float(loss({"index": torch.from_numpy(rows).to(device)}, out)) * len(rows)
-            seen += len(rows)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for start in range(0, len(val), batch_size):
+                rows = val[start : start + batch_size]
+                if len(rows) < 2:
+                    continue  # a batch of one has no negatives
+                pixels = transform.to_unit(data.images[rows]).to(device)
+                index = torch.from_numpy(rows).to(device)
+                batch = {"image": transform.standardise(pixels), "pixels": pixels, "index": index}
+                batch["label"] = labels[rows].to(device)
+                out = model(batch["image"], batch["pixels"])
+                total += float(sum(loss(batch, out) for loss in losses)) * len(rows)
+                seen += len(rows)
         return {"val_loss": total / seen if seen else float("nan")}
 
     return validate
@@ -169,32 +255,34 @@ def pretrain_photos(
     """Pretrain the image encoders of `model_cfg` on the train split's photos and titles.
 
     Returns the encoders (with their provenance) and the metrics: k-NN top-1 of each encoder before
-    (`..._scratch`) and after pretraining, and the kept epoch's validation alignment loss.
+    (`..._scratch`) and after pretraining, and the kept epoch's validation loss.
     """
-    titles = embed_titles(data.rows["title"].fillna("").astype(str).tolist(), cfg.text_encoder)
+    titles = None
+    if "title_alignment" in cfg.objectives:
+        titles = embed_titles(data.rows["title"].fillna("").astype(str).tolist(), cfg.text_encoder)
     seed_everything(seed)
-    aligner = PhotoAligner(model_cfg, titles.shape[1], cfg.temperature)
-    metrics = knn_report(aligner, data, cfg.knn_k, suffix="_scratch")
-    loss = TitleAlignmentLoss(titles)
+    pretrainer = PhotoPretrainer(model_cfg, cfg, titles.shape[1] if titles is not None else 0, len(data.classes))
+    metrics = knn_report(pretrainer, data, cfg.knn_k, suffix="_scratch")
+    losses = objective_losses(cfg, titles)
     loop = train_loop(
-        aligner,
+        pretrainer,
         data,
         data.indices("train"),
         pretrain_settings(cfg, train_cfg),
-        [loss],
-        alignment_validator(data, loss, cfg.batch_size),
+        losses,
+        pretrain_validator(data, losses, cfg.batch_size, seed),
         seed=seed,
         desc="pretrain",
         on_epoch_end=on_epoch_end,
         progress=progress,
-        forward=align,
+        forward=pretrain_forward,
     )
-    metrics |= knn_report(aligner, data, cfg.knn_k)
+    metrics |= knn_report(pretrainer, data, cfg.knn_k)
     best = loop.best_score if loop.best_score is not None else float("nan")  # every validation loss NaN
     metrics |= {"pretrain_val_loss": best, "pretrain_best_epoch": float(loop.best_epoch)}
     record = PhotoPretrainingRecord(
         method=cfg.method, catalog_hash=data.catalog_hash, epochs=loop.best_epoch, metrics=metrics
     )
-    names = [encoder.name for encoder in aligner.image_encoders]
-    states = [{k: v.detach().clone() for k, v in e.backbone.state_dict().items()} for e in aligner.image_encoders]
+    names = [encoder.name for encoder in pretrainer.image_encoders]
+    states = [{k: v.detach().clone() for k, v in e.backbone.state_dict().items()} for e in pretrainer.image_encoders]
     return PhotoEncoders(record, names, states), metrics
