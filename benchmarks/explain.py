@@ -3,11 +3,14 @@
 Trains the config's model once (or loads a saved bundle with --model), then on the test split:
 ROAD (pytorch-grad-cam's ROADCombined: (LeRF - MoRF) / 2 of the target-class probability, higher
 = more faithful) for each image branch's Grad-CAM++ maps and for uniform random maps of the same
-size, per product, with the mean margin over random and its standard error; test ECE before and
+size, per product, with the title held fixed and hidden, and each branch's margin over random maps
+in paired standard errors; test ECE before and
 after temperature scaling (fitted on validation); Grad-CAM++ seconds per product on CPU.
 
     .venv/bin/python benchmarks/explain.py --catalog ../shared/data/fashion-footwear --epochs 10
     .venv/bin/python benchmarks/explain.py --catalog ../shared/data/fashion-footwear --model /tmp/fashion-bundle
+    .venv/bin/python benchmarks/explain.py --catalog ../shared/data/fashion-footwear --config fashion \
+        --model /tmp/fashion-bundle --products 64 --out benchmarks/results/explain_fashion-footwear_fashion.json
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from common import prepared_catalog
 from PIL import Image
 
-from kickvision.config import load_config
+from kickvision.config import deep_merge, dotted_overrides, load_config
 from kickvision.evaluate.calibration import calibrate_temperature, expected_calibration_error, softmax
 from kickvision.evaluate.explain import explain_product
 from kickvision.evaluate.faithfulness import cam_faithfulness
@@ -35,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
     parser.add_argument("--config", default="demo")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--model", help="a saved bundle folder to explain instead of training one")
     parser.add_argument("--save-model", help="save the trained bundle here (for other benchmarks)")
@@ -42,7 +46,10 @@ def main() -> None:
     parser.add_argument("--out", help="JSON path (default benchmarks/results/explain_<catalog>.json)")
     args = parser.parse_args()
 
-    cfg = load_config(args.config, overrides={"train": {"epochs": args.epochs}} if args.epochs else {})
+    overrides = dotted_overrides(args.set)
+    if args.epochs:
+        overrides = deep_merge(overrides, {"train": {"epochs": args.epochs}})
+    cfg = load_config(args.config, overrides=overrides)
     data, tokenizer, name = prepared_catalog(args.catalog, cfg)
     if args.model:
         bundle = load_bundle(args.model)
@@ -69,21 +76,32 @@ def main() -> None:
 
     n = faithfulness["cam_faithfulness_products"]
     rows = []
-    for family in ("resnet", "vit", "random"):
-        mean, std = faithfulness.get(f"cam_faithfulness_{family}"), faithfulness.get(f"cam_faithfulness_{family}_std")
-        if mean is None:
-            continue
-        margin = mean - faithfulness["cam_faithfulness_random"]
-        rows.append({"maps": family, "road": mean, "std": std, "margin_over_random": margin, "stderr": std / n**0.5})
+    for condition, title in (("", "fixed"), ("_photo_only", "hidden")):
+        random = faithfulness[f"cam_faithfulness_random{condition}"]
+        for family in ("resnet", "vit", "random"):
+            key = f"cam_faithfulness_{family}{condition}"
+            if key not in faithfulness:
+                continue
+            rows.append(
+                {
+                    "maps": family,
+                    "title": title,
+                    "road": faithfulness[key],
+                    "std": faithfulness[key + "_std"],
+                    "margin_over_random": faithfulness[key] - random,
+                    "margin_se": faithfulness.get(key + "_margin_se"),  # paired, in standard errors
+                }
+            )
     print(
         f"\n{name}: {cfg.name} config, {'x'.join(map(str, cfg.model.image_hw))} px, {int(n)} test products, "
         f"{torch.get_num_threads()} threads"
     )
-    print("| maps | ROAD (LeRF-MoRF)/2 | std | margin over random | s.e. of mean |")
-    print("|---|---|---|---|---|")
+    print("| maps | title | ROAD (LeRF-MoRF)/2 | std | margin over random | margin in paired s.e. |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
+        se = "" if r["margin_se"] is None else f"{r['margin_se']:.1f}"
         print(
-            f"| {r['maps']} | {r['road']:.4f} | {r['std']:.4f} | {r['margin_over_random']:+.4f} | {r['stderr']:.4f} |"
+            f"| {r['maps']} | {r['title']} | {r['road']:.4f} | {r['std']:.4f} | {r['margin_over_random']:+.4f} | {se} |"
         )
     print(
         f"\ntest ECE {ece_before:.4f} -> {ece_after:.4f} after temperature scaling "

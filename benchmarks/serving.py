@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per scenario")
     parser.add_argument("--catalog", help="the catalog folder the model was trained on (for its attribute columns)")
     parser.add_argument("--workers", type=int, default=1, help="mlflow models serve --workers")
+    parser.add_argument(
+        "--server-threads", type=int, help="torch threads per server worker (OMP_NUM_THREADS; default: torch's own)"
+    )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/serving_<model>.json)")
     args = parser.parse_args()
     if args.clients < 1 or args.seconds <= 0:
@@ -155,6 +158,8 @@ def main() -> None:
         "MLFLOW_TRACKING_URI": tracking,
         "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ['PATH']}",
     }
+    if args.server_threads:
+        env["OMP_NUM_THREADS"] = str(args.server_threads)
     command = [str(mlflow_bin), "models", "serve", "-m", model_uri, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)]
     with tempfile.TemporaryFile() as log:
@@ -190,7 +195,10 @@ def main() -> None:
                 server.kill()
                 server.wait()
 
-    print(f"\n{model_uri}, {args.clients} clients, {args.seconds:.0f} s per scenario, {args.workers} worker(s)")
+    threads = f", {args.server_threads} thread(s) each" if args.server_threads else ""
+    print(
+        f"\n{model_uri}, {args.clients} clients, {args.seconds:.0f} s per scenario, {args.workers} worker(s){threads}"
+    )
     print("| request | valid req/s | products/s | p50 ms | p99 ms | errors (valid) | bad -> 4xx | bad -> 5xx/dropped |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in table.items():
@@ -202,6 +210,7 @@ def main() -> None:
     name = model_uri.replace(":/", "_").replace("/", "_").replace("@", "_")
     out = Path(args.out or Path(__file__).parent / "results" / f"serving_{name}.json")
     meta = {"model_uri": model_uri, "clients": args.clients, "seconds": args.seconds, "workers": args.workers}
+    meta["server_threads"] = args.server_threads
     clean = {k: {m: (None if isinstance(v, float) and v != v else v) for m, v in r.items()} for k, r in table.items()}
     out.write_text(json.dumps({"meta": meta, "scenarios": clean}, indent=2))
     print(f"wrote {out}")

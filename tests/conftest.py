@@ -131,7 +131,7 @@ def trained_bundle(shared_trained):
 
 
 @pytest.fixture(scope="session")
-def mlflow_client():
+def _tests_tracking_uri():
     """The isolated local stack's MLflow (SQLite registry), with an experiment whose artifacts stay in
     the test state folder (MLflow's default experiment would write them under the working directory)."""
     import mlflow
@@ -139,12 +139,25 @@ def mlflow_client():
     from orchestration.stack import ensure_stack, use_tracking
 
     ensure_stack()
-    client = mlflow.MlflowClient(use_tracking())
-    name = "kickvision-tests"
-    if client.get_experiment_by_name(name) is None:
-        client.create_experiment(name, artifact_location=(_STATE / "mlflow-artifacts").as_uri())
-    mlflow.set_experiment(name)
-    return client
+    uri = use_tracking()
+    client = mlflow.MlflowClient(uri)
+    if client.get_experiment_by_name(TESTS_EXPERIMENT) is None:
+        client.create_experiment(TESTS_EXPERIMENT, artifact_location=(_STATE / "mlflow-artifacts").as_uri())
+    return uri
+
+
+TESTS_EXPERIMENT = "kickvision-tests"
+
+
+@pytest.fixture
+def mlflow_client(_tests_tracking_uri):
+    """MLflow pointed at the tests' store and experiment for this test (other tests point the
+    process-wide tracking URI elsewhere, e.g. at a pipeline run's store)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(_tests_tracking_uri)
+    mlflow.set_experiment(TESTS_EXPERIMENT)
+    return mlflow.MlflowClient(_tests_tracking_uri)
 
 
 @pytest.fixture(scope="session")

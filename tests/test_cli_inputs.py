@@ -82,6 +82,7 @@ BAD_INPUTS = {  # every subcommand, with an input a user really gets wrong
     "predict": ["predict", "--image", "{tmp}/no-such-photo.jpg"],
     "recommend": ["recommend", "--image", "{tmp}/no-such-photo.jpg"],
     "explain": ["explain", "--image", "{tmp}/no-such-photo.jpg"],
+    "audit": ["audit", "--catalog", "{tmp}/no-such-drop", "--out", "{tmp}/audit.csv"],
     "stack": ["stack", "use", "no-such-recipe"],
     "demo-drop": ["demo-drop", "--out", "{tmp}/a-file.txt"],
     "predict a model that is not there": ["predict", "--title", "x", "--model-uri", "models:/no-such-model/3"],

@@ -77,11 +77,23 @@ def test_road_faithfulness_is_scored_per_branch_against_random_maps_on_the_same_
     from kickvision.evaluate.faithfulness import cam_faithfulness
 
     metrics = cam_faithfulness(shared_trained, learnt_data, n=3)
-    assert set(metrics) == {
-        f"cam_faithfulness_{family}{suffix}" for family in ("resnet", "vit", "random") for suffix in ("", "_std")
-    } | {"cam_faithfulness_products"}
+    conditions = ("", "_photo_only")  # the title held fixed, and hidden
+    scores = {f"{family}{c}" for family in ("resnet", "vit", "random") for c in conditions}
+    margins = {f"cam_faithfulness_{family}{c}_margin_se" for family in ("resnet", "vit") for c in conditions}
+    assert set(metrics) == {f"cam_faithfulness_{k}{s}" for k in scores for s in ("", "_std")} | margins | {
+        "cam_faithfulness_products"
+    }
     assert metrics["cam_faithfulness_products"] == 3 and all(np.isfinite(v) for v in metrics.values())
     assert metrics == cam_faithfulness(shared_trained, learnt_data, n=3)  # same products, same random maps
+
+
+def test_a_margin_over_random_maps_is_counted_in_paired_standard_errors():
+    from kickvision.evaluate.faithfulness import paired_margin_se
+
+    random = np.array([0.0, 0.1, -0.1, 0.05])
+    assert paired_margin_se(random + np.array([1.0, 1.2, 0.8, 1.0]), random) == pytest.approx(1.0 / (0.16329932 / 2))
+    assert np.isnan(paired_margin_se(random + 1.0, random))  # no spread: no standard error to count in
+    assert np.isnan(paired_margin_se(np.array([1.0]), np.array([0.0])))
 
 
 def _quadrant_catalog(n: int = 320, size: int = 32, seed: int = 0):

@@ -128,4 +128,4 @@ def test_formats_outside_the_photo_allow_list_are_refused_unread(tmp_path):
 def test_a_catalog_photo_in_a_refused_format_is_quarantined_with_the_accepted_formats(tmp_path):
     Image.new("RGB", (64, 64), (10, 20, 30)).save(tmp_path / "photo.ppm")
     status, sha1, _, _ = probe_image(tmp_path, "photo.ppm", ValidateConfig())
-    assert sha1 is None and status == "image is not a JPEG/PNG/WEBP/GIF/BMP/TIFF file: photo.ppm"
+    assert sha1 is None and status == "image does not decode as JPEG/PNG/WEBP/GIF/BMP/TIFF: photo.ppm"

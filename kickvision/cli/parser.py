@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from kickvision.cli.audit import cmd_audit
 from kickvision.cli.commands import (
     DEMO_DIR,
     cmd_demo,
@@ -160,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", default="explanation.png", help="figure path (default explanation.png)")
     model_args(explain)
     explain.set_defaults(func=cmd_explain)
+
+    audit = sub.add_parser(
+        "audit", help="rank a catalog's products by how much the model doubts their label; find repeated listings"
+    )
+    catalog_args(audit)
+    audit.add_argument("--config", default="demo", help="run config (its validate section decides what is quarantined)")
+    audit.add_argument("--out", required=True, help="CSV: one row per product, most doubted label first")
+    audit.add_argument("--html", help="also write a page of the most doubted products, with thumbnails")
+    model_args(audit)
+    audit.set_defaults(func=cmd_audit)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on the active stack's tracking store (loopback)")
     ui.add_argument("--port", type=port, default=5000)

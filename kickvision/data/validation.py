@@ -66,7 +66,7 @@ def probe_image(root, relative: str | None, cfg: ValidateConfig) -> tuple[str, s
                 return f"image is {width}x{height}, over the {cfg.max_image_pixels:,}-pixel limit", None, width, height
             img.load()  # full decode catches truncated files that verify() lets through
     except UnidentifiedImageError:
-        return f"image is not a {'/'.join(IMAGE_FORMATS)} file: {relative}", None, 0, 0
+        return f"image does not decode as {'/'.join(IMAGE_FORMATS)}: {relative}", None, 0, 0
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return f"image does not decode ({type(exc).__name__}): {relative}", None, 0, 0
     if min(width, height) < cfg.min_image_side:

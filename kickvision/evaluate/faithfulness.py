@@ -4,8 +4,13 @@ ROAD (Rong et al. 2022, pytorch-grad-cam's `ROADCombined`): remove the pixels a 
 relevant (and, separately, least relevant) by noisy linear imputation, at several percentiles, and
 watch the target class probability: a faithful map makes it fall when its top pixels go and hold
 when its bottom pixels go. The combined score (LeRF - MoRF) / 2 is higher for a more faithful map;
-the same score for uniform random maps is the floor a real map must clear. Titles are held fixed,
-so the scores are about the photo branches of the fused model.
+the same score for uniform random maps is the floor a real map must clear.
+
+Each product is scored twice: with its title held fixed (the fused prediction a user sees, where a
+confident title leaves the photo little to move) and with the title hidden (`_photo_only`: what the
+photo branches decide on their own, where the maps have something to explain). A branch's margin
+over random maps is judged per product (paired: the same products, the same imputation noise), as
+the mean difference over its standard error (`..._margin_se`; >= 3 is a margin noise does not make).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ def cam_faithfulness(
 ) -> dict[str, float]:
     """Mean ROAD score per image branch and for random maps, over up to `n` products of `split`.
 
-    Metric names: `cam_faithfulness_<resnet|vit>` and `cam_faithfulness_random` (all on the
-    same scale: a difference of target-class probabilities), plus `_std` of each across products.
+    Metric names: `cam_faithfulness_<resnet|vit|random>` with the title fixed and
+    `cam_faithfulness_<resnet|vit|random>_photo_only` with it hidden (all on the same scale: a
+    difference of target-class probabilities), `_std` of each across products, and each branch's
+    paired margin over random maps in standard errors, `cam_faithfulness_<family>[_photo_only]_margin_se`.
     ROAD's imputation noise is drawn from a generator seeded with `seed`, so the scores repeat run to
     run (the global generator is left as it was).
     """
@@ -40,22 +47,43 @@ def cam_faithfulness(
     indices = data.indices(split)
     chosen = np.random.default_rng(seed).permutation(indices)[:n]
     road = ROADCombined(percentiles=list(PERCENTILES))
-    rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {}
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for j in chosen:
-            for key, score in _road_scores(model, data, int(j), transform, road, rng).items():
-                scores.setdefault(key, []).append(score)
+    for condition, hide_title in CONDITIONS.items():
+        rng = np.random.default_rng(seed)  # the same random maps and imputation noise in each condition
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for j in chosen:
+                for key, score in _road_scores(model, data, int(j), transform, road, rng, hide_title).items():
+                    scores.setdefault(f"{key}{condition}", []).append(score)
     metrics = {}
     for key, values in scores.items():
         metrics[f"cam_faithfulness_{key}"] = float(np.mean(values))
         metrics[f"cam_faithfulness_{key}_std"] = float(np.std(values))
+    families = [key for key in scores if key in {branch_family(n.split("_", 1)[1]) for n in cam_targets(model)}]
+    for condition in CONDITIONS:
+        random = np.array(scores[f"random{condition}"])
+        for family in families:
+            margin = paired_margin_se(np.array(scores[f"{family}{condition}"]), random)
+            metrics[f"cam_faithfulness_{family}{condition}_margin_se"] = margin
     metrics["cam_faithfulness_products"] = float(len(chosen))
     return metrics
 
 
-def _road_scores(model, data: PreparedData, j: int, transform, road, rng) -> dict[str, float]:
+# metric-name suffix -> whether the title is hidden
+CONDITIONS = {"": False, "_photo_only": True}
+
+
+def paired_margin_se(branch: np.ndarray, random: np.ndarray) -> float:
+    """Mean of (branch - random) per product over its standard error; NaN below two products or
+    when the differences do not vary."""
+    differences = branch - random
+    if len(differences) < 2:
+        return float("nan")
+    se = differences.std(ddof=1) / np.sqrt(len(differences))
+    return float(differences.mean() / se) if se > 0 else float("nan")
+
+
+def _road_scores(model, data: PreparedData, j: int, transform, road, rng, hide_title: bool) -> dict[str, float]:
     """Product j's ROAD score for each branch's Grad-CAM++ map and for a random map."""
     from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
@@ -63,7 +91,7 @@ def _road_scores(model, data: PreparedData, j: int, transform, road, rng) -> dic
     ids = torch.from_numpy(data.input_ids[j : j + 1])
     mask = torch.from_numpy(data.attention_mask[j : j + 1])
     images = transform.normalise(data.images[j : j + 1])
-    wrapper = ImageOnlyInput(model, ids, mask)
+    wrapper = ImageOnlyInput(model, ids, mask, text_present=torch.zeros(1) if hide_title else None)
     with torch.no_grad():
         target = int(wrapper(images).argmax(1))
     targets = [ClassifierOutputSoftmaxTarget(target)]

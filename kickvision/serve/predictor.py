@@ -14,6 +14,7 @@ from PIL import Image
 
 from kickvision.data.images import DEFAULT_MAX_PIXELS, open_image_bounded
 from kickvision.data.text import product_texts, tokenize_titles
+from kickvision.evaluate.audit import ModelViews
 from kickvision.model.bundle import ModelBundle
 from kickvision.serve.batching import ForwardBatcher
 
@@ -104,6 +105,19 @@ class ShoePredictor:
         if not out:
             return np.zeros((0, len(self.bundle.classes)), np.float32), np.zeros((0, 1), np.float32)
         return np.concatenate(out), np.concatenate(embeddings)
+
+    def model_views(self, frame: pd.DataFrame) -> ModelViews:
+        """The audit's evidence for a frame's products (see `model_views_of`)."""
+        return self.model_views_of(*self.read_frame(frame))
+
+    def model_views_of(self, images: list[Photo | None], texts: list[str | None]) -> ModelViews:
+        """Probabilities fused, with the title hidden and with the photo hidden (None where the model
+        lacks that branch), and the embeddings, of products given as photos and texts."""
+        model = self.bundle.model
+        fused, embeddings = self.forward(images, texts)
+        photo = self.forward(images, [None] * len(texts))[0] if model.image_encoders else None
+        title = self.forward([None] * len(images), texts)[0] if model.text_encoder is not None else None
+        return ModelViews(list(self.bundle.classes), fused, photo, title, embeddings)
 
     def read_frame(self, frame: pd.DataFrame) -> tuple[list[np.ndarray | None], list[str | None]]:
         """Model-size photos and texts of a frame with `image` and/or `title` columns (plus the

@@ -1,0 +1,143 @@
+"""Audit quality: how many deliberately wrong labels does `kickvision audit` find, and how early?
+
+Takes a trained model (`--model`: a bundle folder or an MLflow model URI) and the catalog it was
+trained on; the products of its held-out test split (the split is drawn from the config's seed, as
+training drew it) are products it never learnt from. For each of `--draws` random draws, 4% of them
+(`--flip`) get another category at random; then three rankings of the test products are compared:
+
+- the audit (confident learning on the model's probabilities, `kickvision.evaluate.audit`);
+- 1 - the model's probability of the given label (self-confidence alone);
+- 1 - a title-only model's probability of the given label (TF-IDF + logistic regression on the
+  train split's title and the model's text columns: "the title disagrees").
+
+Recall of the flipped products within the top k, 2k and 3k rows (k = number of flips) and precision
+at k, mean ± std over draws. Also prints the products the audit doubts most that were *not* flipped:
+the catalog's own label errors, candidates for a merchandiser. Writes JSON.
+
+    .venv/bin/python benchmarks/audit.py --catalog ../shared/data/fashion-footwear --config fashion \
+        --model /tmp/fashion-bundle
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from common import benchmark_parser, prepared_catalog
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline, make_union
+
+from kickvision.config import dotted_overrides, load_config
+from kickvision.data.text import product_texts
+from kickvision.evaluate.audit import audit_products
+from kickvision.model.bundle import load_bundle
+from kickvision.serve.predictor import ShoePredictor
+
+
+def load_model(source: str):
+    if Path(source).is_dir():
+        return load_bundle(source)
+    from kickvision.serve.registry import load_registered_bundle
+    from orchestration.stack import ensure_stack, use_tracking
+
+    ensure_stack()
+    use_tracking()
+    return load_registered_bundle(source)
+
+
+def recall_at(ranked_ids: list[str], flipped: set[str], depth: int) -> float:
+    return len(set(ranked_ids[:depth]) & flipped) / len(flipped)
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__, config="fashion")
+    parser.add_argument("--model", required=True, help="a bundle folder or an MLflow model URI (trained on --catalog)")
+    parser.add_argument("--flip", type=float, default=0.04, help="share of test labels flipped per draw")
+    parser.add_argument("--draws", type=int, default=10)
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/audit_<catalog>.json)")
+    args = parser.parse_args()
+    cfg = load_config(args.config, overrides=dotted_overrides(args.set))
+    bundle = load_model(args.model)
+    data, _, name = prepared_catalog(args.catalog, cfg)
+    if list(data.classes) != list(bundle.classes):
+        raise SystemExit(f"the model's classes {bundle.classes} are not the catalog's {data.classes}")
+    train, test = data.indices("train"), data.indices("test")
+    rows = data.rows.iloc[test].reset_index(drop=True)
+    texts = product_texts(rows, bundle.text_columns)
+    predictor = ShoePredictor(bundle)
+    images = [data.images[j] for j in test]
+    views = predictor.model_views_of(images, texts)
+
+    train_texts = [t or "" for t in product_texts(data.rows.iloc[train], bundle.text_columns)]
+    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)
+    title_model = make_pipeline(make_union(words, chars), LogisticRegression(C=10, max_iter=2000))
+    title_model.fit(train_texts, data.rows["category"].iloc[train].astype(str))
+    title_probs = title_model.predict_proba([t or "" for t in texts])
+    title_classes = list(title_model.classes_)
+
+    classes = list(bundle.classes)
+    truth = rows["category"].astype(str).to_numpy()
+    n_flip = max(1, round(args.flip * len(rows)))
+    results: dict[str, list[dict[str, float]]] = {"audit": [], "1 - p(label)": [], "title model disagrees": []}
+    own_errors = None
+    for draw in range(args.draws):
+        rng = np.random.default_rng(draw)
+        flipped_rows = rng.choice(len(rows), n_flip, replace=False)
+        given = truth.copy()
+        for i in flipped_rows:
+            given[i] = rng.choice([c for c in classes if c != truth[i]])
+        flipped = set(rows["product_id"].astype(str).iloc[flipped_rows])
+        audited = audit_products(rows.assign(category=given), views)
+        label = np.array([classes.index(c) for c in given])
+        ids = rows["product_id"].astype(str).to_numpy()
+        rankings = {
+            "audit": audited["product_id"].tolist(),
+            "1 - p(label)": ids[np.argsort(views.fused[np.arange(len(rows)), label], kind="stable")].tolist(),
+            "title model disagrees": ids[
+                np.argsort(title_probs[np.arange(len(rows)), [title_classes.index(c) for c in given]], kind="stable")
+            ].tolist(),
+        }
+        for method, ranked in rankings.items():
+            results[method].append(
+                {
+                    "recall_at_k": recall_at(ranked, flipped, n_flip),
+                    "recall_at_2k": recall_at(ranked, flipped, 2 * n_flip),
+                    "recall_at_3k": recall_at(ranked, flipped, 3 * n_flip),
+                    "precision_at_k": recall_at(ranked, flipped, n_flip),  # k rows, k flips: the same count
+                    "flagged": float(audited["label_issue"].sum()) if method == "audit" else float("nan"),
+                }
+            )
+        if draw == 0:
+            own_errors = audited[~audited["product_id"].isin(flipped)].head(15)
+
+    print(f"\n{name}: {len(rows)} held-out test products, {n_flip} labels flipped per draw, {args.draws} draws")
+    print("| ranking | recall@k | recall@2k | recall@3k | precision@k |")
+    print("|---|---|---|---|---|")
+    summary = {}
+    for method, draws in results.items():
+        stats = {m: (float(np.mean([d[m] for d in draws])), float(np.std([d[m] for d in draws]))) for m in draws[0]}
+        summary[method] = stats
+        cells = " | ".join(f"{stats[m][0]:.3f} ± {stats[m][1]:.3f}" for m in ("recall_at_k", "recall_at_2k"))
+        print(
+            f"| {method} | {cells} | {stats['recall_at_3k'][0]:.3f} ± {stats['recall_at_3k'][1]:.3f} | "
+            f"{stats['precision_at_k'][0]:.3f} |"
+        )
+    print(f"audit flags {summary['audit']['flagged'][0]:.0f} products per draw (confident learning's estimate)")
+    print("\nmost doubted products that were not flipped (draw 0): the catalog's own label errors?")
+    for row in own_errors.itertuples():
+        print(
+            f"  {row.product_id}  [{row.category}] -> {row.predicted}  "
+            f"({row.suspicion:.3f}; {row.disagrees or 'neither branch disagrees'})  {row.title}"
+        )
+    out = Path(args.out or Path(__file__).parent / "results" / f"audit_{name}.json")
+    meta = {"catalog": name, "config": cfg.name, "model": args.model, "test_products": len(rows), "flips": n_flip}
+    own = own_errors[["product_id", "category", "predicted", "suspicion", "disagrees", "title"]].to_dict("records")
+    out.write_text(json.dumps({"meta": meta, "rankings": summary, "unflipped_top": own}, indent=2, default=float))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

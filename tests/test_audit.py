@@ -1,0 +1,113 @@
+"""The catalog audit: doubted labels first, repeated listings found, every catalog row accounted for."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from kickvision.cli import main as cli_main
+from kickvision.evaluate.audit import ModelViews, audit_products, near_duplicates
+from kickvision.serve.registry import example_frame, log_pyfunc
+
+CLASSES = ["Boots", "Flats", "Heels", "Sandals"]
+
+
+def synthetic_catalog(n: int = 200, flips: int = 10, seed: int = 0):
+    """Products whose model probabilities favour their true class; `flips` of them carry another label."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, len(CLASSES), n)
+    logits = rng.normal(0, 1, (n, len(CLASSES)))
+    logits[np.arange(n), truth] += 4
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    given = truth.copy()
+    flipped = rng.choice(n, flips, replace=False)
+    given[flipped] = (truth[flipped] + rng.integers(1, len(CLASSES), flips)) % len(CLASSES)
+    rows = pd.DataFrame(
+        {
+            "product_id": [f"P{i:04d}" for i in range(n)],
+            "category": [CLASSES[c] for c in given],
+            "title": [f"product {i}" for i in range(n)],
+            "image_sha1": [f"sha{i}" for i in range(n)],
+        }
+    )
+    embeddings = rng.normal(0, 1, (n, 16)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    title_says_the_label = np.eye(len(CLASSES))[given]  # titles written to match the (possibly wrong) label
+    views = ModelViews(CLASSES, probabilities, probabilities, title_says_the_label, embeddings)
+    return rows, views, set(rows["product_id"].iloc[flipped])
+
+
+def test_confident_learning_puts_the_mislabelled_products_first():
+    rows, views, flipped = synthetic_catalog()
+    audit = audit_products(rows, views)
+    assert len(audit) == len(rows) and audit["rank"].tolist() == list(range(1, len(rows) + 1))
+    top = set(audit["product_id"].head(len(flipped)))
+    assert len(top & flipped) >= 0.8 * len(flipped)
+    doubted = audit[audit["label_issue"]]
+    assert set(doubted["product_id"]) >= flipped and (doubted["rank"] <= len(doubted)).all()
+    first = audit.iloc[0]
+    assert first["predicted"] != first["category"] and first["disagrees"] == "photo"
+    assert first["suspicion"] == pytest.approx(1 - first["p_category"])
+
+
+def test_a_category_the_model_does_not_know_is_listed_last_and_not_judged():
+    rows, views, _ = synthetic_catalog()
+    rows.loc[3, "category"] = "Clogs"
+    audit = audit_products(rows, views)
+    last = audit.iloc[-1]
+    assert last["product_id"] == "P0003" and last["issue"] == "category unknown to the model"
+    assert np.isnan(last["suspicion"]) and not last["label_issue"]
+
+
+def test_repeated_photos_titles_and_near_identical_embeddings_are_named_with_their_labels():
+    rows, views, _ = synthetic_catalog(n=20, flips=0)
+    rows.loc[5, "image_sha1"] = rows.loc[2, "image_sha1"]  # the same photo bytes under two ids
+    rows.loc[7, "title"] = "  PRODUCT 6 "  # the same title but for case and spacing
+    rows.loc[7, "category"] = "Heels" if rows.loc[6, "category"] != "Heels" else "Boots"
+    views.embeddings[9] = views.embeddings[8]
+    found = near_duplicates(rows, views.embeddings).set_index(rows["product_id"])
+    assert found.loc["P0005", "duplicate_of"] == "P0002" and found.loc["P0005", "duplicate_kind"] == "same photo"
+    assert found.loc["P0007", "duplicate_of"] == "P0006" and found.loc["P0007", "duplicate_label"] == "different"
+    assert found.loc["P0009", "duplicate_of"] == "P0008" and found.loc["P0009", "duplicate_kind"].startswith(
+        "embedding cosine 1.000"
+    )
+    assert (found.loc["P0011"] == "").all()
+
+
+@pytest.mark.integration
+def test_audit_ranks_a_catalog_with_the_model_and_accounts_for_every_row(
+    shared_trained, learnt_data, mlflow_client, tmp_path, capsys
+):
+    from kickvision.data.demo import write_demo_catalog
+
+    with mlflow.start_run():
+        uri = log_pyfunc(shared_trained, example_frame(learnt_data)).model_uri
+    drop = write_demo_catalog(tmp_path / "drop", n_per_class=12, seed=3, image_size=32)
+    catalog = pd.read_csv(drop / "catalog.csv", dtype=str)
+    rng = np.random.default_rng(0)
+    flipped = rng.choice(len(catalog), 8, replace=False)
+    categories = sorted(catalog["category"].unique())
+    for i in flipped:  # a wrong label, as a merchandiser might file it
+        catalog.loc[i, "category"] = next(c for c in categories if c != catalog.loc[i, "category"])
+    broken = catalog.iloc[[0]].assign(product_id="BROKEN", image="images/missing.png")
+    pd.concat([catalog, broken]).to_csv(drop / "catalog.csv", index=False)
+
+    out, page = tmp_path / "audit.csv", tmp_path / "audit.html"
+    code = cli_main(["audit", "--catalog", str(drop), "--model-uri", uri, "--out", str(out), "--html", str(page)])
+    assert code == 0
+    audit = pd.read_csv(out, dtype={"product_id": str})
+    assert sorted(audit["product_id"]) == sorted([*catalog["product_id"], "BROKEN"])  # every row, once
+    assert audit.set_index("product_id").loc["BROKEN", "issue"].startswith("quarantined: image file not found")
+    scored = audit[audit["rank"].notna()]
+    is_flipped = scored["product_id"].isin(catalog["product_id"].iloc[flipped])
+    assert scored.loc[is_flipped, "suspicion"].mean() > scored.loc[~is_flipped, "suspicion"].mean() + 0.2
+    html = page.read_text()
+    assert html.count("<tr") >= 10 and "data:image/jpeg;base64," in html and "http" not in html.lower()
+    assert "labels doubted (confident learning)" in capsys.readouterr().out
+
+
+def test_audit_into_a_missing_folder_is_one_error_line_before_any_work(tmp_path, capsys):
+    code = cli_main(["audit", "--catalog", str(tmp_path), "--out", str(tmp_path / "no" / "audit.csv")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out") and "does not exist" in err[0]
