@@ -89,6 +89,9 @@ def test_audit_ranks_a_catalog_with_the_model_and_accounts_for_every_row(
     categories = sorted(catalog["category"].unique())
     for i in flipped:  # a wrong label, as a merchandiser might file it
         catalog.loc[i, "category"] = next(c for c in categories if c != catalog.loc[i, "category"])
+    flipped_ids = set(catalog["product_id"].iloc[flipped])
+    rare = categories[-1]  # a category the model knows, with two products in this catalog
+    catalog = pd.concat([catalog[catalog["category"] != rare], catalog[catalog["category"] == rare].head(2)])
     broken = catalog.iloc[[0]].assign(product_id="BROKEN", image="images/missing.png")
     pd.concat([catalog, broken]).to_csv(drop / "catalog.csv", index=False)
 
@@ -99,7 +102,8 @@ def test_audit_ranks_a_catalog_with_the_model_and_accounts_for_every_row(
     assert sorted(audit["product_id"]) == sorted([*catalog["product_id"], "BROKEN"])  # every row, once
     assert audit.set_index("product_id").loc["BROKEN", "issue"].startswith("quarantined: image file not found")
     scored = audit[audit["rank"].notna()]
-    is_flipped = scored["product_id"].isin(catalog["product_id"].iloc[flipped])
+    assert (scored["category"] == rare).sum() == 2  # audited, not set aside as "too few rows"
+    is_flipped = scored["product_id"].isin(flipped_ids)
     assert scored.loc[is_flipped, "suspicion"].mean() > scored.loc[~is_flipped, "suspicion"].mean() + 0.2
     html = page.read_text()
     assert html.count("<tr") >= 10 and "data:image/jpeg;base64," in html and "http" not in html.lower()

@@ -85,6 +85,7 @@ def test_road_faithfulness_is_scored_per_branch_against_random_maps_on_the_same_
     }
     assert metrics["cam_faithfulness_products"] == 3 and all(np.isfinite(v) for v in metrics.values())
     assert metrics == cam_faithfulness(shared_trained, learnt_data, n=3)  # same products, same random maps
+    assert cam_faithfulness(shared_trained, learnt_data, n=0) == {"cam_faithfulness_products": 0.0}
 
 
 def test_a_margin_over_random_maps_is_counted_in_paired_standard_errors():

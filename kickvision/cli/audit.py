@@ -25,13 +25,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     catalog = read_catalog(_catalog_dir(args))
     with _loading(uri):
         bundle = load_registered_bundle(uri)
-    result = quarantine_bad_rows(catalog, cfg.validate_)
+    result = quarantine_bad_rows(catalog, cfg.validate_, known_categories=list(bundle.classes))
     rows = result.catalog.rows.reset_index(drop=True)
     if rows.empty:
         raise KickvisionError(f"no product of {catalog.root} passed validation: nothing to audit (kickvision validate)")
     rows["image"] = [str(resolve_inside(catalog.root, p)) for p in rows["image"]]  # validated: inside the root
     frame = rows.reindex(columns=["image", "title", *bundle.text_columns])
-    audit = audit_products(rows, ShoePredictor(bundle).model_views(frame))
+    predictor = ShoePredictor(bundle, max_pixels=cfg.validate_.max_image_pixels)  # validation's own bound
+    audit = audit_products(rows, predictor.model_views(frame))
     quarantined = result.quarantine.reindex(columns=["product_id", "category", "title", "reason"])
     quarantined = quarantined.assign(issue="quarantined: " + quarantined.pop("reason").astype(str))
     table = pd.concat([audit, quarantined], ignore_index=True)  # every catalog row: audited or quarantined

@@ -46,6 +46,8 @@ def cam_faithfulness(
     transform = bundle.image_transform()
     indices = data.indices(split)
     chosen = np.random.default_rng(seed).permutation(indices)[:n]
+    if not len(chosen):
+        return {"cam_faithfulness_products": 0.0}
     road = ROADCombined(percentiles=list(PERCENTILES))
     scores: dict[str, list[float]] = {}
     for condition, hide_title in CONDITIONS.items():

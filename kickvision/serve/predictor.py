@@ -68,11 +68,17 @@ def decode_image_field(value, max_pixels: int = DEFAULT_MAX_PIXELS, paths: Image
 class ShoePredictor:
     """Classify products given as (image, title) pairs; either may be missing."""
 
-    def __init__(self, bundle: ModelBundle, batch_size: int = 64, image_paths: ImagePaths = "any"):
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        batch_size: int = 64,
+        image_paths: ImagePaths = "any",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
         self.bundle = bundle
         self.batch_size = batch_size
         self.image_paths = image_paths  # where `image` cells may name files (see decode_image_field)
-        self.transform = bundle.image_transform()
+        self.transform = bundle.image_transform(max_pixels)
         self.temperature = bundle.spec.temperature  # fitted on validation, see evaluate/calibration.py
         bundle.model.eval()
         self.forward_batched = ForwardBatcher(self.forward)  # concurrent callers (a server) share passes
