@@ -25,11 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import benchmark_parser, fit_quietly, prepared_catalog
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from common import benchmark_parser, fit_quietly, prepared_catalog, tfidf_text_model
 from sklearn.metrics import f1_score
-from sklearn.pipeline import make_pipeline, make_union
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
 from kickvision.data.text import product_texts
@@ -100,11 +97,7 @@ def tfidf_baseline(data, text_columns=()) -> dict:
     train, val, test = (data.indices(s) for s in ("train", "val", "test"))
     best = None
     for c in (1.0, 3.0, 10.0, 30.0):
-        features = make_union(
-            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
-        )
-        model = make_pipeline(features, LogisticRegression(C=c, max_iter=3000))
+        model = tfidf_text_model(c)
         started = time.perf_counter()
         model.fit(titles[train], labels[train])
         seconds = time.perf_counter() - started

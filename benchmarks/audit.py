@@ -24,10 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import benchmark_parser, prepared_catalog
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline, make_union
+from common import benchmark_parser, prepared_catalog, tfidf_text_model
 
 from kickvision.config import dotted_overrides, load_config
 from kickvision.data.text import product_texts
@@ -71,9 +68,7 @@ def main() -> None:
     views = predictor.model_views_of(images, texts)
 
     train_texts = [t or "" for t in product_texts(data.rows.iloc[train], bundle.text_columns)]
-    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)
-    title_model = make_pipeline(make_union(words, chars), LogisticRegression(C=10, max_iter=2000))
+    title_model = tfidf_text_model(10.0, max_iter=2000)
     title_model.fit(train_texts, data.rows["category"].iloc[train].astype(str))
     title_probs = title_model.predict_proba([t or "" for t in texts])
     title_classes = list(title_model.classes_)
