@@ -21,7 +21,12 @@ class CatalogMaterializer(BaseMaterializer):
     def save(self, data: Catalog) -> None:
         with self.artifact_store.open(os.path.join(self.uri, "rows.parquet"), "wb") as fh:
             data.rows.to_parquet(fh, index=False)
-        meta = {"root": str(data.root), "content_hash": data.content_hash}
+        meta = {
+            "root": str(data.root),
+            "content_hash": data.content_hash,
+            "exclusions": data.exclusions,
+            "corrections": data.corrections,
+        }
         with self.artifact_store.open(os.path.join(self.uri, "catalog.json"), "w") as fh:
             json.dump(meta, fh)
 
@@ -30,7 +35,13 @@ class CatalogMaterializer(BaseMaterializer):
             meta = json.load(fh)
         with self.artifact_store.open(os.path.join(self.uri, "rows.parquet"), "rb") as fh:
             rows = pd.read_parquet(fh)
-        return Catalog(root=Path(meta["root"]), rows=rows, content_hash=meta["content_hash"])
+        return Catalog(
+            root=Path(meta["root"]),
+            rows=rows,
+            content_hash=meta["content_hash"],
+            exclusions=meta.get("exclusions", {}),
+            corrections=meta.get("corrections", {}),
+        )
 
     def extract_metadata(self, data: Catalog) -> dict[str, Any]:
         counts = data.rows["category"].value_counts().to_dict() if "category" in data.rows else {}
@@ -39,6 +50,7 @@ class CatalogMaterializer(BaseMaterializer):
             "content_hash": data.content_hash,
             "drop": data.name,
             "categories": {str(k): int(v) for k, v in counts.items()},
+            **{f"corrections_{k}": int(v) for k, v in data.corrections.items()},
         }
 
     def save_visualizations(self, data: Catalog) -> dict[str, VisualizationType]:

@@ -25,7 +25,12 @@ class PreparedDataMaterializer(BaseMaterializer):
             np.savez(fh, **{name: getattr(data, name) for name in ARRAYS})
         with self.artifact_store.open(os.path.join(self.uri, "rows.parquet"), "wb") as fh:
             data.rows.to_parquet(fh, index=False)
-        meta = {"classes": data.classes, "catalog_root": data.catalog_root, "catalog_hash": data.catalog_hash}
+        meta = {
+            "classes": data.classes,
+            "catalog_root": data.catalog_root,
+            "catalog_hash": data.catalog_hash,
+            "corrections": data.corrections,
+        }
         with self.artifact_store.open(os.path.join(self.uri, "meta.json"), "w") as fh:
             json.dump(meta, fh)
 
@@ -42,6 +47,7 @@ class PreparedDataMaterializer(BaseMaterializer):
             classes=meta["classes"],
             catalog_root=meta["catalog_root"],
             catalog_hash=meta["catalog_hash"],
+            corrections=meta.get("corrections", {}),
             **loaded,
         )
 

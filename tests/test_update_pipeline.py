@@ -9,6 +9,7 @@ import yaml
 
 from kickvision.cli import main as cli_main
 from kickvision.config import deep_merge
+from kickvision.data.corrections import append_correction
 from kickvision.data.demo import write_demo_drop
 from kickvision.serve.registry import photos_as_bytes
 
@@ -54,7 +55,14 @@ def _champion(client) -> str:
 
 @pytest.fixture(scope="module")
 def new_category_drop(tmp_path_factory):
-    return write_demo_drop(tmp_path_factory.mktemp("drops") / "drop-1", n_per_class=4, new_per_class=24, image_size=32)
+    """A drop with a new category, and a reviewer's decisions beside it: one relabel, one exclusion."""
+    drop = write_demo_drop(tmp_path_factory.mktemp("drops") / "drop-1", n_per_class=4, new_per_class=24, image_size=32)
+    rows = pd.read_csv(drop / "catalog.csv", dtype=str)
+    old = rows[rows["category"] != "Loafers"]
+    other = next(c for c in old["category"].unique() if c != old["category"].iloc[0])
+    append_correction(drop, old["product_id"].iloc[0], "relabel", other, reviewer="ana")
+    append_correction(drop, old["product_id"].iloc[1], "exclude", note="not a shoe")
+    return drop
 
 
 def test_update_adds_a_version_that_knows_the_new_category(registry, config_file, new_category_drop, capsys):
@@ -80,7 +88,13 @@ def test_update_adds_a_version_that_knows_the_new_category(registry, config_file
         f"(forgetting {m['update_forgetting']:+.4f}" in version.tags["promotion_reason"]
     )
     assert m["update_forgetting"] == pytest.approx(m["update_old_top1_before"] - m["update_old_top1_after"])
-    assert "## Catalog-drop update" in mlflow.artifacts.load_text(f"runs:/{version.run_id}/model_card.md")
+    card = mlflow.artifacts.load_text(f"runs:/{version.run_id}/model_card.md")
+    assert "## Catalog-drop update" in card
+    # The reviewer's decisions were applied: counted on the card and the run, the exclusion quarantined.
+    assert "Reviewer corrections applied (corrections.csv): 1 relabelled, 1 excluded, 0 confirmed." in card
+    assert m["corrections_relabelled"] == 1 and m["corrections_excluded"] == 1
+    quarantine = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/validation/quarantine.csv"))
+    assert "excluded in corrections.csv: not a shoe" in set(quarantine["reason"])
 
     # The updated model predicts the new category (a tiny model: some of them, and it ranks Loafers
     # higher for Loafers than for other products) and recommends the drop's products.

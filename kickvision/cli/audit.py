@@ -13,6 +13,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     from kickvision.config import load_config
     from kickvision.data.catalog import read_catalog, resolve_inside
+    from kickvision.data.corrections import read_corrections
     from kickvision.data.validation import quarantine_bad_rows
     from kickvision.evaluate.audit import audit_html, audit_products, audit_summary
     from kickvision.serve.predictor import ShoePredictor
@@ -30,6 +31,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if rows.empty:
         raise KickvisionError(f"no product of {catalog.root} passed validation: nothing to audit (kickvision validate)")
     rows["image"] = [str(resolve_inside(catalog.root, p)) for p in rows["image"]]  # validated: inside the root
+    decisions = read_corrections(catalog.root).set_index("product_id")["action"]
+    rows["reviewed"] = rows["product_id"].map(decisions).fillna("")  # relabels are already applied
     frame = rows.reindex(columns=["image", "title", *bundle.text_columns])
     predictor = ShoePredictor(bundle, max_pixels=cfg.validate_.max_image_pixels)  # validation's own bound
     audit = audit_products(rows, predictor.model_views(frame))

@@ -10,7 +10,7 @@ import csv
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +28,10 @@ class Catalog:
     root: Path
     rows: pd.DataFrame
     content_hash: str
+    # Reviewer decisions (data/corrections.py), already applied to `rows`' categories: the rows to
+    # quarantine with their reasons, and how many decisions of each kind matched.
+    exclusions: dict[str, str] = field(default_factory=dict)
+    corrections: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -94,8 +98,11 @@ def read_catalog(drop_dir: str | Path, content_hash: str | None = None) -> Catal
 
     Column problems are left to validation (which quarantines rows with reasons); only a
     missing or unparseable `catalog.csv` is an error here. Semicolon- or tab-separated exports are
-    read as such; text that is not UTF-8 is refused with the way to convert it.
+    read as such; text that is not UTF-8 is refused with the way to convert it. A reviewer's
+    `corrections.csv` beside it is applied (relabels here, exclusions by validation).
     """
+    from kickvision.data.corrections import apply_corrections, read_corrections
+
     root = Path(drop_dir).resolve()
     csv_path = root / CATALOG_FILE
     if not csv_path.is_file():
@@ -107,7 +114,14 @@ def read_catalog(drop_dir: str | Path, content_hash: str | None = None) -> Catal
         raise CatalogError(f"{csv_path} cannot be read as a CSV: {exc}") from None
     rows.columns = [str(c).strip() for c in rows.columns]
     rows = rows.apply(lambda col: col.str.strip()).replace("", None)
-    return Catalog(root=root, rows=rows.reset_index(drop=True), content_hash=content_hash or hash_drop(root))
+    rows, exclusions, counts = apply_corrections(rows, read_corrections(root))
+    return Catalog(
+        root=root,
+        rows=rows.reset_index(drop=True),
+        content_hash=content_hash or hash_drop(root),
+        exclusions=exclusions,
+        corrections=counts,
+    )
 
 
 def write_catalog(rows: pd.DataFrame, drop_dir: str | Path) -> Path:

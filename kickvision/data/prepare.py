@@ -9,7 +9,7 @@ listings never straddle train and test. Pixels are decoded once, through the mod
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,7 @@ class PreparedData:
     attention_mask: np.ndarray  # int64 [N, L]
     catalog_root: str
     catalog_hash: str
+    corrections: dict[str, int] = field(default_factory=dict)  # reviewer decisions applied (data/corrections.py)
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.rows["split"].to_numpy() == split)
@@ -148,4 +149,6 @@ def prepare_catalog(
             f"(it has: {', '.join(map(str, catalog.rows.columns))})"
         )
     input_ids, attention_mask = tokenize_titles(tokenizer, product_texts(rows, cfg.text_columns), cfg.max_title_tokens)
-    return PreparedData(rows, classes, images, input_ids, attention_mask, str(catalog.root), catalog.content_hash)
+    return PreparedData(
+        rows, classes, images, input_ids, attention_mask, str(catalog.root), catalog.content_hash, catalog.corrections
+    )

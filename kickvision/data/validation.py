@@ -41,6 +41,9 @@ class ValidationResult:
     def summary(self) -> str:
         lines = [f"{self.good_rows} of {self.total_rows} rows passed validation, {len(self.quarantine)} quarantined"]
         lines += [f"  {count:>6}  {reason}" for reason, count in self.reason_counts.items()]
+        decided = self.catalog.corrections
+        if any(decided.values()):
+            lines.append("reviewer corrections applied: " + ", ".join(f"{v} {k}" for k, v in decided.items() if v))
         return "\n".join(lines)
 
 
@@ -166,6 +169,11 @@ def quarantine_bad_rows(
         for index in result.result.get("unexpected_index_list") or []:
             reasons[index].append(label or probed.at[index, "_image_status"])
 
+    if catalog.exclusions and "product_id" in probed:  # a reviewer's decision (data/corrections.py)
+        for index, product_id in probed["product_id"].items():
+            if product_id in catalog.exclusions:
+                reasons[index].append(catalog.exclusions[product_id])
+
     # New categories too rare to appear in every split are set aside, not silently dropped.
     ok = [not r for r in reasons]
     known = set(known_categories or [])
@@ -186,7 +194,9 @@ def quarantine_bad_rows(
     counts = pd.Series([_reason_kind(x) for r in reasons for x in r]).value_counts()
     log.info("validation: %d good, %d quarantined of %d rows", len(good), int(bad.sum()), total)
     return ValidationResult(
-        catalog=Catalog(root=catalog.root, rows=good, content_hash=catalog.content_hash),
+        catalog=Catalog(
+            root=catalog.root, rows=good, content_hash=catalog.content_hash, corrections=catalog.corrections
+        ),
         quarantine=quarantine.reset_index(drop=True),
         total_rows=total,
         reason_counts={str(k): int(v) for k, v in counts.items()},

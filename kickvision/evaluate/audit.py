@@ -53,7 +53,8 @@ def label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
 def audit_products(rows: pd.DataFrame, views: ModelViews, duplicate_cosine: float = DUPLICATE_COSINE) -> pd.DataFrame:
     """One row per product of `rows` (columns product_id, category, title; image_sha1 optional),
     most doubted label first. Products of a category the model does not know cannot be judged:
-    they come last, with that as the issue."""
+    they come last, with that as the issue. Products a reviewer already decided on (a non-empty
+    `reviewed` column: the action in corrections.csv) come after the undecided ones."""
     classes = list(views.classes)
     given = rows["category"].astype(str).to_numpy()
     known = np.array([c in classes for c in given])
@@ -92,7 +93,9 @@ def audit_products(rows: pd.DataFrame, views: ModelViews, duplicate_cosine: floa
     out["title"] = rows["title"].to_numpy()
     if "image" in rows:
         out["image"] = rows["image"].to_numpy()
-    order = np.lexsort((-np.nan_to_num(out["suspicion"].to_numpy(), nan=-1.0), ~flagged, ~known))
+    reviewed = rows["reviewed"].fillna("").astype(str).to_numpy() if "reviewed" in rows else np.full(n, "")
+    out["reviewed"] = reviewed
+    order = np.lexsort((-np.nan_to_num(out["suspicion"].to_numpy(), nan=-1.0), ~flagged, reviewed != "", ~known))
     out = out.iloc[order].reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, n + 1))
     return out

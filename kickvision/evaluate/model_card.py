@@ -62,6 +62,7 @@ def render_model_card(
         "## Data",
         f"Catalog content hash `{data.catalog_hash}`, {len(data.rows)} products after validation, "
         f"group-aware split {data.split_counts()}.",
+        corrections_line(data.corrections),
         "",
         "| category | " + " | ".join(counts.columns) + " |",
         "|---|" + "---|" * len(counts.columns),
@@ -100,6 +101,18 @@ def render_model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def corrections_line(counts: dict[str, int]) -> str:
+    """How many reviewer decisions (the catalog's corrections.csv) shaped the training labels."""
+    if not any(counts.values()):
+        return "No reviewer corrections were applied (no corrections.csv beside the catalog)."
+    line = (
+        f"Reviewer corrections applied (corrections.csv): {counts.get('relabelled', 0)} relabelled, "
+        f"{counts.get('excluded', 0)} excluded, {counts.get('confirmed', 0)} confirmed"
+    )
+    unmatched = counts.get("unmatched", 0)
+    return line + (f"; {unmatched} named products the catalog no longer holds." if unmatched else ".")
 
 
 def branch_votes_line(bundle: ModelBundle) -> str:

@@ -30,7 +30,12 @@ def validate_catalog(
     """
     result = quarantine_bad_rows(catalog, config, known_categories)
     mlflow.log_metrics(
-        {"catalog_rows": result.total_rows, "valid_rows": result.good_rows, "quarantined_rows": len(result.quarantine)}
+        {
+            "catalog_rows": result.total_rows,
+            "valid_rows": result.good_rows,
+            "quarantined_rows": len(result.quarantine),
+            **{f"corrections_{k}": v for k, v in catalog.corrections.items()},  # reviewer decisions applied
+        }
     )
     mlflow.set_tags({"catalog_hash": catalog.content_hash, "catalog_drop": catalog.name})
     with tempfile.TemporaryDirectory() as tmp:  # logged before failing, so a bad drop is explained
