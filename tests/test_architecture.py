@@ -20,6 +20,7 @@ RANKS = {
     "serve": 6,
     "tracking": 6,
     "watch": 7,
+    "review": 7,
     "cli": 8,
     # Import paths that models registered before the restructure use: on top, nothing imports them.
     "bundle": 9,

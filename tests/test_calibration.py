@@ -31,3 +31,16 @@ def test_temperature_scaling_softens_an_overconfident_model_and_lowers_ece():
 def test_reliability_diagram_is_written(tmp_path):
     logits, labels = _overconfident(200)
     assert plot_reliability(softmax(logits), labels, tmp_path / "r.png").stat().st_size > 0
+
+
+def test_the_review_threshold_accepts_the_longest_confident_prefix_that_meets_the_accuracy():
+    from kickvision.evaluate.calibration import review_threshold
+
+    confidence = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6])
+    right = np.array([1, 1, 1, 0, 1, 0], bool)  # accuracy of the top 1..6: 1, 1, 1, .75, .8, .67
+    probabilities = np.stack([confidence, 1 - confidence], 1)
+    labels = np.where(right, 0, 1)
+    assert review_threshold(probabilities, labels, accuracy=0.8) == 0.7
+    assert review_threshold(probabilities, labels, accuracy=0.98) == 0.9
+    assert review_threshold(probabilities, np.ones(6, int), accuracy=0.98) == 1.0  # never right: review all
+    assert review_threshold(probabilities[:0], labels[:0]) == 1.0

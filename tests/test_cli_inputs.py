@@ -83,6 +83,8 @@ BAD_INPUTS = {  # every subcommand, with an input a user really gets wrong
     "recommend": ["recommend", "--image", "{tmp}/no-such-photo.jpg"],
     "explain": ["explain", "--image", "{tmp}/no-such-photo.jpg"],
     "audit": ["audit", "--catalog", "{tmp}/no-such-drop", "--out", "{tmp}/audit.csv"],
+    "review": ["review", "--catalog", "{tmp}/no-such-drop"],
+    "review a drops folder that is a file": ["review", "--drops", "{tmp}/a-file.txt"],
     "stack": ["stack", "use", "no-such-recipe"],
     "demo-drop": ["demo-drop", "--out", "{tmp}/a-file.txt"],
     "predict a model that is not there": ["predict", "--title", "x", "--model-uri", "models:/no-such-model/3"],

@@ -23,6 +23,7 @@ from kickvision.cli.commands import (
     cmd_validate,
     cmd_watch,
 )
+from kickvision.cli.review import cmd_review
 
 
 def positive_int(text: str) -> int:
@@ -171,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--html", help="also write a page of the most doubted products, with thumbnails")
     model_args(audit)
     audit.set_defaults(func=cmd_audit)
+
+    review = sub.add_parser(
+        "review", help="the review desk: a local web page to classify, explain, audit and correct (loopback)"
+    )
+    review.add_argument("--catalog", help="catalog folder to audit and correct (generic layout: catalog.csv beside it)")
+    review.add_argument("--drops", help="a folder of catalog drops to report on (disagreements, drift, advice)")
+    review.add_argument("--config", default="demo", help="run config (its validate section bounds uploads)")
+    review.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")
+    review.add_argument("--port", type=port, default=8080)
+    model_args(review)
+    review.set_defaults(func=cmd_review)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on the active stack's tracking store (loopback)")
     ui.add_argument("--port", type=port, default=5000)

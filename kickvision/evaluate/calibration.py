@@ -1,4 +1,11 @@
-"""When to trust a probability: expected calibration error, temperature scaling, reliability diagram."""
+"""When to trust a probability: expected calibration error, temperature scaling, reliability diagram,
+and the review threshold.
+
+The review threshold is the calibrated confidence below which a prediction is sent to a person:
+sort the validation products by confidence, most confident first, and accept the longest prefix
+whose accuracy is still at least `REVIEW_ACCURACY`; the threshold is the confidence of the last
+product accepted (1.0 when even the most confident products miss the target: review everything).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ import torch
 from kickvision.data.prepare import PreparedData
 from kickvision.model.bundle import ModelBundle
 from kickvision.model.predict import predict_logits
+
+REVIEW_ACCURACY = 0.98  # predictions at or above the threshold were right this often on validation
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -59,7 +68,29 @@ def calibrate_temperature(bundle: ModelBundle, data: PreparedData) -> dict[str, 
     after = expected_calibration_error(softmax(logits, temperature), labels)
     kept = temperature if after < before else 1.0
     bundle.spec.temperature = kept
-    return {"val_ece_uncalibrated": before, "val_ece_calibrated": min(after, before), "temperature": kept}
+    probabilities = softmax(logits, kept)
+    threshold = review_threshold(probabilities, labels)
+    bundle.spec.review_threshold = threshold
+    bundle.spec.val_top1 = float((probabilities.argmax(1) == labels).mean()) if len(val) else None
+    return {
+        "val_ece_uncalibrated": before,
+        "val_ece_calibrated": min(after, before),
+        "temperature": kept,
+        "review_threshold": threshold,
+        "val_review_fraction": float((probabilities.max(1) < threshold).mean()) if len(val) else 1.0,
+    }
+
+
+def review_threshold(probabilities: np.ndarray, labels: np.ndarray, accuracy: float = REVIEW_ACCURACY) -> float:
+    """The lowest confidence whose more-confident products (itself included) are right >= `accuracy` of the time."""
+    if len(labels) == 0:
+        return 1.0
+    confidence = probabilities.max(1)
+    order = np.argsort(-confidence, kind="stable")
+    right = (probabilities.argmax(1) == labels)[order]
+    running = np.cumsum(right) / np.arange(1, len(right) + 1)
+    good = np.flatnonzero(running >= accuracy)
+    return float(confidence[order][good[-1]]) if len(good) else 1.0
 
 
 def plot_reliability(probabilities: np.ndarray, labels: np.ndarray, path: str | Path, n_bins: int = 15) -> Path:

@@ -87,6 +87,10 @@ class BundleSpec(_Record):
     max_title_tokens: int
     text_columns: list[str] = Field(default_factory=list)  # read after the title (DataConfig.text_columns)
     temperature: float = 1.0  # fitted on validation (evaluate/calibration.py)
+    # Calibrated confidence below which a prediction needs a person (evaluate/calibration.py
+    # `review_threshold`, chosen on validation); None: saved before it was chosen.
+    review_threshold: float | None = None
+    val_top1: float | None = None  # validation top-1 at release: what agreement with a drop's labels to expect
     pruned_shapes: dict[str, dict[str, Any]] = Field(default_factory=dict)  # module -> changed shape attributes
     pruning: PruningRecord | None = None
     training: TrainingRecord = Field(default_factory=TrainingRecord)

@@ -22,7 +22,7 @@ from kickvision.model.net import MultimodalShoeNet
 from kickvision.model.predict import predict_logits
 
 ITEM_COLUMNS = ("product_id", "title", "category", "image")
-OPTIONAL_COLUMNS = ("base_colour",)
+OPTIONAL_COLUMNS = ("base_colour", "split")  # split: drift reference (review/drift.py)
 
 
 @dataclass
