@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kickvision.data.textfile import decode_utf8
 from kickvision.errors import CatalogError
 
 CATALOG_FILE = "catalog.csv"
@@ -69,20 +70,6 @@ def hash_drop(drop_dir: str | Path) -> str:
                     digest.update(chunk)
             digest.update(b"\0")
     return digest.hexdigest()
-
-
-def decode_utf8(path: Path) -> str:
-    """The file's text as UTF-8 (a byte-order mark is dropped), or one CatalogError saying how to convert it."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise CatalogError(
-            f"{path} is not UTF-8 (byte 0x{raw[exc.start]:02x} on line {line}); spreadsheet exports are often "
-            f"Windows-1252 or Latin-1: save it as 'CSV UTF-8', or convert it with "
-            f"iconv -f WINDOWS-1252 -t UTF-8 {path.name} > utf8.csv"
-        ) from None
 
 
 def guess_delimiter(text: str) -> str:

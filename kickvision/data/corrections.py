@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kickvision.data.textfile import decode_utf8
 from kickvision.errors import CatalogError
 
 CORRECTIONS_FILE = "corrections.csv"
@@ -47,8 +48,6 @@ def read_corrections(drop_dir: str | Path) -> pd.DataFrame:
     path = Path(drop_dir) / CORRECTIONS_FILE
     if not path.is_file():
         return empty_corrections()
-    from kickvision.data.catalog import decode_utf8
-
     text = decode_utf8(path)
     try:
         rows = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
