@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import benchmark_parser, fit_quietly, prepared_catalog, tfidf_text_model
+from common import benchmark_parser, fit_quietly, prepared_catalog
 from sklearn.metrics import f1_score
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
 from kickvision.data.text import product_texts
+from kickvision.evaluate.catalog_audit import tfidf_text_model
 from kickvision.model.net import build_model
 from kickvision.model.predict import predict_logits
 from kickvision.train.engine import classification_scores

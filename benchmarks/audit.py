@@ -24,11 +24,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import benchmark_parser, prepared_catalog, tfidf_text_model
+from common import benchmark_parser, prepared_catalog
 
 from kickvision.config import dotted_overrides, load_config
 from kickvision.data.text import product_texts
 from kickvision.evaluate.audit import audit_products
+from kickvision.evaluate.catalog_audit import tfidf_text_model
 from kickvision.model.bundle import load_bundle
 from kickvision.serve.predictor import ShoePredictor
 

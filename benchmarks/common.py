@@ -8,10 +8,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline, make_union
-
 from kickvision.config import RunConfig
 from kickvision.data.catalog import read_catalog
 from kickvision.data.demo import write_demo_catalog
@@ -70,12 +66,3 @@ def image_only_scores(data: PreparedData, cfg: RunConfig, tokenizer, seed: int, 
     logits, _ = predict_logits(bundle.model, data, test)
     scores = classification_scores(data.labels()[test], logits.argmax(1))
     return {**scores, "best_epoch": bundle.spec.training.best_epoch, "seconds": time.perf_counter() - started}
-
-
-def tfidf_text_model(c: float, max_iter: int = 3000) -> Pipeline:
-    """The classical text baseline: word 1-2 grams + character 2-5 grams TF-IDF, logistic regression."""
-    features = make_union(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
-    )
-    return make_pipeline(features, LogisticRegression(C=c, max_iter=max_iter))

@@ -242,6 +242,8 @@ class EvaluateConfig(_Section):
 
     faithfulness_products: int = Field(16, ge=0, description="test products ROAD-scored per run; 0 = skip")
     gallery_per_class: int = Field(1, ge=0, description="correct and wrong products per class in the gallery")
+    audit: bool = Field(True, description="audit the catalog's labels (evaluate/catalog_audit.py) and log it")
+    audit_folds: int = Field(5, ge=2, le=20, description="folds of the out-of-fold text judge of the training rows")
 
 
 class RegisterConfig(_Section):

@@ -115,3 +115,31 @@ def test_audit_into_a_missing_folder_is_one_error_line_before_any_work(tmp_path,
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --out") and "does not exist" in err[0]
+
+
+def test_the_pipeline_audit_judges_every_product_with_a_model_that_did_not_learn_it(shared_trained, learnt_data):
+    import copy
+
+    from kickvision.evaluate.catalog_audit import MODEL_JUDGE, TEXT_JUDGE, catalog_audit
+
+    data = copy.copy(learnt_data)
+    data.rows = learnt_data.rows.copy()
+    rng = np.random.default_rng(1)
+    flipped = []
+    for split, n in (("train", 8), ("test", 4)):  # wrong labels where each judge looks
+        for i in rng.choice(data.indices(split), n, replace=False):
+            label = (data.rows.at[i, "label"] + 1) % len(data.classes)
+            data.rows.loc[i, ["label", "category"]] = [label, data.classes[label]]
+            flipped.append(data.rows.at[i, "product_id"])
+
+    audit = catalog_audit(shared_trained, data, folds=3, seed=0)
+    assert sorted(audit["product_id"]) == sorted(data.rows["product_id"])  # every product, once
+    judges = audit.set_index("product_id")["audited_by"]
+    split = data.rows.set_index("product_id")["split"]
+    assert (judges[split[split == "train"].index] == TEXT_JUDGE).all()  # never the model that learnt them
+    assert (judges[split[split != "train"].index] == MODEL_JUDGE).all()
+    assert list(audit["rank"]) == list(range(1, len(audit) + 1))
+    for judge, rows in audit.groupby("audited_by"):  # each judge doubts the wrong labels it sees
+        wrong = rows["product_id"].isin(flipped)
+        assert rows.loc[wrong, "suspicion"].mean() > rows.loc[~wrong, "suspicion"].mean() + 0.2, judge
+    assert audit["product_id"].head(len(audit) // 3).isin(flipped).sum() >= 0.75 * len(flipped)

@@ -46,6 +46,7 @@ def test_training_pipeline_runs_end_to_end(first_run):
         "train_model",
         "prune_model",
         "evaluate_model",
+        "audit_catalog",
         "register_model",
     }
     assert first_run.registration["promoted"] and first_run.registration["version"] == "1"
@@ -80,6 +81,11 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
         "evaluation/per_class.csv",
         "evaluation/recommendations.png",
     } <= artifacts
+    # The catalog's labels, audited by judges that did not learn them, for reviewers to open.
+    audit = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/audit/catalog_audit.csv"))
+    assert len(audit) == run.data.metrics["valid_rows"] == run.data.metrics["audit_products"]
+    assert set(audit["audited_by"]) == {"model (held out)", "title model (out-of-fold)"}
+    assert "<table>" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/audit/catalog_audit.html")
     gallery = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/explain/gallery.html")
     assert gallery.count("<figure>") >= 1 and "data:image/png;base64," in gallery
     assert "http://" not in gallery and "https://" not in gallery  # self-contained

@@ -5,37 +5,27 @@ from __future__ import annotations
 import argparse
 
 from kickvision.cli.commands import _catalog_dir, _loading, _model_uri, _output_path
-from kickvision.errors import KickvisionError
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from kickvision.config import load_config
-    from kickvision.data.catalog import read_catalog, resolve_inside
-    from kickvision.data.corrections import read_corrections
-    from kickvision.data.validation import quarantine_bad_rows
-    from kickvision.evaluate.audit import audit_html, audit_products, audit_summary
-    from kickvision.serve.predictor import ShoePredictor
+    from kickvision.data.catalog import hash_drop
+    from kickvision.evaluate.audit import audit_html, audit_summary
+    from kickvision.review.service import audit_catalog
     from kickvision.serve.registry import load_registered_bundle
 
     out = _output_path(args.out, "--out")
     page = _output_path(args.html, "--html") if args.html else None
     cfg = load_config(args.config)
     uri = _model_uri(args)
-    catalog = read_catalog(_catalog_dir(args))
+    catalog_dir = _catalog_dir(args)
+    hash_drop(catalog_dir)  # not a catalog drop: one error line before the model loads
     with _loading(uri):
         bundle = load_registered_bundle(uri)
-    result = quarantine_bad_rows(catalog, cfg.validate_, known_categories=list(bundle.classes))
-    rows = result.catalog.rows.reset_index(drop=True)
-    if rows.empty:
-        raise KickvisionError(f"no product of {catalog.root} passed validation: nothing to audit (kickvision validate)")
-    rows["image"] = [str(resolve_inside(catalog.root, p)) for p in rows["image"]]  # validated: inside the root
-    decisions = read_corrections(catalog.root).set_index("product_id")["action"]
-    rows["reviewed"] = rows["product_id"].map(decisions).fillna("")  # relabels are already applied
-    frame = rows.reindex(columns=["image", "title", *bundle.text_columns])
-    predictor = ShoePredictor(bundle, max_pixels=cfg.validate_.max_image_pixels)  # validation's own bound
-    audit = audit_products(rows, predictor.model_views(frame))
+    result = audit_catalog(catalog_dir, bundle, cfg.validate_)
+    audit = result.table
     quarantined = result.quarantine.reindex(columns=["product_id", "category", "title", "reason"])
     quarantined = quarantined.assign(issue="quarantined: " + quarantined.pop("reason").astype(str))
     table = pd.concat([audit, quarantined], ignore_index=True)  # every catalog row: audited or quarantined

@@ -47,7 +47,9 @@ def label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
 
     if len(labels) < 2 or len(np.unique(labels)) < 2:
         return np.zeros(len(labels), bool)  # nothing to estimate noise rates from
-    return find_label_issues(labels, probabilities, filter_by="prune_by_noise_rate")
+    # n_jobs=1: cleanlab's default forks a process pool, which deadlocks inside a threaded step runner
+    # (a forked child inherits locks held by other threads) and buys nothing at catalog sizes.
+    return find_label_issues(labels, probabilities, filter_by="prune_by_noise_rate", n_jobs=1)
 
 
 def audit_products(rows: pd.DataFrame, views: ModelViews, duplicate_cosine: float = DUPLICATE_COSINE) -> pd.DataFrame:
