@@ -384,3 +384,32 @@ def test_train_refuses_to_promote_over_an_unloadable_champion_and_exits_2(first_
     assert str(client.get_model_version_by_alias("kickvision", "champion").version) == champion
     newest = max(client.search_model_versions("name='kickvision'"), key=lambda v: int(v.version))
     assert newest.tags["promotion_decision"] == "challenger" and "cannot be loaded" in newest.tags["promotion_reason"]
+
+
+def test_the_train_console_shows_the_runs_progress_and_the_log_file_keeps_the_chatter(demo_drop, tmp_path):
+    """A fresh state, as a new user's: no library chatter on the terminal, all of it in the log."""
+    import yaml
+
+    from kickvision.config import deep_merge
+    from tests.conftest import REPO, TINY_RUN
+
+    config = tmp_path / "tiny.yaml"
+    run = deep_merge(TINY_RUN, {"prune": {"enabled": False}, "evaluate": {"faithfulness_products": 0}})
+    config.write_text(yaml.safe_dump(deep_merge(yaml.safe_load((REPO / "configs/demo.yaml").read_text()), run)))
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "state" / "zenml")}
+    done = subprocess.run(
+        [sys.executable, "-m", "kickvision.cli", "train", "--catalog", str(demo_drop), "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console[-3000:]
+    assert "epoch 1:" in console and "has finished" in console and "test top-1" in console  # the run's progress
+    for chatter in ("Skipping registering function", "mlflow.store.db.utils", "autologging", "ZenML Pro"):
+        assert chatter not in console, chatter
+    log = tmp_path / "state" / "logs" / "kickvision.log"
+    assert f"full log       {log}" in console
+    text = log.read_text()
+    assert "Skipping registering function" in text and "epoch 1:" in text  # the chatter is kept, not lost

@@ -7,32 +7,16 @@ never launches a pipeline never imports ZenML.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kickvision.cli.console import setup_console
 from kickvision.errors import KickvisionError, user_error_in_chain
 
 DEMO_DIR = "kickvision-demo"
-
-
-class _HideUserErrorTracebacks(logging.Filter):
-    """Orchestrator logs keep the message of a data/config problem but drop its traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and user_error_in_chain(record.exc_info[1]) is not None:
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def _quiet_user_error_tracebacks() -> None:
-    import zenml  # noqa: F401  (sets up ZenML's handlers, which the filter is attached to)
-
-    for handler in [*logging.getLogger().handlers, *logging.getLogger("zenml").handlers]:
-        handler.addFilter(_HideUserErrorTracebacks())
 
 
 def _train(catalog: str, config: str) -> int:
@@ -40,9 +24,10 @@ def _train(catalog: str, config: str) -> int:
     from orchestration.runner import run_training
 
     cfg = load_config(config)  # a bad config fails here, before any pipeline starts
-    _quiet_user_error_tracebacks()
+    log = setup_console()
     summary = run_training(catalog, cfg)
     print("\n" + summary.render())
+    print(f"{'full log':<15}{log}")
     return _exit_status(summary.registration)
 
 
@@ -59,7 +44,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from orchestration.runner import run_pretraining
 
     cfg = load_config(args.config)
-    _quiet_user_error_tracebacks()
+    setup_console()
     print("\n" + run_pretraining(_catalog_dir(args), cfg))
     return 0
 
@@ -71,9 +56,10 @@ def cmd_update(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     args.catalog = args.drop
     drop = _catalog_dir(args)
-    _quiet_user_error_tracebacks()
+    log = setup_console()
     result = run_update(drop, cfg)
     print("\n" + (result if isinstance(result, str) else result.render()))
+    print(f"{'full log':<15}{log}")
     return 0 if isinstance(result, str) else _exit_status(result.registration)
 
 
@@ -84,7 +70,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from orchestration.runner import run_update
 
     cfg = load_config(args.config)
-    _quiet_user_error_tracebacks()
+    setup_console()
 
     def update(folder: Path) -> str:
         for _attempt in (1, 2):
