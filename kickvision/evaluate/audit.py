@@ -15,8 +15,10 @@ included, and vouches for them.
 Evidence per product: the predicted category and its probability, the given label's probability,
 what the photo alone and the title alone say (the same model with the other input hidden) and
 which of them disagrees with the label; and near-duplicate listings: the same photo bytes (SHA-1),
-the same title (case and spacing aside), or fused embeddings at cosine >= `duplicate_cosine`,
-under another product id, with whether the labels agree.
+the same title (case and spacing aside), or fused embeddings at cosine >= `duplicate_cosine` (and
+among the closest `EMBEDDING_DUPLICATE_SHARE` of the catalog's nearest-neighbour pairs, since a
+class-separating embedding puts whole categories above any fixed cosine), under another product
+id, with whether the labels agree.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 DUPLICATE_COSINE = 0.98
+EMBEDDING_DUPLICATE_SHARE = 0.01  # at most this share of products is a near-duplicate by embedding alone
 
 
 @dataclass
@@ -126,14 +129,20 @@ def near_duplicates(rows: pd.DataFrame, embeddings: np.ndarray, cosine: float = 
                 if match[i] < 0 and len(group) > 1:
                     match[i], kind[i] = next(j for j in group if j != i), name
     vectors = np.asarray(embeddings, np.float32)
+    nearest = np.full(n, -1)
+    similarity = np.full(n, -np.inf, np.float32)
     for start in range(0, n, 1024):  # exact cosine, a block of queries at a time
         block = vectors[start : start + 1024] @ vectors.T
-        for offset, row in enumerate(block):
-            i = start + offset
-            row[i] = -np.inf
-            j = int(row.argmax()) if n > 1 else -1
-            if match[i] < 0 and j >= 0 and row[j] >= cosine:
-                match[i], kind[i] = j, f"embedding cosine {row[j]:.3f}"
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
+        if n > 1:
+            nearest[start : start + len(block)] = block.argmax(1)
+            similarity[start : start + len(block)] = block.max(1)
+    # An embedding trained to separate categories packs each one tightly: when most products have a
+    # neighbour above `cosine`, that says "same category", not "same listing". Only the closest
+    # percent of the catalog's pairs (and never below `cosine`) count as near-identical then.
+    bound = max(cosine, float(np.quantile(similarity, 1 - EMBEDDING_DUPLICATE_SHARE))) if n >= 100 else cosine
+    for i in np.flatnonzero((match < 0) & (nearest >= 0) & (similarity >= bound)):
+        match[i], kind[i] = nearest[i], f"embedding cosine {similarity[i]:.3f}"
     has = match >= 0
     return pd.DataFrame(
         {
@@ -154,6 +163,12 @@ def audit_summary(audit: pd.DataFrame, top: int = 10) -> str:
         f"({int((audit['duplicate_label'] == 'different').sum())} with a different label), "
         f"{int((audit['issue'] == 'category unknown to the model').sum())} in categories the model does not know"
     ]
+    if "audited_by" in audit:
+        per_judge = audit.groupby("audited_by")["label_issue"].agg(["sum", "count"])
+        lines.append(
+            "doubted per judge: "
+            + "; ".join(f"{j} {int(r['sum'])} of {int(r['count'])}" for j, r in per_judge.iterrows())
+        )
     for row in audit.head(top).itertuples():
         lines.append(
             f"{row.rank:>4}. {row.product_id}  [{row.category}] -> {row.predicted} "
