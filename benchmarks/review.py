@@ -123,6 +123,14 @@ def main() -> None:
     use_tracking()
     uri = args.model_uri or champion_uri("kickvision")
     bundle = load_registered_bundle(uri)
+    if bundle.spec.review_threshold is None:  # trained before the threshold existed: choose it as training would
+        from common import prepared_catalog
+
+        from kickvision.evaluate.calibration import calibrate_temperature
+
+        data, _, _ = prepared_catalog(args.catalog, cfg)
+        chosen = calibrate_temperature(bundle, data)
+        print(f"{uri} predates the review threshold; chosen on its validation split: {chosen}")
     with tempfile.TemporaryDirectory() as tmp:
         catalog, drops = review_workspace(
             args.catalog, cfg, Path(tmp), args.catalog_products, args.drop_products, cfg.seed

@@ -211,3 +211,44 @@ def test_max_drops_processes_that_many_in_order_and_leaves_the_rest_pending(tmp_
 def test_max_drops_without_once_is_refused_in_one_line(tmp_path, capsys):
     assert cli_main(["watch", "--drops", str(tmp_path), "--max-drops", "1"]) == 2
     assert "--max-drops goes with --once" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_a_drop_that_lost_the_champion_race_is_applied_again_to_the_new_champion(
+    watch_config, demo_drop, tmp_path, capsys, monkeypatch
+):
+    """Another trainer promotes a version while the watcher's update trains on the old champion: the
+    update's version stays challenger (the alias moved), and the watcher applies the drop again, to
+    the new champion, so the model in production has learnt it."""
+    import steps.training.ewc_update as ewc_step
+
+    race = tmp_path / "race.yaml"
+    race.write_text(watch_config.read_text().replace(MODEL, "kickvision-race"))
+    assert cli_main(["train", "--catalog", str(demo_drop), "--config", str(race)]) == 0
+    from orchestration.stack import tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri())
+    real_update, raced = ewc_step.update_bundle, []
+
+    def update_while_another_trainer_promotes(*args, **kwargs):
+        if not raced:  # the other trainer finishes while this update trains
+            copy_ = client.copy_model_version("models:/kickvision-race@champion", "kickvision-race")
+            client.set_registered_model_alias("kickvision-race", "champion", copy_.version)
+            raced.append(str(copy_.version))
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(ewc_step, "update_bundle", update_while_another_trainer_promotes)
+    drops_dir = tmp_path / "drops"
+    drop = write_demo_drop(drops_dir / "2026-04-06", n_per_class=4, seed=31, image_size=32, new_categories=False)
+    capsys.readouterr()
+    assert cli_main(["watch", "--drops", str(drops_dir), "--once", "--config", str(race)]) == 0
+    assert "applying the drop to the new champion" in capsys.readouterr().out
+    assert _ledger(drops_dir)[drop.name]["status"] == "done"
+
+    versions = {v.version: v for v in client.search_model_versions("name='kickvision-race'")}
+    updates = sorted((v for v in versions.values() if v.tags.get("pipeline") == "update"), key=lambda v: int(v.version))
+    assert [v.tags["parent_version"] for v in updates] == ["1", raced[0]]  # lost the race, then applied to the winner
+    assert updates[0].tags["promotion_decision"] == "challenger"
+    assert all(v.tags["catalog_hash"] == hash_drop(drop) for v in updates)
+    champion = client.get_model_version_by_alias("kickvision-race", "champion").version
+    assert champion in (raced[0], updates[1].version)  # the winner, or its update if the gate promoted it
