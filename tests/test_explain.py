@@ -41,6 +41,26 @@ def test_gradcam_plus_plus_maps_for_both_image_branches(tiny_bundle, photo):
     assert explanation.target == max(explanation.probabilities, key=explanation.probabilities.get)
 
 
+def test_one_pass_over_both_branches_gives_each_branch_its_own_single_layer_map(shared_trained, learnt_data):
+    from pytorch_grad_cam import GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from kickvision.evaluate.cam import cam_targets
+
+    row = learnt_data.rows_with_image_paths().iloc[0]
+    explanation = explain_product(shared_trained, Image.open(row["image"]), row["title"])
+    _, images, ids, mask = encode_product(shared_trained, Image.open(row["image"]), row["title"])
+    wrapper = ImageOnlyInput(shared_trained.model, ids, mask, torch.tensor([1.0]))
+    target = [ClassifierOutputTarget(shared_trained.classes.index(explanation.target))]
+    peaks = []
+    for name, (layer, reshape) in cam_targets(shared_trained.model).items():
+        with GradCAMPlusPlus(model=wrapper, target_layers=[layer], reshape_transform=reshape) as cam:
+            alone = cam(input_tensor=images, targets=target)[0]
+        np.testing.assert_allclose(explanation.cams[name], alone, atol=1e-5)
+        peaks.append(alone.max())
+    assert max(peaks) > 0  # (real maps, not blanks agreeing)
+
+
 def test_a_portrait_model_explains_on_its_own_input_shape_and_keeps_it_through_save_and_load(
     tiny_config, photo, tmp_path
 ):

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from pytorch_grad_cam import GradCAMPlusPlus
+from pytorch_grad_cam.utils.image import scale_cam_image
 from torch import nn
 
 from kickvision.model.encoders import ImageEncoder
@@ -34,7 +37,28 @@ def vit_reshape_transform(grid: tuple[int, int], prefix_tokens: int) -> ReshapeT
         patches = tokens[:, prefix_tokens:, :]
         return patches.reshape(patches.shape[0], rows, cols, patches.shape[2]).permute(0, 3, 1, 2)
 
+    tokens_to_map.tokens = prefix_tokens + rows * cols  # what it expects (see any_branch_reshape)
     return tokens_to_map
+
+
+def any_branch_reshape(transforms: list[ReshapeTransform | None]) -> ReshapeTransform:
+    """One transform for several hooked layers at once (pytorch-grad-cam applies a single one to
+    every layer): maps pass through, token sequences go to the ViT transform of their length."""
+    by_tokens = {t.tokens: t for t in transforms if t is not None}
+
+    def reshape(output: torch.Tensor) -> torch.Tensor:
+        return output if output.ndim == 4 else by_tokens[output.shape[1]](output)
+
+    return reshape
+
+
+class BranchGradCAMPlusPlus(GradCAMPlusPlus):
+    """Grad-CAM++ of several layers from ONE forward and backward pass, one map per layer
+    ([B, layers, H, W], each scaled to 0..1 as a single-layer Grad-CAM++ is) instead of their mean."""
+
+    def aggregate_multi_layers(self, cam_per_target_layer: list[np.ndarray]) -> np.ndarray:
+        stacked = np.maximum(np.concatenate(cam_per_target_layer, axis=1), 0)
+        return np.stack([scale_cam_image(stacked[:, i]) for i in range(stacked.shape[1])], axis=1)
 
 
 def cam_target(encoder: ImageEncoder) -> tuple[nn.Module, ReshapeTransform | None]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from kickvision.data.prepare import PreparedData
 from kickvision.data.text import tokenize_titles
-from kickvision.evaluate.cam import cam_targets
+from kickvision.evaluate.cam import BranchGradCAMPlusPlus, any_branch_reshape, cam_targets
 from kickvision.model.bundle import ModelBundle
 from kickvision.model.predict import predict_logits
 
@@ -105,7 +105,6 @@ def explain_product(
     bundle: ModelBundle, image: Image.Image | None, title: str | None, target: str | None = None
 ) -> Explanation:
     """Explain the prediction (or the class `target`) for one product."""
-    from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = bundle.model.eval()
@@ -118,11 +117,14 @@ def explain_product(
     target_index = classes.index(target) if target else int(probs.argmax())
 
     cams = {}
-    if image is not None:
+    if image is not None:  # every branch's map from one forward and backward pass
         wrapper = ImageOnlyInput(model, ids, mask, text_present)
-        for name, (layer, reshape) in cam_targets(model).items():
-            with GradCAMPlusPlus(model=wrapper, target_layers=[layer], reshape_transform=reshape) as cam:
-                cams[name] = cam(input_tensor=images, targets=[ClassifierOutputTarget(target_index)])[0]
+        targets = cam_targets(model)
+        layers = [layer for layer, _ in targets.values()]
+        reshape = any_branch_reshape([transform for _, transform in targets.values()])
+        with BranchGradCAMPlusPlus(model=wrapper, target_layers=layers, reshape_transform=reshape) as cam:
+            maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(target_index)])[0]
+        cams = dict(zip(targets, maps, strict=True))
     words = word_occlusion(bundle, images, title, target_index) if title else []
     return Explanation(
         pixels,

@@ -4,9 +4,10 @@ Two signals, each against what the model showed on its own held-out products:
 
 - *Far products*: for each product of the model's test split (in its recommendation index), the
   cosine similarity of its fused embedding to its nearest other catalog product says what "new but
-  familiar" looks like. A drop product is far when its similarity to its nearest catalog product
-  falls below that reference's `FAR_QUANTILE` quantile; without drift, about that fraction of a
-  drop is far by chance. Products of new categories are expected to be far and are counted apart.
+  familiar" looks like. A drop product is far when its similarity to its nearest other catalog
+  product (one with another product id) falls below that reference's `FAR_QUANTILE` quantile;
+  without drift, about that fraction of a drop is far by chance. Products of new categories are
+  expected to be far and are counted apart.
 - *Agreement*: how often the model's prediction matches the drop's label on known categories,
   against its validation top-1. A fused embedding is trained to separate categories, so photos or
   titles unlike anything seen may still land near a catalog product; the model then disagrees with
@@ -48,12 +49,21 @@ class DriftReport:
         return asdict(self)
 
 
-def _nearest(queries: np.ndarray, items: np.ndarray, skip_self: bool = False) -> np.ndarray:
+def _nearest(
+    queries: np.ndarray,
+    items: np.ndarray,
+    skip_self: bool = False,
+    query_ids: np.ndarray | None = None,
+    item_ids: np.ndarray | None = None,
+) -> np.ndarray:
+    """Cosine similarity of each query to its nearest item (not itself; not an item with its product id)."""
     best = np.empty(len(queries), np.float32)
     for start in range(0, len(queries), 1024):
         sims = queries[start : start + 1024] @ items.T
         if skip_self:
             sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf
+        if query_ids is not None and item_ids is not None:
+            sims[query_ids[start : start + 1024, None] == item_ids[None, :]] = -np.inf
         best[start : start + len(sims)] = sims.max(1) if sims.shape[1] else -1.0
     return best
 
@@ -71,6 +81,7 @@ def reference_similarities(index: EmbeddingIndex) -> np.ndarray:
 
 def drift_report(
     embeddings: np.ndarray,
+    product_ids: list[str],
     categories: list[str],
     predicted: list[str],
     index: EmbeddingIndex,
@@ -81,7 +92,13 @@ def drift_report(
     """Drift of a drop's products (unit-norm fused embeddings, labels, predictions) from `index`."""
     reference = reference_similarities(index)
     threshold = float(np.quantile(reference, FAR_QUANTILE)) if len(reference) else 0.0
-    similarity = _nearest(np.asarray(embeddings, np.float32), index.embeddings.float().numpy())
+    # A product the catalog already holds (same id, e.g. a re-listed one) is not its own evidence.
+    similarity = _nearest(
+        np.asarray(embeddings, np.float32),
+        index.embeddings.float().numpy(),
+        query_ids=np.asarray(product_ids, dtype=str),
+        item_ids=index.items["product_id"].astype(str).to_numpy(),
+    )
     labels = np.asarray(categories, dtype=object)
     known = np.array([c in classes for c in categories], bool)
     new: dict[str, int] = {}

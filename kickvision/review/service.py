@@ -191,7 +191,7 @@ class ReviewDesk:
                 name.split("_", 1)[1]: png_data_url(show_cam_on_image(rgb, cam, use_rgb=True))
                 for name, cam in explanation.cams.items()
             },
-            "words": [{"word": w, "weight": round(v, 4)} for w, v in explanation.words],
+            "words": [{"word": w, "weight": round(v, 4)} for w, v in explanation.words if any(c.isalnum() for c in w)],
         }
 
     # -- thumbnails ------------------------------------------------------------------------------
@@ -294,6 +294,7 @@ class ReviewDesk:
             predicted = [self.bundle.classes[i] for i in audited.views.fused.argmax(1)]
             drift = drift_report(
                 audited.views.embeddings,
+                audited.catalog.rows["product_id"].astype(str).tolist(),
                 categories,
                 predicted,
                 self.bundle.index,
