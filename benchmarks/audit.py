@@ -5,7 +5,10 @@ trained on; the products of its held-out test split (the split is drawn from the
 training drew it) are products it never learnt from. For each of `--draws` random draws, 4% of them
 (`--flip`) get another category at random; then three rankings of the test products are compared:
 
-- the audit (confident learning on the model's probabilities, `kickvision.evaluate.audit`);
+- the audit as `kickvision audit` runs it: confident learning on the mean of the model's
+  probabilities and a text model's cross-fitted on the audited products themselves (their given
+  labels, 5 group-aware folds), `kickvision.evaluate.audit` + `catalog_audit.text_second_opinion`;
+- the same on the model's probabilities alone (the audit before the second judge);
 - 1 - the model's probability of the given label (self-confidence alone);
 - 1 - a title-only model's probability of the given label (TF-IDF + logistic regression on the
   train split's title and the model's text columns: "the title disagrees").
@@ -29,7 +32,7 @@ from common import benchmark_parser, prepared_catalog
 from kickvision.config import dotted_overrides, load_config
 from kickvision.data.text import product_texts
 from kickvision.evaluate.audit import audit_products
-from kickvision.evaluate.catalog_audit import tfidf_text_model
+from kickvision.evaluate.catalog_audit import text_second_opinion, tfidf_text_model
 from kickvision.model.bundle import load_bundle
 from kickvision.serve.predictor import ShoePredictor
 
@@ -77,7 +80,8 @@ def main() -> None:
     classes = list(bundle.classes)
     truth = rows["category"].astype(str).to_numpy()
     n_flip = max(1, round(args.flip * len(rows)))
-    results: dict[str, list[dict[str, float]]] = {"audit": [], "1 - p(label)": [], "title model disagrees": []}
+    methods = ["audit", "audit, model only", "1 - p(label)", "title model disagrees"]
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     own_errors = None
     for draw in range(args.draws):
         rng = np.random.default_rng(draw)
@@ -86,11 +90,15 @@ def main() -> None:
         for i in flipped_rows:
             given[i] = rng.choice([c for c in classes if c != truth[i]])
         flipped = set(rows["product_id"].astype(str).iloc[flipped_rows])
-        audited = audit_products(rows.assign(category=given), views)
+        flipped_rows_frame = rows.assign(category=given)
+        opinion = text_second_opinion(flipped_rows_frame, classes, list(bundle.text_columns), seed=draw)
+        audited = audit_products(flipped_rows_frame, views, second_opinion=opinion)
+        model_only = audit_products(flipped_rows_frame, views)
         label = np.array([classes.index(c) for c in given])
         ids = rows["product_id"].astype(str).to_numpy()
         rankings = {
             "audit": audited["product_id"].tolist(),
+            "audit, model only": model_only["product_id"].tolist(),
             "1 - p(label)": ids[np.argsort(views.fused[np.arange(len(rows)), label], kind="stable")].tolist(),
             "title model disagrees": ids[
                 np.argsort(title_probs[np.arange(len(rows)), [title_classes.index(c) for c in given]], kind="stable")

@@ -143,3 +143,29 @@ def test_the_pipeline_audit_judges_every_product_with_a_model_that_did_not_learn
         wrong = rows["product_id"].isin(flipped)
         assert rows.loc[wrong, "suspicion"].mean() > rows.loc[~wrong, "suspicion"].mean() + 0.2, judge
     assert audit["product_id"].head(len(audit) // 3).isin(flipped).sum() >= 0.75 * len(flipped)
+
+
+def test_a_second_independent_judge_finds_more_of_the_wrong_labels():
+    rng = np.random.default_rng(5)
+    n, flips = 600, 24
+    truth = rng.integers(0, len(CLASSES), n)
+
+    def judge():  # a weak judge: the true class a little ahead, its own noise
+        logits = rng.normal(0, 1, (n, len(CLASSES)))
+        logits[np.arange(n), truth] += 1.5
+        return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+    model, text = judge(), judge()
+    given = truth.copy()
+    flipped = rng.choice(n, flips, replace=False)
+    given[flipped] = (truth[flipped] + 1) % len(CLASSES)
+    rows = pd.DataFrame({"product_id": [f"P{i}" for i in range(n)], "category": [CLASSES[c] for c in given]})
+    rows["title"] = [f"t{i}" for i in range(n)]
+    embeddings = np.eye(n, 16, dtype=np.float32)
+    views = ModelViews(CLASSES, model, None, None, embeddings)
+    wrong = set(rows["product_id"].iloc[flipped])
+
+    def found(audit):
+        return audit["product_id"].head(2 * flips).isin(wrong).sum()
+
+    assert found(audit_products(rows, views, second_opinion=text)) > found(audit_products(rows, views))

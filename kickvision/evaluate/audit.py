@@ -55,20 +55,31 @@ def label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     return find_label_issues(labels, probabilities, filter_by="prune_by_noise_rate", n_jobs=1)
 
 
-def audit_products(rows: pd.DataFrame, views: ModelViews, duplicate_cosine: float = DUPLICATE_COSINE) -> pd.DataFrame:
+def audit_products(
+    rows: pd.DataFrame,
+    views: ModelViews,
+    duplicate_cosine: float = DUPLICATE_COSINE,
+    second_opinion: np.ndarray | None = None,
+) -> pd.DataFrame:
     """One row per product of `rows` (columns product_id, category, title; image_sha1 optional),
     most doubted label first. Products of a category the model does not know cannot be judged:
     they come last, with that as the issue. Products a reviewer already decided on (a non-empty
-    `reviewed` column: the action in corrections.csv) come after the undecided ones."""
+    `reviewed` column: the action in corrections.csv) come after the undecided ones.
+
+    `second_opinion` ([N, C], e.g. a text model cross-fitted on the same products) is averaged with
+    the model's probabilities before judging: two judges that err differently miss fewer wrong labels.
+    `predicted` stays the model's answer."""
     classes = list(views.classes)
     given = rows["category"].astype(str).to_numpy()
     known = np.array([c in classes for c in given])
     label = np.array([classes.index(c) if k else -1 for c, k in zip(given, known, strict=True)])
     n = len(rows)
+    # The judged probabilities: the model's, or their mean with an independent judge's.
+    judged = views.fused if second_opinion is None else (views.fused + second_opinion) / 2
     p_given = np.full(n, np.nan)
-    p_given[known] = views.fused[known, label[known]]
+    p_given[known] = judged[known, label[known]]
     flagged = np.zeros(n, bool)
-    flagged[known] = label_issues(label[known], views.fused[known])
+    flagged[known] = label_issues(label[known], judged[known])
     predicted = views.fused.argmax(1)
     out = pd.DataFrame(
         {

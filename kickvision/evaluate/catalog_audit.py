@@ -62,6 +62,34 @@ def out_of_fold_text_probabilities(
     return probabilities
 
 
+def text_second_opinion(
+    rows: pd.DataFrame, classes: list[str], text_columns: list[str], folds: int = 5, seed: int = 0
+) -> np.ndarray | None:
+    """[N, C] out-of-fold text-model probabilities for a catalog's own rows (its labels as given;
+    groups of same-title or same-photo products kept in one fold), or None when the catalog is too
+    small to cross-fit (fewer than 4 products per fold, or one category) or its titles give the text
+    model nothing to read. Unknown categories: zeros."""
+    from kickvision.data.prepare import product_groups
+
+    given = rows["category"].astype(str).to_numpy()
+    known = np.flatnonzero([c in classes for c in given])
+    labels = np.array([classes.index(c) for c in given[known]], dtype=np.int64)
+    groups = np.asarray(product_groups(rows.reset_index(drop=True)))[known]
+    # Fewer folds where the catalog is small: sklearn needs a category and as many groups as folds.
+    folds = min(folds, int(np.bincount(labels).max()) if len(labels) else 0, len(np.unique(groups)))
+    if folds < 2 or len(known) < 4 * folds or len(np.unique(labels)) < 2:
+        return None
+    texts = product_texts(rows.reset_index(drop=True), text_columns)
+    opinion = np.zeros((len(rows), len(classes)))
+    try:
+        opinion[known] = out_of_fold_text_probabilities(
+            [texts[i] for i in known], labels, groups, len(classes), folds, seed
+        )
+    except ValueError:  # e.g. titles without a word the vectoriser keeps: no text judge for this catalog
+        return None
+    return opinion
+
+
 def catalog_audit(bundle: ModelBundle, data: PreparedData, folds: int = 5, seed: int = 0) -> pd.DataFrame:
     """One row per product of the prepared catalog, most doubted label first (see the module docstring)."""
     rows = data.rows_with_image_paths().reset_index(drop=True)
