@@ -80,7 +80,14 @@ def main() -> None:
     classes = list(bundle.classes)
     truth = rows["category"].astype(str).to_numpy()
     n_flip = max(1, round(args.flip * len(rows)))
-    methods = ["audit", "audit, model only", "1 - p(label)", "title model disagrees"]
+    methods = [
+        "audit",
+        "audit, model only",
+        "1 - p(label)",
+        "title model disagrees",
+        "1 - mean p(label), model + cross-fitted title judge",
+        "1 - mean p(label), model + train-split title model",
+    ]
     results: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     own_errors = None
     for draw in range(args.draws):
@@ -95,14 +102,18 @@ def main() -> None:
         audited = audit_products(flipped_rows_frame, views, second_opinion=opinion)
         model_only = audit_products(flipped_rows_frame, views)
         label = np.array([classes.index(c) for c in given])
+        p_model = views.fused[np.arange(len(rows)), label]
+        p_title = title_probs[np.arange(len(rows)), [title_classes.index(c) for c in given]]
         ids = rows["product_id"].astype(str).to_numpy()
         rankings = {
             "audit": audited["product_id"].tolist(),
             "audit, model only": model_only["product_id"].tolist(),
-            "1 - p(label)": ids[np.argsort(views.fused[np.arange(len(rows)), label], kind="stable")].tolist(),
-            "title model disagrees": ids[
-                np.argsort(title_probs[np.arange(len(rows)), [title_classes.index(c) for c in given]], kind="stable")
+            "1 - p(label)": ids[np.argsort(p_model, kind="stable")].tolist(),
+            "title model disagrees": ids[np.argsort(p_title, kind="stable")].tolist(),
+            "1 - mean p(label), model + cross-fitted title judge": ids[
+                np.argsort(p_model + (opinion[np.arange(len(rows)), label] if opinion is not None else p_model))
             ].tolist(),
+            "1 - mean p(label), model + train-split title model": ids[np.argsort(p_model + p_title)].tolist(),
         }
         for method, ranked in rankings.items():
             results[method].append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kickvision.cli.commands import _catalog_dir, _loading, _model_uri, _output_path
+from kickvision.cli.common import catalog_dir, loading, model_uri, output_path
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -16,15 +16,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from kickvision.review.service import audit_catalog
     from kickvision.serve.registry import load_registered_bundle
 
-    out = _output_path(args.out, "--out")
-    page = _output_path(args.html, "--html") if args.html else None
+    out = output_path(args.out, "--out")
+    page = output_path(args.html, "--html") if args.html else None
     cfg = load_config(args.config)
-    uri = _model_uri(args)
-    catalog_dir = _catalog_dir(args)
-    hash_drop(catalog_dir)  # not a catalog drop: one error line before the model loads
-    with _loading(uri):
+    uri = model_uri(args)
+    folder = catalog_dir(args)
+    hash_drop(folder)  # not a catalog drop: one error line before the model loads
+    with loading(uri):
         bundle = load_registered_bundle(uri)
-    result = audit_catalog(catalog_dir, bundle, cfg.validate_)
+    result = audit_catalog(folder, bundle, cfg.validate_)
     audit = result.table
     quarantined = result.quarantine.reindex(columns=["product_id", "category", "title", "reason"])
     quarantined = quarantined.assign(issue="quarantined: " + quarantined.pop("reason").astype(str))

@@ -7,12 +7,18 @@ never launches a pipeline never imports ZenML.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from kickvision.cli.common import (
+    catalog_dir,
+    key_value,
+    loading,
+    model_uri,
+    output_folder,
+    output_path,
+    read_photo,
+)
 from kickvision.cli.console import setup_console
 from kickvision.errors import KickvisionError, user_error_in_chain
 
@@ -45,7 +51,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     setup_console()
-    print("\n" + run_pretraining(_catalog_dir(args), cfg))
+    print("\n" + run_pretraining(catalog_dir(args), cfg))
     return 0
 
 
@@ -55,7 +61,7 @@ def cmd_update(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     args.catalog = args.drop
-    drop = _catalog_dir(args)
+    drop = catalog_dir(args)
     log = setup_console()
     result = run_update(drop, cfg)
     print("\n" + (result if isinstance(result, str) else result.render()))
@@ -75,7 +81,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     def update(folder: Path) -> str:
         for _attempt in (1, 2):
             try:
-                result = run_update(_catalog_dir(args, folder), cfg)
+                result = run_update(catalog_dir(args, folder), cfg)
             except Exception as exc:
                 cause = user_error_in_chain(exc)
                 if isinstance(cause, CatalogError):
@@ -118,7 +124,7 @@ def cmd_demo_drop(args: argparse.Namespace) -> int:
     from kickvision.data.demo import write_demo_drop
 
     out = write_demo_drop(
-        _output_folder(args.out, "--out"),
+        output_folder(args.out, "--out"),
         n_per_class=args.per_class,
         seed=args.seed,
         new_categories=not args.no_new_category,
@@ -134,24 +140,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from kickvision.data.demo import write_demo_catalog
 
     load_config(args.config)  # a wrong config fails before the catalog is written
-    out = _output_folder(args.out, "--out")
+    out = output_folder(args.out, "--out")
     if not (out / CATALOG_FILE).is_file():  # deterministic, so an existing one is the same catalog
         print(f"writing the demo catalog to {out}/ ...")
         write_demo_catalog(out, n_per_class=args.per_class)
     return _train(str(out), args.config)
 
 
-def _catalog_dir(args: argparse.Namespace, source: str | Path | None = None) -> str:
-    """The generic drop for `source` (default --catalog): itself, or its import when --format names another layout."""
-    from kickvision.data.importers import catalog_dir_for
-
-    workdir = Path(os.environ["ZENML_CONFIG_PATH"]).parent / "imports"
-    options = {"master_category": args.master_category, "label": args.label}
-    return str(catalog_dir_for(args.format, source or args.catalog, workdir, **options))
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    return _train(_catalog_dir(args), args.config)
+    return _train(catalog_dir(args), args.config)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -171,66 +168,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from kickvision.data.validation import quarantine_bad_rows, usable_or_raise
 
     cfg = load_config(args.config).validate_
-    report = _output_path(args.report, "--report") if args.report else None
-    result = quarantine_bad_rows(read_catalog(_catalog_dir(args)), cfg)
+    report = output_path(args.report, "--report") if args.report else None
+    result = quarantine_bad_rows(read_catalog(catalog_dir(args)), cfg)
     print(result.summary())
     if report:
         result.quarantine.to_csv(report, index=False)
         print(f"quarantined rows with reasons: {report}")
     usable_or_raise(result, cfg)  # an unusable catalog: one `error:` line and exit 2, as training would
     return 0
-
-
-def _output_folder(path: str, option: str) -> Path:
-    """A folder the command will write into: it may exist, but not as a file."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise KickvisionError(f"{option} {path} is a file, not a folder")
-    return out
-
-
-def _output_path(path: str, option: str) -> Path:
-    """A file the command will write: its folder must exist and it must not be a folder (checked before any work)."""
-    out = Path(path)
-    if out.is_dir():
-        raise KickvisionError(f"{option} {path} is a folder; give a file name")
-    if not out.parent.is_dir():
-        raise KickvisionError(f"{option} {path}: folder {out.parent} does not exist")
-    return out
-
-
-def _read_photo(path: str):
-    """The --image file, decoded as training decodes photos; an unreadable one is one error line."""
-    from kickvision.serve.predictor import decode_image_field
-
-    try:
-        return decode_image_field(str(Path(path).resolve()))
-    except Exception as exc:  # PIL's many ways to say "not an image I can read"
-        raise KickvisionError(f"--image {path}: {exc}") from None
-
-
-@contextmanager
-def _loading(uri: str) -> Iterator[None]:
-    """A model URI that does not resolve (no such model, version, alias or folder) is one error line."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        yield
-    except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KickvisionError(f"{uri}: {first}") from None
-
-
-def _model_uri(args: argparse.Namespace) -> str:
-    """Check the --image argument, point MLflow at the active stack, and name the model to use."""
-    from kickvision.serve.registry import champion_uri
-    from orchestration.stack import ensure_stack, use_tracking
-
-    if getattr(args, "image", None) and not Path(args.image).is_file():
-        raise KickvisionError(f"image not found: {args.image}")
-    ensure_stack()
-    use_tracking()
-    return args.model_uri or champion_uri(args.model_name)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -241,13 +186,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from kickvision.config import ValidateConfig
 
-    uri = _model_uri(args)
+    uri = model_uri(args)
     # The photo travels as bytes, as to a server (the pyfunc opens no paths unless told a root).
     if args.image and Path(args.image).stat().st_size > ValidateConfig().max_image_bytes:
         raise KickvisionError(f"{args.image} is over {ValidateConfig().max_image_bytes:,} bytes")
     photo = base64.b64encode(Path(args.image).read_bytes()).decode() if args.image else None
     frame = pd.DataFrame({"image": [photo], "title": [args.title]})
-    with _loading(uri):
+    with loading(uri):
         model = mlflow.pyfunc.load_model(uri)
     # A model trained with attribute columns takes them as inputs; an unknown one is left empty.
     attributes = dict(key_value(item) for item in args.attribute)
@@ -255,7 +200,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for column in schema.input_names() if schema is not None else []:
         if column not in frame:
             frame[column] = [attributes.get(column, "")]
-    with _loading(uri):  # (a photo the model cannot decode is an MlflowException too)
+    with loading(uri):  # (a photo the model cannot decode is an MlflowException too)
         result = model.predict(frame).iloc[0]
     print(f"{result['category']}  ({result['probability']:.3f})   model: {uri}")
     for name, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:3]:
@@ -268,9 +213,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from kickvision.serve.predictor import ShoePredictor
     from kickvision.serve.registry import load_registered_bundle
 
-    sheet = _output_path(args.sheet, "--sheet") if args.sheet else None
-    uri = _model_uri(args)
-    with _loading(uri):
+    sheet = output_path(args.sheet, "--sheet") if args.sheet else None
+    uri = model_uri(args)
+    with loading(uri):
         bundle = load_registered_bundle(uri)
     if bundle.index is None:
         raise KickvisionError(f"{uri} carries no recommendation index; retrain it with this version")
@@ -286,7 +231,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(f"query: {item['product_id']}  {item['title']}  [{item['category']}]")
     else:
         predictor = ShoePredictor(bundle)
-        image = _read_photo(args.image) if args.image else None
+        image = read_photo(args.image) if args.image else None
         _, embedding = predictor.forward([image], [args.title])
         found = index.results(embedding, args.k)[0]
         query_cell = (image, args.title or "")
@@ -303,13 +248,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from kickvision.evaluate.explain import explain_product, plot_explanation
     from kickvision.serve.registry import load_registered_bundle
 
-    out = _output_path(args.out, "--out")
-    uri = _model_uri(args)
-    with _loading(uri):
+    out = output_path(args.out, "--out")
+    uri = model_uri(args)
+    with loading(uri):
         bundle = load_registered_bundle(uri)
     if args.target and args.target not in bundle.classes:
         raise KickvisionError(f"--target '{args.target}' is not a class of {uri}: {', '.join(bundle.classes)}")
-    image = _read_photo(args.image) if args.image else None
+    image = read_photo(args.image) if args.image else None
     explanation = explain_product(bundle, image, args.title, args.target)
     plot_explanation(explanation, out)
     top = sorted(explanation.probabilities.items(), key=lambda kv: -kv[1])[:3]
@@ -372,10 +317,3 @@ def cmd_stack_use(args: argparse.Namespace) -> int:
         configuration = component.get("configuration") or {}
         print(f"  {kind:<19} {component['name']} ({component['flavor']}) {configuration or ''}")
     return 0
-
-
-def key_value(item: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise KickvisionError(f"expected key=value, not '{item}'")
-    return key.strip().replace("-", "_"), value.strip()

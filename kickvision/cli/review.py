@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kickvision.cli.commands import _loading, _model_uri
+from kickvision.cli.common import loading, model_uri
 from kickvision.errors import KickvisionError
 
 
@@ -23,8 +23,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     drops = Path(args.drops) if args.drops else None
     if drops is not None and not drops.is_dir():
         raise KickvisionError(f"--drops {args.drops} is not a folder")
-    uri = _model_uri(args)
-    with _loading(uri):
+    uri = model_uri(args)
+    with loading(uri):
         bundle = load_registered_bundle(uri)
     desk = ReviewDesk(bundle, uri, catalog, drops, cfg.validate_)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
