@@ -5,10 +5,12 @@ trained on; the products of its held-out test split (the split is drawn from the
 training drew it) are products it never learnt from. For each of `--draws` random draws, 4% of them
 (`--flip`) get another category at random; then three rankings of the test products are compared:
 
-- the audit as `kickvision audit` runs it: confident learning on the mean of the model's
-  probabilities and a text model's cross-fitted on the audited products themselves (their given
-  labels, 5 group-aware folds), `kickvision.evaluate.audit` + `catalog_audit.text_second_opinion`;
-- the same on the model's probabilities alone (the audit before the second judge);
+- the audit as `kickvision audit` runs it: 1 - the mean of the model's probability of the label
+  and a text model's, cross-fitted on the audited products themselves (their given labels, 5
+  group-aware folds; `kickvision.evaluate.audit` + `catalog_audit.text_second_opinion`);
+- the same on the model's probabilities alone;
+- 1 - the mean of the model's and the train-split title model's probabilities (below): what a
+  text judge fitted on the training catalog would add;
 - 1 - the model's probability of the given label (self-confidence alone);
 - 1 - a title-only model's probability of the given label (TF-IDF + logistic regression on the
   train split's title and the model's text columns: "the title disagrees").
@@ -85,7 +87,6 @@ def main() -> None:
         "audit, model only",
         "1 - p(label)",
         "title model disagrees",
-        "1 - mean p(label), model + cross-fitted title judge",
         "1 - mean p(label), model + train-split title model",
     ]
     results: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
@@ -110,9 +111,6 @@ def main() -> None:
             "audit, model only": model_only["product_id"].tolist(),
             "1 - p(label)": ids[np.argsort(p_model, kind="stable")].tolist(),
             "title model disagrees": ids[np.argsort(p_title, kind="stable")].tolist(),
-            "1 - mean p(label), model + cross-fitted title judge": ids[
-                np.argsort(p_model + (opinion[np.arange(len(rows)), label] if opinion is not None else p_model))
-            ].tolist(),
             "1 - mean p(label), model + train-split title model": ids[np.argsort(p_model + p_title)].tolist(),
         }
         for method, ranked in rankings.items():

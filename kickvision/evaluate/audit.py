@@ -4,9 +4,11 @@ Label errors, by confident learning (Northcutt, Jiang and Chuang 2021; `cleanlab
 find_label_issues`, "prune_by_noise_rate"): each class's threshold is the mean probability the
 model gives that class on the products labelled with it; products whose probability for another
 class clears that class's threshold fill the confident joint of (given, likely true) labels, which
-estimates how many products of each pair are mislabelled; that many per pair are flagged, least
-confident in their given label first. The ranking puts the flagged products first, then the rest,
-each group by suspicion = 1 - p(given label).
+estimates how many products of each pair are mislabelled; that many per pair are flagged
+(`label_issue`, and their count: the estimate of the catalog's label errors). The ranking is by
+suspicion = 1 - p(given label): with 4% of 1,577 real test labels changed, putting the flagged
+products first found fewer of the changes within the first k rows than suspicion alone (0.886 vs
+0.922 recall@k, benchmarks/audit.py).
 
 The probabilities must be out-of-sample: products the model did not learn from (a new catalog, a
 drop, a held-out split). On its own training rows a model has learnt their labels, wrong ones
@@ -111,7 +113,7 @@ def audit_products(
         out["image"] = rows["image"].to_numpy()
     reviewed = rows["reviewed"].fillna("").astype(str).to_numpy() if "reviewed" in rows else np.full(n, "")
     out["reviewed"] = reviewed
-    order = np.lexsort((-np.nan_to_num(out["suspicion"].to_numpy(), nan=-1.0), ~flagged, reviewed != "", ~known))
+    order = np.lexsort((-np.nan_to_num(out["suspicion"].to_numpy(), nan=-1.0), reviewed != "", ~known))
     out = out.iloc[order].reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, n + 1))
     return out

@@ -10,7 +10,7 @@ near-duplicates. On the real catalog that text model's doubts find planted label
 well as the fused model's (benchmarks/audit.py).
 
 Confident learning (evaluate/audit.py) runs per judge, since each has its own calibration; the two
-rankings are merged flagged-first by suspicion, with `audited_by` naming the judge, and near-
+rankings are merged by suspicion, with `audited_by` naming the judge, and near-
 duplicate listings are found across the whole catalog from the trained model's embeddings.
 """
 
@@ -126,6 +126,6 @@ def catalog_audit(bundle: ModelBundle, data: PreparedData, folds: int = 5, seed:
     duplicates = near_duplicates(rows, embeddings).iloc[order].reset_index(drop=True)
     table[duplicates.columns] = duplicates
     suspicion = -np.nan_to_num(table["suspicion"].to_numpy(dtype=float), nan=-1.0)
-    ranked = table.iloc[np.lexsort((suspicion, ~table["label_issue"].to_numpy(bool)))].reset_index(drop=True)
+    ranked = table.iloc[np.argsort(suspicion, kind="stable")].reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
     return ranked
