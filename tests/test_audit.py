@@ -170,3 +170,26 @@ def test_a_second_independent_judge_finds_more_of_the_wrong_labels():
         return audit["product_id"].head(2 * flips).isin(wrong).sum()
 
     assert found(audit_products(rows, views, second_opinion=text)) > found(audit_products(rows, views))
+
+
+@pytest.mark.parametrize("titles", ["kept", "one-letter words"])
+def test_the_pipeline_audit_lists_every_product_of_a_tiny_catalog_it_cannot_cross_fit(
+    shared_trained, learnt_data, titles
+):
+    import copy
+
+    from kickvision.evaluate.catalog_audit import catalog_audit
+
+    rows = learnt_data.rows
+    first, second = learnt_data.classes[:2]
+    keep = np.concatenate(
+        [np.flatnonzero(rows["category"] == first), np.flatnonzero(rows["category"] == second)[:3]]
+    )  # two categories, one of them with 3 products: as validation allows
+    data = copy.copy(learnt_data)
+    data.rows = rows.iloc[keep].reset_index(drop=True)
+    if titles != "kept":
+        data.rows["title"] = "a b c"
+    for name in ("images", "input_ids", "attention_mask"):
+        setattr(data, name, getattr(learnt_data, name)[keep])
+    audit = catalog_audit(shared_trained, data, folds=5)
+    assert sorted(audit["product_id"]) == sorted(data.rows["product_id"])  # every product, judged or not

@@ -1,6 +1,5 @@
 """Reviewer corrections: a decision log beside the catalog, applied on read, never rewriting the catalog."""
 
-import multiprocessing
 import shutil
 
 import pandas as pd
@@ -51,7 +50,9 @@ def test_relabel_exclude_and_confirm_apply_without_rewriting_the_catalog(drop):
 def test_the_last_decision_about_a_product_counts(drop):
     (a, _, _), rows = _ids(drop)
     original = rows.at[0, "category"]
-    append_correction(drop, a, "relabel", "Heels")
+    other = next(c for c in rows["category"].unique() if c != original)
+    append_correction(drop, a, "relabel", other)
+    assert read_catalog(drop).rows.set_index("product_id").at[a, "category"] == other
     append_correction(drop, a, "confirm")  # undoes the relabel
     assert read_catalog(drop).rows.set_index("product_id").at[a, "category"] == original
     assert read_corrections(drop).set_index("product_id").at[a, "action"] == "confirm"
@@ -98,19 +99,54 @@ def test_a_note_with_commas_quotes_and_newlines_stays_one_decision(drop):
     assert len(decisions) == 1 and decisions.at[0, "note"] == 'says "flat", shows a heel'
 
 
-def _append_many(args):
-    folder, worker = args
-    for i in range(40):
-        append_correction(folder, f"W{worker}-{i}", "confirm", note="x" * 500)
+def test_an_append_waits_for_another_reviewers_lock(drop):
+    import fcntl
+    import subprocess
+    import sys
+    import time
+
+    (a, _, _), _ = _ids(drop)
+    append_correction(drop, a, "confirm")
+    code = f"from kickvision.data.corrections import append_correction as f; f({str(drop)!r}, {a!r}, 'exclude')"
+    with (drop / CORRECTIONS_FILE).open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another reviewer is mid-write
+        writer = subprocess.Popen([sys.executable, "-c", code])
+        time.sleep(3)
+        assert writer.poll() is None  # still waiting for the lock
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert writer.wait(30) == 0
+    assert read_corrections(drop).set_index("product_id").at[a, "action"] == "exclude"
 
 
-def test_concurrent_reviewers_never_interleave_lines(drop):
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        pool.map(_append_many, [(str(drop), 0), (str(drop), 1)])
-    text = (drop / CORRECTIONS_FILE).read_text()
-    assert text.count("product_id,action") == 1  # one header
-    decisions = read_corrections(drop)
-    assert len(decisions) == 80 and set(decisions["action"]) == {"confirm"}
+def test_a_hand_edited_file_without_a_final_newline_keeps_both_decisions(drop):
+    (a, b, _), _ = _ids(drop)
+    (drop / CORRECTIONS_FILE).write_text(f"product_id,action,category,note,reviewer,decided_at\n{a},exclude,,,ana,x")
+    append_correction(drop, b, "confirm")
+    decisions = read_corrections(drop).set_index("product_id")["action"]
+    assert decisions[a] == "exclude" and decisions[b] == "confirm"
+
+
+def test_two_decisions_glued_on_one_line_are_an_error_not_a_lost_decision(drop, capsys):
+    (drop / CORRECTIONS_FILE).write_text(
+        "product_id,action,category,note,reviewer,decided_at\nP1,exclude,,,ana,2026-01-01P2,confirm,,,ana,x\n"
+    )
+    with pytest.raises(CatalogError, match="line 2: 11 fields where the header has 6"):
+        read_corrections(drop)
+
+
+def test_append_refuses_a_file_with_other_columns(drop):
+    (drop / CORRECTIONS_FILE).write_text("product_id,action\nP1,confirm\n")
+    with pytest.raises(CatalogError, match="not appending"):
+        append_correction(drop, "P2", "confirm")
+    assert read_corrections(drop)["product_id"].tolist() == ["P1"]  # (a short file is still read)
+
+
+def test_a_product_id_with_inner_spaces_is_kept_verbatim(drop):
+    rows = pd.read_csv(drop / CATALOG_FILE, dtype=str)
+    rows.loc[0, "product_id"] = "C  D"
+    rows.to_csv(drop / CATALOG_FILE, index=False)
+    append_correction(drop, "C  D", "exclude")
+    assert read_catalog(drop).exclusions == {"C  D": f"excluded in {CORRECTIONS_FILE}"}
 
 
 def test_the_model_card_counts_the_decisions():

@@ -129,3 +129,29 @@ def test_a_catalog_photo_in_a_refused_format_is_quarantined_with_the_accepted_fo
     Image.new("RGB", (64, 64), (10, 20, 30)).save(tmp_path / "photo.ppm")
     status, sha1, _, _ = probe_image(tmp_path, "photo.ppm", ValidateConfig())
     assert sha1 is None and status == "image does not decode as JPEG/PNG/WEBP/GIF/BMP/TIFF: photo.ppm"
+
+
+def test_a_corrupted_image_of_any_allowed_format_is_an_oserror_or_valueerror_never_another_exception():
+    """Random byte flips and truncations (a broken PNG chunk made PIL raise SyntaxError, which
+    reached the review desk as a 500)."""
+    import io
+    import random
+
+    from kickvision.data.images import IMAGE_FORMATS, open_image_bounded
+
+    rng = random.Random(0)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    for fmt in IMAGE_FORMATS:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        data = buffer.getvalue()
+        for _ in range(300):
+            broken = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                broken[rng.randrange(len(broken))] = rng.randrange(256)
+            if rng.random() < 0.2:
+                broken = broken[: rng.randrange(len(broken))]
+            try:
+                open_image_bounded(io.BytesIO(bytes(broken)))
+            except (OSError, ValueError):
+                pass

@@ -131,10 +131,27 @@ def test_junk_gets_a_4xx_with_a_message_and_the_server_keeps_serving(server, req
     assert requests.post(f"{server}/api/predict", data={"title": "Running shoe"}).status_code == 200
 
 
-def test_paths_never_come_from_the_request(server):
+def test_a_streamed_upload_over_the_limit_is_refused_without_a_declared_length(server):
+    def chunks():  # a well-formed start, then more photo than the limit, with no Content-Length
+        yield b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        for _ in range(ValidateConfig().max_image_bytes // 65536 + 4):
+            yield b"0" * 65536
+
+    reply = requests.post(
+        f"{server}/api/predict", data=chunks(), headers={"Content-Type": "multipart/form-data; boundary=xyz"}
+    )
+    assert reply.status_code == 413
+    assert requests.post(f"{server}/api/predict", data={"title": "Running shoe"}).status_code == 200
+
+
+def test_paths_never_come_from_the_request(server, desk):
     assert requests.get(f"{server}/api/thumbnail/catalog/no-such-product").status_code == 404
-    assert requests.get(f"{server}/api/thumbnail/drop:..%2F..%2Fetc/x").status_code == 404
-    assert requests.get(f"{server}/api/drops/..%2Fcatalog").status_code == 404
+    # Dots that reach the handlers (encoded slashes are decoded by the router before them).
+    assert requests.get(f"{server}/api/thumbnail/drop:%2E%2E/x").status_code == 404
+    assert requests.get(f"{server}/api/drops/%2E%2E").status_code == 404
+    assert requests.get(f"{server}/api/drops/%2E").status_code == 404
+    with pytest.raises(LookupError):  # the desk itself, below any router
+        desk.drop_report("../catalog")
     # A page elsewhere cannot reach the desk through a DNS name that points at loopback.
     assert requests.get(f"{server}/api/about", headers={"Host": "evil.example"}).status_code == 400
 
@@ -158,11 +175,40 @@ def test_the_audit_ranks_the_catalog_and_decisions_go_to_the_corrections_file(se
     assert requests.post(f"{server}/api/corrections", json={**decision, "action": "delete"}).status_code == 400
     assert requests.post(f"{server}/api/corrections", json={**decision, "product_id": "nope"}).status_code == 404
     assert requests.post(f"{server}/api/corrections", data=decision).status_code == 422
+    cross_site = {"headers": {"Content-Type": "text/plain"}, "data": '{"product_id": "x", "action": "exclude"}'}
+    assert requests.post(f"{server}/api/corrections", **cross_site).status_code == 422  # a form's only JSON-ish body
+    typo = {**decision, "category": "Heelz"}  # would become a one-product category
+    assert requests.post(f"{server}/api/corrections", json=typo).status_code == 400
     decisions = read_corrections(catalog).set_index("product_id")["action"]
     assert decisions[first["product_id"]] == "confirm" and decisions[second["product_id"]] == "exclude"
     assert (catalog / "catalog.csv").read_bytes() == before and (catalog / CORRECTIONS_FILE).is_file()
     reviewed = {r["product_id"]: r["reviewed"] for r in requests.get(f"{server}/api/audit?top=500").json()["rows"]}
     assert reviewed[first["product_id"]] == "confirm" and reviewed[second["product_id"]] == "exclude"
+
+
+def test_catalog_text_cannot_run_script_on_the_page(server, folders, tmp_path, shared_trained):
+    page = requests.get(f"{server}/")
+    policy = page.headers["Content-Security-Policy"]
+    nonce = policy.split("'nonce-")[1].split("'")[0]
+    assert f'<script nonce="{nonce}">' in page.text and "default-src 'self'" in policy
+    assert requests.get(f"{server}/").headers["Content-Security-Policy"] != policy  # a new nonce each time
+    # A product id made to break out of an attribute reaches the page only quoted.
+    from kickvision.review.service import thumbnail_url
+
+    url = thumbnail_url("catalog", 'x" onerror="alert(1)')
+    assert '"' not in url and " " not in url
+
+
+def test_a_catalog_row_whose_image_is_broken_has_no_thumbnail_but_no_error(server, folders):
+    catalog, _ = folders
+    rows = pd.read_csv(catalog / "catalog.csv", dtype=str)
+    (catalog / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    broken = rows.iloc[[0]].assign(product_id="BROKEN", image="images/broken.png")
+    pd.concat([rows, broken]).to_csv(catalog / "catalog.csv", index=False)
+    try:
+        assert requests.get(f"{server}/api/thumbnail/catalog/BROKEN").status_code == 404
+    finally:
+        rows.to_csv(catalog / "catalog.csv", index=False)
 
 
 def test_a_drop_report_names_new_categories_disagreements_and_advice(server):

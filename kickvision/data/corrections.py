@@ -42,26 +42,34 @@ def empty_corrections() -> pd.DataFrame:
 def read_corrections(drop_dir: str | Path) -> pd.DataFrame:
     """The decision that counts for each product (the last one in the file), or an empty frame.
 
-    A malformed line (unknown action, a relabel without a category, no product id) is a
-    CatalogError naming the file and the line: a corrupt decision log must not train silently.
+    A malformed line (unknown action, a relabel without a category, no product id, more or fewer
+    fields than the header, e.g. two decisions glued on one line) is a CatalogError naming the
+    file and the line: a corrupt decision log must not train silently.
     """
     path = Path(drop_dir) / CORRECTIONS_FILE
     if not path.is_file():
         return empty_corrections()
-    text = decode_utf8(path)
-    try:
-        rows = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise CatalogError(f"{path} cannot be read as a CSV: {exc}") from None
-    missing = [c for c in ("product_id", "action") if c not in rows.columns]
+    lines = list(csv.reader(io.StringIO(decode_utf8(path))))
+    lines = [(number, row) for number, row in enumerate(lines, start=1) if any(cell.strip() for cell in row)]
+    if not lines:
+        return empty_corrections()
+    (_, header), records = lines[0], lines[1:]
+    header = [cell.strip() for cell in header]
+    missing = [c for c in ("product_id", "action") if c not in header]
     if missing:
         raise CatalogError(f"{path} has no '{missing[0]}' column (expected: {', '.join(COLUMNS)})")
-    rows = rows.reindex(columns=COLUMNS).fillna("")
-    rows = rows.apply(lambda col: col.astype(str).str.strip())
-    for line, row in zip(range(2, len(rows) + 2), rows.itertuples(index=False), strict=True):
+    for number, row in records:
+        if len(row) != len(header):
+            raise CatalogError(
+                f"{path} line {number}: {len(row)} fields where the header has {len(header)} "
+                "(each decision on its own line)"
+            )
+    rows = pd.DataFrame([row for _, row in records], columns=header, dtype=str)
+    rows = rows.reindex(columns=COLUMNS).fillna("").apply(lambda col: col.astype(str).str.strip())
+    for (number, _), row in zip(records, rows.itertuples(index=False), strict=True):
         problem = correction_problem(row.product_id, row.action, row.category)
         if problem:
-            raise CatalogError(f"{path} line {line}: {problem}")
+            raise CatalogError(f"{path} line {number}: {problem}")
     return rows.drop_duplicates("product_id", keep="last").reset_index(drop=True)
 
 
@@ -113,28 +121,42 @@ def append_correction(
     """Append one decision to the drop's corrections file (created with its header) and return it.
 
     The append holds an exclusive lock and is fsynced, so concurrent reviewers never interleave
-    lines and an acknowledged decision survives a crash.
+    lines and an acknowledged decision survives a crash. A hand-edited file is respected: a missing
+    final newline is added first; a file with other columns is refused rather than extended.
     """
-    fields = {"product_id": product_id, "action": action, "category": category, "note": note, "reviewer": reviewer}
-    fields = {k: " ".join(str(v or "").split()) for k, v in fields.items()}  # one line per decision
+    fields = {"product_id": str(product_id or "").strip()}  # verbatim: it must match the catalog's id
+    for key, value in (("action", action), ("category", category), ("note", note), ("reviewer", reviewer)):
+        fields[key] = " ".join(str(value or "").split())  # one line per decision
     for key, value in fields.items():
         if len(value) > MAX_FIELD_CHARS:
             raise CatalogError(f"correction field '{key}' is over {MAX_FIELD_CHARS} characters")
-    if action != "relabel":
+    if fields["action"] != "relabel":
         fields["category"] = ""
     problem = correction_problem(fields["product_id"], fields["action"], fields["category"])
     if problem:
         raise CatalogError(f"correction for '{product_id}': {problem}")
     record = {**fields, "decided_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    line = io.StringIO()
+    csv.DictWriter(line, fieldnames=COLUMNS, lineterminator="\n").writerow(record)
     path = Path(drop_dir) / CORRECTIONS_FILE
-    with path.open("a", newline="", encoding="utf-8") as fh:
+    with path.open("a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            fh.seek(0, os.SEEK_END)  # another reviewer may have written the header meanwhile
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-            if fh.tell() == 0:
-                writer.writeheader()
-            writer.writerow(record)
+            fh.seek(0)
+            header = fh.readline()
+            end = fh.seek(0, os.SEEK_END)
+            out = b""
+            if end == 0:
+                out += (",".join(COLUMNS) + "\n").encode()
+            else:
+                found = next(csv.reader([header.decode("utf-8-sig", "replace")]), [])
+                if [c.strip() for c in found] != list(COLUMNS):
+                    raise CatalogError(f"{path} has the columns {found}, not {list(COLUMNS)}: not appending to it")
+                fh.seek(end - 1)
+                if fh.read(1) != b"\n":
+                    out += b"\n"
+            fh.seek(0, os.SEEK_END)
+            fh.write(out + line.getvalue().encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
         finally:

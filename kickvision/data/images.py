@@ -11,6 +11,7 @@ do, so training, evaluation, serving, explanations and index rebuilds cannot dis
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +36,24 @@ def open_image_bounded(source: str | Path | IO[bytes], max_pixels: int = DEFAULT
 
     Upright as shot (EXIF orientation applied), transparent pixels on white (the padding colour),
     16-bit greyscale scaled to 8 bits (PIL's plain conversion clips it to nearly white). Only
-    IMAGE_FORMATS are decoded: anything else is an UnidentifiedImageError (an OSError)."""
+    IMAGE_FORMATS are decoded: anything else is an UnidentifiedImageError (an OSError). A file PIL
+    cannot parse (a broken PNG chunk raises SyntaxError, a truncated header struct.error or
+    EOFError) is a ValueError, like every other bad image."""
     try:
         opened = Image.open(source, formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as exc:  # PIL's own, far larger bound
         raise ValueError(str(exc)) from None
+    except (SyntaxError, struct.error, EOFError) as exc:
+        raise ValueError(f"image cannot be parsed: {exc}") from None
     with opened as img:
         width, height = img.size  # read from the header, no pixel decoding yet
         if width * height > max_pixels:
             raise ValueError(f"image is {width}x{height}, over the {max_pixels:,}-pixel limit")
         img.draft("RGB", (width, height))
-        return _as_rgb(ImageOps.exif_transpose(img))
+        try:
+            return _as_rgb(ImageOps.exif_transpose(img))
+        except (SyntaxError, struct.error, EOFError) as exc:
+            raise ValueError(f"image cannot be decoded: {exc}") from None
 
 
 def _as_rgb(img: Image.Image) -> Image.Image:

@@ -93,7 +93,6 @@ def text_second_opinion(
 def catalog_audit(bundle: ModelBundle, data: PreparedData, folds: int = 5, seed: int = 0) -> pd.DataFrame:
     """One row per product of the prepared catalog, most doubted label first (see the module docstring)."""
     rows = data.rows_with_image_paths().reset_index(drop=True)
-    labels = data.labels()
     classes = list(data.classes)
     held = np.flatnonzero(rows["split"].to_numpy() != "train")
     train = np.flatnonzero(rows["split"].to_numpy() == "train")
@@ -111,14 +110,21 @@ def catalog_audit(bundle: ModelBundle, data: PreparedData, folds: int = 5, seed:
         title = model_probabilities(held, use_image=False)[0] if model.text_encoder is not None else None
         views = ModelViews(classes, fused[held], photo, title, embeddings[held])
         parts.append(audit_products(rows.iloc[held].reset_index(drop=True), views).assign(audited_by=MODEL_JUDGE))
-    if len(train) and folds >= 2:
-        texts = product_texts(rows, bundle.text_columns)
-        groups = rows["group"].to_numpy() if "group" in rows else np.arange(len(rows))
-        probe = out_of_fold_text_probabilities(
-            [texts[i] for i in train], labels[train], groups[train], len(classes), folds, seed
-        )
-        views = ModelViews(classes, probe, None, None, embeddings[train])
-        parts.append(audit_products(rows.iloc[train].reset_index(drop=True), views).assign(audited_by=TEXT_JUDGE))
+    if len(train):
+        train_rows = rows.iloc[train].reset_index(drop=True)
+        probe = text_second_opinion(train_rows, classes, list(bundle.text_columns), folds, seed)
+        if probe is not None:
+            views = ModelViews(classes, probe, None, None, embeddings[train])
+            parts.append(audit_products(train_rows, views).assign(audited_by=TEXT_JUDGE))
+        else:  # listed, not judged: a text judge needs more products (or titles with words) to cross-fit
+            parts.append(
+                train_rows.reindex(columns=["product_id", "category", "title", "image"]).assign(
+                    suspicion=np.nan,
+                    label_issue=False,
+                    issue="not judged: too few training products (or title words) to cross-fit a text judge",
+                    audited_by="none",
+                )
+            )
     table = pd.concat(parts, ignore_index=True).drop(columns=["rank"])
     # Repeated listings across the whole catalog (a train product and its test copy are the point).
     position = pd.Series(np.arange(len(rows)), index=rows["product_id"].astype(str))

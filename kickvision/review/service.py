@@ -14,13 +14,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from kickvision.config import ValidateConfig
-from kickvision.data.catalog import Catalog, read_catalog, resolve_inside
+from kickvision.data.catalog import Catalog, hash_drop, read_catalog, resolve_inside
 from kickvision.data.corrections import append_correction, read_corrections
 from kickvision.data.images import open_image_bounded
 from kickvision.data.text import product_texts
@@ -66,6 +67,11 @@ def audit_catalog(root: str | Path, bundle: ModelBundle, cfg: ValidateConfig) ->
     return AuditResult(result.catalog, table, result.quarantine, views)
 
 
+def thumbnail_url(source: str, product_id: str) -> str:
+    """The API path of a product's thumbnail; ids may hold any character, so both parts are quoted."""
+    return f"/api/thumbnail/{quote(source, safe='')}/{quote(product_id, safe='')}"
+
+
 def png_data_url(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
@@ -107,16 +113,13 @@ class ReviewDesk:
         spec = self.bundle.spec
         self.threshold = spec.review_threshold if spec.review_threshold is not None else UNCERTAIN_WITHOUT_THRESHOLD
         self.threshold_source = "validation" if spec.review_threshold is not None else "default (model predates it)"
+        # Whether the model learnt this very catalog (hashed once, at start: its doubts are then in-sample).
+        learnt = set(spec.lineage.catalog_hashes or [spec.lineage.catalog_hash])
+        self.catalog_in_sample = self.catalog_dir is not None and hash_drop(self.catalog_dir) in learnt
 
     # -- classify ---------------------------------------------------------------------------------
 
     def about(self) -> dict:
-        learnt = set(self.bundle.spec.lineage.catalog_hashes or [self.bundle.spec.lineage.catalog_hash])
-        in_sample = False
-        if self.catalog_dir is not None:
-            from kickvision.data.catalog import hash_drop
-
-            in_sample = hash_drop(self.catalog_dir) in learnt
         return {
             "model": self.model_uri,
             "classes": list(self.bundle.classes),
@@ -124,7 +127,7 @@ class ReviewDesk:
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
             "catalog": self.catalog_dir.name if self.catalog_dir else None,
-            "catalog_in_sample": in_sample,
+            "catalog_in_sample": self.catalog_in_sample,
             "drops": self.drop_names(),
         }
 
@@ -176,7 +179,7 @@ class ReviewDesk:
                 "title": str(r.title),
                 "category": str(r.category),
                 "score": round(float(r.score), 4),
-                "thumbnail": f"/api/thumbnail/index/{r.product_id}",
+                "thumbnail": thumbnail_url("index", str(r.product_id)),
             }
             for r in found.itertuples()
         ]
@@ -216,7 +219,10 @@ class ReviewDesk:
             path = None
         if path is None or not path.is_file():
             raise NotFound(product_id)
-        return thumbnail_jpeg(path, self.validate.max_image_pixels)
+        try:
+            return thumbnail_jpeg(path, self.validate.max_image_pixels)
+        except (OSError, ValueError):  # a row validation would quarantine: no picture to show
+            raise NotFound(product_id) from None
 
     def _catalog_rows(self, root: Path) -> pd.DataFrame:
         """The catalog's rows (corrections applied), re-read only when catalog.csv changes."""
@@ -248,7 +254,9 @@ class ReviewDesk:
             "duplicates": int((table["duplicate_of"] != "").sum()),
             "quarantined": len(self._audit.quarantine),
             "corrections": self._audit.catalog.corrections,
-            "rows": _records(shown.assign(thumbnail="/api/thumbnail/catalog/" + shown["product_id"].astype(str))),
+            "rows": _records(
+                shown.assign(thumbnail=[thumbnail_url("catalog", i) for i in shown["product_id"].astype(str)])
+            ),
         }
 
     def correct(self, product_id: str, action: str, category: str = "", note: str = "", reviewer: str = "") -> dict:
@@ -258,6 +266,9 @@ class ReviewDesk:
         rows = self._catalog_rows(self.catalog_dir)
         if "product_id" not in rows or product_id not in set(rows["product_id"].astype(str)):
             raise NotFound(product_id)
+        known = set(self.bundle.classes) | set(rows["category"].dropna().astype(str) if "category" in rows else [])
+        if action == "relabel" and category not in known:  # a typo would make a one-product category
+            raise ValueError(f"relabel to '{category}': not a category of the model or the catalog")
         record = append_correction(self.catalog_dir, product_id, action, category, note, reviewer)
         if self._audit is not None:  # the ranking stays; the row shows the decision
             table = self._audit.table
@@ -276,8 +287,6 @@ class ReviewDesk:
         """What the model predicts for a drop, where it disagrees with the drop's labels, and its drift."""
         if name not in self.drop_names():  # only folders the listing shows: no path from the request
             raise NotFound(name)
-        from kickvision.data.catalog import hash_drop
-
         folder = self.drops_dir / name
         content = hash_drop(folder)
         cached = self._drops.get(name)
@@ -314,7 +323,7 @@ class ReviewDesk:
             if known.any()
             else None,
             "disagreements": _records(
-                shown.assign(thumbnail=f"/api/thumbnail/drop:{name}/" + shown["product_id"].astype(str))
+                shown.assign(thumbnail=[thumbnail_url(f"drop:{name}", i) for i in shown["product_id"].astype(str)])
             ),
             "drift": drift.to_dict() if drift else None,
         }
