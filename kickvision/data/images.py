@@ -56,6 +56,17 @@ def open_image_bounded(source: str | Path | IO[bytes], max_pixels: int = DEFAULT
             raise ValueError(f"image cannot be decoded: {exc}") from None
 
 
+def jpeg_thumbnail(source: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """A JPEG of at most `size` x `size` pixels of an image, decoded by `open_image_bounded`."""
+    import io
+
+    image = open_image_bounded(source, max_pixels)
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
 def _as_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit greyscale
         values = np.nan_to_num(np.asarray(img, dtype=np.float64))

@@ -194,21 +194,17 @@ def audit_html(audit: pd.DataFrame, top: int = 200, thumb: int = 96) -> str:
     """A self-contained page (thumbnails inline, no assets from the internet) of the `top` rows."""
     import base64
     import html
-    import io
 
-    from kickvision.data.images import open_image_bounded
+    from kickvision.data.images import jpeg_thumbnail
 
     def thumbnail(path) -> str:
         if not isinstance(path, str) or not path:
             return ""
         try:
-            image = open_image_bounded(path)
+            jpeg = jpeg_thumbnail(path, thumb)
         except (OSError, ValueError):
             return ""
-        image.thumbnail((thumb, thumb))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=85)
-        return f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" alt="">'
+        return f'<img src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}" alt="">'
 
     columns = ["rank", "product_id", "category", "predicted", "suspicion", "issue", "disagrees", "duplicate_of"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["photo", *columns, "title"])

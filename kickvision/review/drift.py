@@ -49,34 +49,22 @@ class DriftReport:
         return asdict(self)
 
 
-def _nearest(
-    queries: np.ndarray,
-    items: np.ndarray,
-    skip_self: bool = False,
-    query_ids: np.ndarray | None = None,
-    item_ids: np.ndarray | None = None,
-) -> np.ndarray:
-    """Cosine similarity of each query to its nearest item (not itself; not an item with its product id)."""
-    best = np.empty(len(queries), np.float32)
-    for start in range(0, len(queries), 1024):
-        sims = queries[start : start + 1024] @ items.T
-        if skip_self:
-            sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf
-        if query_ids is not None and item_ids is not None:
-            sims[query_ids[start : start + 1024, None] == item_ids[None, :]] = -np.inf
-        best[start : start + len(sims)] = sims.max(1) if sims.shape[1] else -1.0
-    return best
+def nearest_other(index: EmbeddingIndex, queries: np.ndarray, product_ids: list[str]) -> np.ndarray:
+    """Cosine similarity of each query to its nearest catalog product with another product id."""
+    if len(queries) == 0:
+        return np.zeros(0, np.float32)
+    _, scores = index.search(queries, k=1, exclude_ids=[str(p) for p in product_ids])
+    return np.nan_to_num(scores[:, 0], neginf=-1.0)
 
 
 def reference_similarities(index: EmbeddingIndex) -> np.ndarray:
-    """Nearest-neighbour similarity of each held-out catalog product to the rest of the catalog."""
-    vectors = index.embeddings.float().numpy()
-    split = index.items["split"].to_numpy() if "split" in index.items else None
-    held = np.flatnonzero(split == "test") if split is not None else np.array([], int)
-    if len(held) and len(held) < len(vectors):
-        rest = np.setdiff1d(np.arange(len(vectors)), held)
-        return _nearest(vectors[held], vectors[rest])
-    return _nearest(vectors, vectors, skip_self=True)  # no split recorded: leave-one-out over the catalog
+    """Each held-out (test) catalog product's similarity to its nearest other catalog product; every
+    product's when the index records no split."""
+    items = index.items
+    held = np.flatnonzero(items["split"].to_numpy() == "test") if "split" in items else np.arange(len(items))
+    if len(held) == 0:
+        held = np.arange(len(items))
+    return nearest_other(index, index.embeddings[held].float().numpy(), items["product_id"].iloc[held].tolist())
 
 
 def drift_report(
@@ -93,12 +81,7 @@ def drift_report(
     reference = reference_similarities(index)
     threshold = float(np.quantile(reference, FAR_QUANTILE)) if len(reference) else 0.0
     # A product the catalog already holds (same id, e.g. a re-listed one) is not its own evidence.
-    similarity = _nearest(
-        np.asarray(embeddings, np.float32),
-        index.embeddings.float().numpy(),
-        query_ids=np.asarray(product_ids, dtype=str),
-        item_ids=index.items["product_id"].astype(str).to_numpy(),
-    )
+    similarity = nearest_other(index, np.asarray(embeddings, np.float32), product_ids)
     labels = np.asarray(categories, dtype=object)
     known = np.array([c in classes for c in categories], bool)
     new: dict[str, int] = {}

@@ -23,7 +23,7 @@ from PIL import Image
 from kickvision.config import ValidateConfig
 from kickvision.data.catalog import Catalog, hash_drop, read_catalog, resolve_inside
 from kickvision.data.corrections import append_correction, read_corrections
-from kickvision.data.images import open_image_bounded
+from kickvision.data.images import jpeg_thumbnail, open_image_bounded
 from kickvision.data.text import product_texts
 from kickvision.data.validation import quarantine_bad_rows
 from kickvision.errors import CatalogError, KickvisionError
@@ -76,14 +76,6 @@ def png_data_url(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def thumbnail_jpeg(path: Path, max_pixels: int) -> bytes:
-    image = open_image_bounded(path, max_pixels)
-    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
 
 
 def _records(table: pd.DataFrame) -> list[dict]:
@@ -220,7 +212,7 @@ class ReviewDesk:
         if path is None or not path.is_file():
             raise NotFound(product_id)
         try:
-            return thumbnail_jpeg(path, self.validate.max_image_pixels)
+            return jpeg_thumbnail(path, THUMBNAIL_PX, self.validate.max_image_pixels)
         except (OSError, ValueError):  # a row validation would quarantine: no picture to show
             raise NotFound(product_id) from None
 
