@@ -89,6 +89,20 @@ def _ledger(drops_dir: Path) -> dict:
 
 
 @pytest.mark.integration
+def _until_the_killed_group_lets_go_of_the_lock(drops_dir: Path, seconds: float = 30.0) -> None:
+    """A process group dies member by member: wait() returns for the watcher while a child it had
+    just forked (git, run at a pipeline's start, holds the lock's descriptor until it exits) may
+    still be dying. The kernel frees the lock when the last of them is gone; wait for that, bounded."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with watcher_lock(drops_dir):
+                return
+        except WatcherBusy:
+            assert time.time() < deadline, f"the killed watcher's lock was still held after {seconds:.0f} s"
+            time.sleep(0.1)
+
+
 def test_watch_processes_drops_in_order_and_resumes_after_a_kill(watch_config, demo_drop, tmp_path, capsys):
     assert cli_main(["train", "--catalog", str(demo_drop), "--config", str(watch_config)]) == 0
     drops_dir = tmp_path / "drops"
@@ -113,6 +127,7 @@ def test_watch_processes_drops_in_order_and_resumes_after_a_kill(watch_config, d
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)  # the crash: mid-way through the second drop
         first.wait()
+    _until_the_killed_group_lets_go_of_the_lock(drops_dir)
     ledger = _ledger(drops_dir)
     assert ledger[drops[0].name]["status"] == "done" and ledger[drops[1].name]["status"] == "started"  # mid-drop
     assert drops[2].name not in ledger
