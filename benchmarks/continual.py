@@ -1,25 +1,33 @@
-"""Catalog-drop updates: naive fine-tune vs EWC vs replay vs EWC + replay vs a full joint retrain.
+"""Catalog-drop updates: update recipes side by side against a full joint retrain, on one drop and on a chain.
 
-Two scenarios cut from one real catalog, each run side by side in one process with the same
-encoders, splits and seed:
+Three scenarios cut from one real catalog, each run in one process with the same encoders, splits
+and seed:
 
 - A, class-incremental: the base catalog lacks Heels and Flats; the drop brings them plus 30% of
   the other categories' products (by product group, so near-duplicates stay on one side);
-- B, temporal: base = products up to 2012, drop = 2013 onwards.
+- B, temporal: base = products up to 2012, drop = 2013 onwards;
+- C, a chain of four drops in time order (the `year` column): base = up to 2012 without Heels and
+  Flats; drop 1 = 2013 plus every earlier Heels and Flats product (the new categories arrive);
+  drop 2 = 2014-2015; drop 3 = 2016; drop 4 = 2017 onwards. Each drop updates the champion of the
+  step before when the update gate promoted it (as `kickvision watch` would), else the old one.
 
-The catalog is split once (group-aware train/val/test over all of it), so every method is tested
-on the same products: old = the base catalog's test split (categories the base model knew),
-new = the drop's test products of new categories (A) or all of the drop's test products (B),
-overall = both. Forgetting = the base model's old top-1 minus the method's. Wall time of an update
-covers training plus the Fisher/replay refresh; the joint retrain trains from scratch on base + drop.
+The catalog is split once (group-aware train/val/test over all of it), so every recipe is tested on
+the same products: old = the base catalog's test split, new = the drop's test products of new
+categories (A) or all of the drop's (B; C: all drops so far), overall = both. Forgetting = the base
+model's old top-1 minus the recipe's. The same numbers on the validation split (`val_*`) are what
+recipes are chosen on; test numbers are reported. Wall time of an update covers training plus the
+Fisher/replay refresh; the joint retrain (photo pretraining when the config has it, then training)
+runs from scratch on everything. Base models and joint retrains are cached on disk (--cache), keyed
+by the catalog, the config sections they depend on, the seed and the class order.
 
-    .venv/bin/python benchmarks/continual.py --catalog ../shared/data/fashion-footwear
+    .venv/bin/python benchmarks/continual.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/continual.py                      # the demo catalog (scenario A only)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -29,22 +37,34 @@ import pandas as pd
 import torch
 from common import prepared_catalog
 
-from kickvision.config import deep_merge, dotted_overrides, load_config
+from kickvision.config import RunConfig, deep_merge, dotted_overrides, load_config
 from kickvision.data.prepare import PreparedData
 from kickvision.evaluate.update import evaluate_update
-from kickvision.model.encoders import build_tokenizer
+from kickvision.model.bundle import ModelBundle, load_bundle, save_bundle
+from kickvision.model.predict import predict_logits
+from kickvision.serve.gates import update_gate
 from kickvision.train.fit import fit
+from kickvision.train.pretrain import pretrain_photos
 from kickvision.train.replay import continual_state_after_training
 from kickvision.train.update import update_bundle
 
-METHODS = {
-    "naive fine-tune": {"ewc": False, "replay": False},
-    "EWC only": {"ewc": True, "replay": False},
-    "replay only": {"ewc": False, "replay": True},
-    "EWC + replay": {"ewc": True, "replay": True},
+PLAIN = {"logit_replay_weight": 0.0, "distill_weight": 0.0, "bias_correction": "none", "fisher_normalise": False}
+RECIPES: dict[str, dict] = {
+    "naive fine-tune": {**PLAIN, "ewc_lambda": 0.0, "use_replay": False},
+    "EWC + replay": PLAIN,
+    "+ LwF": {**PLAIN, "distill_weight": 1.0},
+    "+ DER++": {**PLAIN, "logit_replay_weight": 0.5},
+    "+ weight aligning": {**PLAIN, "bias_correction": "weight_aligning"},
+    "+ LwF + DER++ + WA": {
+        **PLAIN,
+        "distill_weight": 1.0,
+        "logit_replay_weight": 0.5,
+        "bias_correction": "weight_aligning",
+    },
+    "config": {},  # the config's own continual section, as shipped
 }
-
 JOINT = "joint retrain"
+NEW = ["Heels", "Flats"]
 
 
 def subset(data: PreparedData, mask: np.ndarray, classes: list[str], tag: str) -> PreparedData:
@@ -63,72 +83,217 @@ def subset(data: PreparedData, mask: np.ndarray, classes: list[str], tag: str) -
     )
 
 
-def scenario_masks(data: PreparedData, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def scenario_masks(data: PreparedData, name: str, seed: int) -> list[np.ndarray]:
+    """[base, drop 1, ...] row masks of scenario `name`."""
     rows = data.rows
+    new = rows["category"].isin(NEW).to_numpy()
+    years = pd.to_numeric(rows["year"], errors="coerce").to_numpy() if "year" in rows else None
     if name == "A":
-        new = rows["category"].isin(["Heels", "Flats"]).to_numpy()
         groups = rows["group"].unique()
         to_drop = set(np.random.default_rng(seed).permutation(groups)[: int(0.3 * len(groups))])
         moved = rows["group"].isin(to_drop).to_numpy()
-        return ~new & ~moved, new | moved
-    years = pd.to_numeric(rows["year"], errors="coerce").to_numpy()
-    return years <= 2012, years >= 2013
+        return [~new & ~moved, new | moved]
+    early = ~(years >= 2013)  # no year: the base catalog
+    if name == "B":
+        return [early, ~early]
+    return [
+        early & ~new,
+        (years == 2013) | (early & new),
+        (years >= 2014) & (years <= 2015),
+        years == 2016,
+        years >= 2017,
+    ]
 
 
-def run_scenario(name: str, data: PreparedData, cfg, seed: int, methods: list[str]) -> list[dict]:
+def class_order(data: PreparedData, masks: list[np.ndarray]) -> list[list[str]]:
+    """The label map after each step: the base's categories sorted, then each drop's new ones sorted."""
+    classes = sorted(data.rows.loc[masks[0], "category"].unique())
+    orders = [classes]
+    for mask in masks[1:]:
+        classes = classes + sorted(set(data.rows.loc[mask, "category"]) - set(classes))
+        orders.append(classes)
+    return orders
+
+
+def cache_key(cfg: RunConfig, data: PreparedData, classes: list[str], seed: int) -> str:
+    """What a trained base or joint model depends on: rows, label order, config sections, seed."""
+    parts = {
+        "rows": hashlib.sha256("\n".join(data.rows["product_id"].astype(str)).encode()).hexdigest(),
+        "catalog": data.catalog_hash,
+        "classes": classes,
+        "sections": {k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "train", "pretrain", "data")},
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def trained(data: PreparedData, cfg: RunConfig, seed: int, cache: Path, label: str) -> tuple[ModelBundle, float]:
+    """A model trained as `kickvision train` would (photo pretraining first when the config asks),
+    and its wall seconds; from the cache when the same model was trained before."""
+    folder = cache / cache_key(cfg, data, data.classes, seed)
+    if (folder / "seconds.json").is_file():
+        seconds = json.loads((folder / "seconds.json").read_text())["seconds"]
+        print(f"  {label}: cached ({folder.name}, trained in {seconds:.0f}s)", flush=True)
+        return load_bundle(folder / "bundle"), seconds
+    started = time.perf_counter()
+    encoders = None
+    if cfg.pretrain.enabled:
+        encoders, _ = pretrain_photos(data, cfg.model, cfg.pretrain, cfg.train, seed, progress=False)
+    tokenizer = _tokenizer(cfg)
+    bundle = fit(
+        data,
+        cfg.model,
+        cfg.train,
+        tokenizer,
+        cfg.data.max_title_tokens,
+        seed=seed,
+        progress=False,
+        text_columns=cfg.data.text_columns,
+        photo_encoders=encoders,
+    ).bundle
+    seconds = time.perf_counter() - started
+    save_bundle(bundle, folder / "bundle")
+    (folder / "seconds.json").write_text(json.dumps({"seconds": seconds, "label": label}))
+    print(f"  {label}: trained in {seconds:.0f}s", flush=True)
+    return bundle, seconds
+
+
+def _tokenizer(cfg: RunConfig):
+    from kickvision.model.encoders import build_tokenizer
+
+    return build_tokenizer(cfg.model.text_encoder)
+
+
+def top1_on(bundle: ModelBundle, data: PreparedData, mask: np.ndarray) -> float:
+    """Top-1 of `bundle` on the rows `mask` of `data` (labelled against `bundle.classes`)."""
+    idx = np.flatnonzero(mask)
+    if not len(idx):
+        return float("nan")
+    logits, _ = predict_logits(bundle.model, data, idx)
+    labels = data.rows["category"].to_numpy()[idx]
+    return float(np.mean(np.array(bundle.classes)[logits.argmax(1)] == labels))
+
+
+def split_scores(bundle: ModelBundle, data: PreparedData, old: np.ndarray, new: np.ndarray, prefix: str) -> dict:
+    """old / new / overall top-1 of `bundle` on the val and the test split (val_ and test_ keys)."""
+    scores = {}
+    for split in ("val", "test"):
+        in_split = (data.rows["split"] == split).to_numpy()
+        scores[f"{prefix}{split}_old"] = top1_on(bundle, data, in_split & old)
+        scores[f"{prefix}{split}_new"] = top1_on(bundle, data, in_split & new)
+        scores[f"{prefix}{split}_overall"] = top1_on(bundle, data, in_split & (old | new))
+    return scores
+
+
+def recipe_config(cfg: RunConfig, recipe: str):
+    return cfg.continual.model_copy(update=RECIPES[recipe])
+
+
+def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str], cache: Path) -> list:
     base_mask, drop_mask = scenario_masks(data, name, seed)
-    base_classes = sorted(data.rows.loc[base_mask, "category"].unique())
-    all_classes = base_classes + sorted(set(data.rows.loc[drop_mask, "category"]) - set(base_classes))
+    base_classes, all_classes = class_order(data, [base_mask, drop_mask])
     base = subset(data, base_mask, base_classes, "base")
     drop = subset(data, drop_mask, all_classes, "drop")
     joint = subset(data, base_mask | drop_mask, all_classes, "joint")
+    everything = subset(data, np.ones(len(data.rows), bool), all_classes, "all")
     print(
         f"\nscenario {name}: base {base.split_counts()}, drop {drop.split_counts()}, new classes "
-        f"{all_classes[len(base_classes) :] or 'none'}"
+        f"{all_classes[len(base_classes) :] or 'none'}",
+        flush=True,
     )
-
-    tokenizer = build_tokenizer(cfg.model.text_encoder)
-    started = time.perf_counter()
-    champion = fit(base, cfg.model, cfg.train, tokenizer, cfg.data.max_title_tokens, seed=seed).bundle
+    champion, base_seconds = trained(base, cfg, seed, cache, "base model")
     champion.continual = continual_state_after_training(champion.model, base, cfg.continual, seed)
-    base_seconds = time.perf_counter() - started
+    old = base_mask
+    new = (
+        drop_mask & ~data.rows["category"].isin(base_classes).to_numpy()
+        if len(all_classes) > len(base_classes)
+        else drop_mask
+    )
+    before = split_scores(champion, everything, old, new, "before_")
 
     results = []
-    for method, use in METHODS.items():
-        if method not in methods:
+    for recipe in recipes:
+        if recipe == JOINT:
             continue
-        c = cfg.continual.model_copy(
-            update={"ewc_lambda": cfg.continual.ewc_lambda if use["ewc"] else 0.0, "use_replay": use["replay"]}
-        )
+        c = recipe_config(cfg, recipe)
         started = time.perf_counter()
-        updated = update_bundle(champion, drop, c, cfg.train, seed=seed).bundle
+        updated = update_bundle(champion, drop, c, cfg.train, seed=seed, progress=False).bundle
         seconds = time.perf_counter() - started
+        metrics = evaluate_update(champion, updated, drop)
+        promoted, reason = update_gate(metrics, c.forgetting_tolerance)
+        scores = split_scores(updated, everything, old, new, "")
+        scores["val_forgetting"] = before["before_val_old"] - scores["val_old"]
+        scores["test_forgetting"] = before["before_test_old"] - scores["test_old"]
         results.append(
-            {"scenario": name, "method": method, "seconds": seconds, **evaluate_update(champion, updated, drop)}
+            {"scenario": name, "method": recipe, "seconds": seconds, "promoted": promoted, "gate": reason}
+            | scores
+            | metrics
+            | {"recipe": c.model_dump(mode="json")}
         )
-        print(_row(results[-1]))
+        print(_row(results[-1]), flush=True)
 
+    if JOINT in recipes:
+        retrained, seconds = trained(joint, cfg, seed, cache, "joint retrain")
+        scores = split_scores(retrained, everything, old, new, "")
+        scores["val_forgetting"] = before["before_val_old"] - scores["val_old"]
+        scores["test_forgetting"] = before["before_test_old"] - scores["test_old"]
+        results.append({"scenario": name, "method": JOINT, "seconds": seconds, "promoted": None} | scores)
+        print(_row(results[-1]), flush=True)
+        for r in results:
+            r["time_vs_joint"] = r["seconds"] / seconds
     for r in results:
-        r["base_train_seconds"] = base_seconds
-    if JOINT not in methods:
-        return results
-    started = time.perf_counter()
-    retrained = fit(joint, cfg.model, cfg.train, tokenizer, cfg.data.max_title_tokens, seed=seed).bundle
-    seconds = time.perf_counter() - started
-    results.append(
-        {"scenario": name, "method": JOINT, "seconds": seconds, **evaluate_update(champion, retrained, drop)}
-    )
-    print(_row(results[-1]))
-    for r in results:
-        r["time_vs_joint"] = r["seconds"] / seconds
-        r["base_train_seconds"] = base_seconds
+        r |= before | {"base_train_seconds": base_seconds}
+    return results
+
+
+def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str], cache: Path) -> list:
+    masks = scenario_masks(data, "C", seed)
+    orders = class_order(data, masks)
+    everything = subset(data, np.ones(len(data.rows), bool), orders[-1], "all")
+    base = subset(data, masks[0], orders[0], "chain-base")
+    print(f"\nscenario C (chain): base {base.split_counts()}, drops {[int(m.sum()) for m in masks[1:]]}", flush=True)
+    start, _ = trained(base, cfg, seed, cache, "chain base model")
+    start.continual = continual_state_after_training(start.model, base, cfg.continual, seed)
+    base_old = split_scores(start, everything, masks[0], np.zeros(len(masks[0]), bool), "")
+    results = []
+    for recipe in [r for r in recipes if r != JOINT]:
+        c = recipe_config(cfg, recipe)
+        champion, seen = start, masks[0].copy()
+        for step, mask in enumerate(masks[1:], start=1):
+            drop = subset(data, mask, orders[step], f"chain-{step}")
+            started = time.perf_counter()
+            updated = update_bundle(champion, drop, c, cfg.train, seed=seed, progress=False).bundle
+            seconds = time.perf_counter() - started
+            promoted, reason = update_gate(evaluate_update(champion, updated, drop), c.forgetting_tolerance)
+            if promoted:
+                champion, seen = updated, seen | mask
+            scores = split_scores(champion, everything, masks[0], seen & ~masks[0], "")
+            scores["val_forgetting"] = base_old["val_old"] - scores["val_old"]
+            scores["test_forgetting"] = base_old["test_old"] - scores["test_old"]
+            results.append(
+                {"scenario": f"C{step}", "method": recipe, "seconds": seconds, "promoted": promoted, "gate": reason}
+                | scores
+            )
+            print(_row(results[-1]), flush=True)
+    if JOINT in recipes:
+        joint = subset(data, np.logical_or.reduce(masks), orders[-1], "chain-joint")
+        retrained, seconds = trained(joint, cfg, seed, cache, "joint retrain")
+        scores = split_scores(retrained, everything, masks[0], ~masks[0], "")
+        scores["val_forgetting"] = base_old["val_old"] - scores["val_old"]
+        scores["test_forgetting"] = base_old["test_old"] - scores["test_old"]
+        results.append({"scenario": "C4", "method": JOINT, "seconds": seconds, "promoted": None} | scores)
+        print(_row(results[-1]), flush=True)
+        for r in results:
+            r["time_vs_joint"] = r["seconds"] / seconds
     return results
 
 
 def _row(r: dict) -> str:
+    promoted = {True: "promoted", False: "refused", None: ""}[r["promoted"]]
     return (
-        f"  {r['scenario']:2s} {r['method']:16s} old {r['update_old_top1_after']:.4f} new {r['update_new_top1']:.4f} "
-        f"overall {r['update_combined_top1_after']:.4f} forgetting {r['update_forgetting']:+.4f} {r['seconds']:.0f}s"
+        f"  {r['scenario']:3s} {r['method']:20s} test old {r['test_old']:.4f} new {r['test_new']:.4f} "
+        f"overall {r['test_overall']:.4f} forgetting {r['test_forgetting']:+.4f} | val old {r['val_old']:.4f} "
+        f"new {r['val_new']:.4f} overall {r['val_overall']:.4f} | {r['seconds']:.0f}s {promoted}"
     )
 
 
@@ -138,14 +303,25 @@ def main() -> None:
     parser.add_argument("--config", default="demo")
     parser.add_argument("--epochs", type=int, help="override train.epochs (base model and joint retrain)")
     parser.add_argument("--update-epochs", type=int, help="override continual.epochs")
-    parser.add_argument("--scenarios", default="A,B", help="A (class-incremental), B (temporal; needs a year column)")
-    parser.add_argument("--methods", default=",".join([*METHODS, JOINT]), help="comma-separated subset")
+    parser.add_argument(
+        "--scenarios", default="A,B,C", help="A (class-incremental), B (temporal), C (chain); B, C need a year column"
+    )
+    parser.add_argument(
+        "--methods", default=",".join([*RECIPES, JOINT]), help=f"comma-separated: {', '.join(RECIPES)}, {JOINT}"
+    )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    parser.add_argument("--out", help="JSON path (default benchmarks/results/continual_<catalog>.json)")
+    parser.add_argument(
+        "--cache", default=str(Path(__file__).parent / ".cache" / "continual"), help="trained base/joint models"
+    )
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/continual_<catalog>_<config>.json)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in RECIPES and m != JOINT]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {[*RECIPES, JOINT]}")
 
     overrides: dict = {"continual": {"holdout_per_class": 100_000}}  # the whole base test split is "old"
     if args.epochs:
@@ -153,32 +329,36 @@ def main() -> None:
     if args.update_epochs:
         overrides["continual"]["epochs"] = args.update_epochs
     cfg = load_config(args.config, overrides=deep_merge(overrides, dotted_overrides(args.set)))
-    data, tokenizer, name = prepared_catalog(args.catalog, cfg)
+    data, _, name = prepared_catalog(args.catalog, cfg)
     scenarios = [s for s in args.scenarios.split(",") if s == "A" or "year" in data.rows]
-
-    results = [r for s in scenarios for r in run_scenario(s, data, cfg, cfg.seed, args.methods.split(","))]
+    cache = Path(args.cache)
+    started = time.perf_counter()
+    results = []
+    for s in scenarios:
+        if s == "C":
+            results += run_chain(data, cfg, cfg.seed, methods, cache)
+        else:
+            results += run_single_drop(s, data, cfg, cfg.seed, methods, cache)
     print(
-        f"\n{name}: {cfg.name} config, train epochs {cfg.train.epochs}, update epochs {cfg.continual.epochs}, "
-        f"λ {cfg.continual.ewc_lambda}, replay {cfg.continual.replay_per_class}/class, "
-        f"{torch.get_num_threads()} threads"
+        f"\n{name}: {cfg.name} config, seed {cfg.seed}, train epochs {cfg.train.epochs}, update epochs "
+        f"{cfg.continual.epochs}, λ {cfg.continual.ewc_lambda}, replay {cfg.continual.replay_per_class}/class, "
+        f"{torch.get_num_threads()} threads, {time.perf_counter() - started:.0f}s"
     )
-    print("| scen. | method | old top-1 | new top-1 | overall top-1 | forgetting | wall s | vs joint |")
-    print("|---|---|---|---|---|---|---|---|")
+    header = ["scen.", "method", "old top-1", "new top-1", "overall top-1", "forgetting", "val overall", "wall s"]
+    print("| " + " | ".join([*header, "vs joint", "gate"]) + " |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         vs_joint = f"{r['time_vs_joint']:.2f}" if "time_vs_joint" in r else "-"
+        gate = {True: "promoted", False: "refused", None: "-"}[r["promoted"]]
         print(
-            f"| {r['scenario']} | {r['method']} | {r['update_old_top1_after']:.4f} | {r['update_new_top1']:.4f} | "
-            f"{r['update_combined_top1_after']:.4f} | {r['update_forgetting']:+.4f} | {r['seconds']:.0f} | {vs_joint} |"
+            f"| {r['scenario']} | {r['method']} | {r['test_old']:.4f} | {r['test_new']:.4f} | "
+            f"{r['test_overall']:.4f} | {r['test_forgetting']:+.4f} | {r['val_overall']:.4f} | {r['seconds']:.0f} | "
+            f"{vs_joint} | {gate} |"
         )
-    out = Path(args.out or Path(__file__).parent / "results" / f"continual_{name}.json")
+    out = Path(args.out or Path(__file__).parent / "results" / f"continual_{name}_{cfg.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "catalog": name,
-        "config": cfg.name,
-        "train_epochs": cfg.train.epochs,
-        "continual": cfg.continual.model_dump(),
-    }
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    meta = {"catalog": name, "config": cfg.name, "seed": cfg.seed, "train_epochs": cfg.train.epochs}
+    out.write_text(json.dumps({"meta": meta | {"continual": cfg.continual.model_dump()}, "results": results}, indent=2))
     print(f"wrote {out}")
 
 

@@ -234,7 +234,26 @@ class ContinualConfig(_Section):
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")
     balanced_sampling: bool = Field(True, description="sample drop and replay products class-balanced")
+    logit_replay_weight: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="DER++: MSE to the champion's logits on the replay exemplars"
+    )
+    distill_weight: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="LwF: distil the champion's old-category outputs on the drop"
+    )
+    distill_temperature: float = Field(2.0, gt=0, allow_inf_nan=False, description="softmax temperature of LwF")
+    bias_correction: Literal["none", "weight_aligning"] = Field(
+        "none", description="weight_aligning: scale new categories' classifier rows to the old rows' mean norm"
+    )
+    fisher_normalise: bool = Field(
+        False,
+        description="divide the Fisher by its mean before the penalty, so ewc_lambda means the same across models",
+    )
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
+    refused_update: Literal["keep_champion", "joint_retrain"] = Field(
+        "keep_champion",
+        description="what `kickvision watch` does when the gate refuses an update: keep the champion, or retrain "
+        "from scratch on every catalog the champion learnt plus the drop (the training gate then decides)",
+    )
 
 
 class EvaluateConfig(_Section):

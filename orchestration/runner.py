@@ -25,6 +25,7 @@ class RunSummary:
     test_metrics: dict[str, float]
     registration: dict[str, Any]
     tracking_uri: str
+    config: str = "demo"  # the --config the run was given, for the next command it suggests
 
     def render(self) -> str:
         reg = self.registration
@@ -43,11 +44,25 @@ class RunSummary:
                 f"combined top-1 {update['update_combined_top1_before']:.4f} -> "
                 f"{update['update_combined_top1_after']:.4f}",
             ]
-        lines += [
-            f"registered     {reg.get('model_name')} v{reg.get('version')}: {fate} ({reg.get('reason')})",
-            f"MLflow UI      {self.ui_hint()}",
-        ]
+        lines.append(f"registered     {reg.get('model_name')} v{reg.get('version')}: {fate} ({reg.get('reason')})")
+        if reg.get("joint_retrain"):
+            lines.append(f"next step      {self.joint_retrain_hint()}")
+        lines.append(f"MLflow UI      {self.ui_hint()}")
         return "\n".join(lines)
+
+    def joint_retrain_hint(self) -> str:
+        """What to run when an update was refused: a fresh training on everything the model learnt."""
+        joint = self.registration["joint_retrain"]
+        catalogs = joint.get("catalogs") or []
+        if not catalogs:
+            return "a full retrain on the base catalog and every drop since (the champion does not name its folders)"
+        command = f"kickvision train --catalog {catalogs[0]}"
+        command += "".join(f" --also-drop {c}" for c in catalogs[1:]) + f" --config {self.config}"
+        estimate = joint.get("estimate_s")
+        span = (f"{estimate:.0f} s" if estimate < 90 else f"{estimate / 60:.0f} min") if estimate else ""
+        took = f" (about {span} on the machine that trained the champion)" if estimate else ""
+        auto = "; `kickvision watch` does this itself with continual.refused_update: joint_retrain"
+        return f"a joint retrain on everything it learnt plus this drop: {command}{took}{auto}"
 
     def ui_hint(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):
@@ -106,7 +121,7 @@ def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | Non
     run = training_pipeline.with_options(**run_options(run_name, tags, zenml_model(config, "training")))(
         **training_parameters(catalog_dir, content_hash, config)
     )
-    return summarise(run, uri, "register_model")
+    return summarise(run, uri, "register_model", config.name)
 
 
 def run_pretraining(catalog_dir: str | Path, config: RunConfig, run_name: str | None = None) -> str:
@@ -213,13 +228,14 @@ def run_update(drop_dir: str | Path, config: RunConfig, run_name: str | None = N
         evaluation=config.evaluate,
         seed=config.seed,
     )
-    return summarise(run, uri, "register_update")
+    return summarise(run, uri, "register_update", config.name)
 
 
-def summarise(run, uri: str, register_step: str) -> RunSummary:
+def summarise(run, uri: str, register_step: str, config: str = "demo") -> RunSummary:
     from zenml.client import Client
 
     run = Client().get_pipeline_run(run.id)
     steps = {name: str(s.status.value) for name, s in run.steps.items()}
     registration = run.steps[register_step].outputs["registration"][0].load()
-    return RunSummary(run.name, str(run.status.value), steps, registration.get("test_metrics", {}), registration, uri)
+    metrics = registration.get("test_metrics", {})
+    return RunSummary(run.name, str(run.status.value), steps, metrics, registration, uri, config)

@@ -181,3 +181,93 @@ def test_growing_the_classifier_grows_the_branch_heads_too(tiny_config):
     for old, new in zip(before, after, strict=True):
         assert new.shape[1] == 6
         torch.testing.assert_close(new[:, :4], old, rtol=0, atol=0)
+
+
+def _out(logits: torch.Tensor):
+    from kickvision.model.net import ShoeNetOutput
+
+    return ShoeNetOutput(logits=logits, embedding=torch.zeros(len(logits), 2))
+
+
+def test_logit_replay_pulls_only_the_replay_rows_old_category_logits_to_the_champions():
+    from kickvision.train.losses import LogitReplay
+
+    targets = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])  # the champion knew 2 categories
+    replay = torch.tensor([False, True, True])
+    term = LogitReplay(targets, replay, weight=2.0)
+    batch = {"index": torch.tensor([0, 1, 2])}
+    same = torch.tensor([[9.0, 9.0, 9.0], [3.0, 4.0, -7.0], [5.0, 6.0, 8.0]])  # row 0 and the new column: free
+    assert term(batch, _out(same)).item() == 0.0
+    moved = same.clone()
+    moved[1, 0] += 1.0
+    assert term(batch, _out(moved)).item() == pytest.approx(2.0 * 1.0 / 4)  # MSE over 2 rows x 2 logits
+    assert term({"index": torch.tensor([0])}, _out(moved[:1])).item() == 0.0  # no replay row in the batch
+
+
+def test_old_class_distillation_is_zero_when_the_student_keeps_the_champions_old_category_odds():
+    from kickvision.train.losses import OldClassDistillation
+
+    targets = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    term = OldClassDistillation(targets, torch.tensor([True, True]), weight=1.0, temperature=2.0)
+    batch = {"index": torch.tensor([0, 1])}
+    shifted = torch.tensor([[12.0, 10.0, 50.0], [-3.0, -2.0, 0.0]])  # same old-category odds, any new logit
+    assert term(batch, _out(shifted)).item() == pytest.approx(0.0, abs=1e-6)
+    flipped = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    assert term(batch, _out(flipped)).item() > 0.1
+
+
+def test_weight_aligning_scales_the_new_categories_rows_to_the_old_rows_norm_and_leaves_old_rows(tiny_config):
+    from kickvision.train.update import align_new_class_weights
+
+    cfg = tiny_config.model.model_copy(update={"branch_loss_weight": 0.5})
+    model = build_model(cfg, n_classes=3)
+    grow_classifier(model, 5)
+    with torch.no_grad():
+        model.classifier.weight[3:] *= 4.0  # the update's bias towards what it saw last
+    old_rows = model.classifier.weight[:3].detach().clone()
+    scales = align_new_class_weights(model, n_old=3)
+    norms = model.classifier.weight.detach().norm(dim=1)
+    assert norms[3:].mean().item() == pytest.approx(norms[:3].mean().item(), rel=1e-5)
+    torch.testing.assert_close(model.classifier.weight[:3].detach(), old_rows, rtol=0, atol=0)
+    assert scales["weight_aligning_classifier"] < 1 and len(scales) == 1 + len(model.branch_classifiers)
+    assert align_new_class_weights(build_model(cfg, n_classes=3), n_old=3) == {}  # nothing new: untouched
+
+
+def test_a_normalised_fisher_has_mean_one_keeps_its_proportions_and_is_idempotent():
+    from kickvision.train.ewc import normalise_fisher
+
+    fisher = {"a": torch.tensor([1e-6, 3e-6]), "b": torch.tensor([[0.0, 4e-6]])}
+    normalised = normalise_fisher(fisher)
+    entries = torch.cat([f.flatten() for f in normalised.values()])
+    assert entries.mean().item() == pytest.approx(1.0)
+    assert normalised["a"][1] / normalised["a"][0] == pytest.approx(3.0)
+    for name, value in normalise_fisher(normalised).items():
+        torch.testing.assert_close(value, normalised[name])
+    zeros = {"a": torch.zeros(3)}
+    assert normalise_fisher(zeros) is zeros  # nothing learnt yet: left as it is
+
+
+def test_distillation_keeps_the_champions_old_category_outputs_on_its_exemplars(
+    shared_trained, loafers_drop, tiny_config
+):
+    """DER++ + LwF: after the same update the old-category logits on the replay exemplars stay closer
+    to the champion's than without them; the recipe (with weight aligning) is reported by the update."""
+    from kickvision.train.update import champion_targets
+
+    champion, drop = shared_trained, loafers_drop
+    replay = champion.continual.replay.as_prepared(drop.classes)
+    before = champion_targets(champion.model, replay)
+    plain = tiny_config.continual.model_copy(update={"epochs": 3, "batch_size": 4, "ewc_lambda": 0.0})
+    distilled = plain.model_copy(
+        update={"logit_replay_weight": 5.0, "distill_weight": 5.0, "bias_correction": "weight_aligning"}
+    )
+
+    def drift(cfg) -> tuple[float, dict]:
+        result = update_bundle(champion, drop, cfg, tiny_config.train, progress=False)
+        after = champion_targets(result.bundle.model, replay)[:, : before.shape[1]]
+        return float(((after - before) ** 2).mean()), result.metrics
+
+    plain_drift, plain_metrics = drift(plain)
+    distilled_drift, metrics = drift(distilled)
+    assert distilled_drift < 0.5 * plain_drift
+    assert plain_metrics == {} and metrics["weight_aligning_classifier"] > 0

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 
@@ -88,7 +89,6 @@ def _ledger(drops_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-@pytest.mark.integration
 def _until_the_killed_group_lets_go_of_the_lock(drops_dir: Path, seconds: float = 30.0) -> None:
     """A process group dies member by member: wait() returns for the watcher while a child it had
     just forked (git, run at a pipeline's start, holds the lock's descriptor until it exits) may
@@ -103,6 +103,7 @@ def _until_the_killed_group_lets_go_of_the_lock(drops_dir: Path, seconds: float 
             time.sleep(0.1)
 
 
+@pytest.mark.integration
 def test_watch_processes_drops_in_order_and_resumes_after_a_kill(watch_config, demo_drop, tmp_path, capsys):
     assert cli_main(["train", "--catalog", str(demo_drop), "--config", str(watch_config)]) == 0
     drops_dir = tmp_path / "drops"
@@ -268,3 +269,54 @@ def test_a_drop_that_lost_the_champion_race_is_applied_again_to_the_new_champion
     assert all(v.tags["catalog_hash"] == hash_drop(drop) for v in updates)
     champion = client.get_model_version_by_alias("kickvision-race", "champion").version
     assert champion in (raced[0], updates[1].version)  # the winner, or its update if the gate promoted it
+
+
+@pytest.mark.integration
+def test_a_refused_update_falls_back_to_a_joint_retrain_on_the_base_catalog_and_the_drop(tmp_path, state_dir, capsys):
+    """With continual.refused_update: joint_retrain, a drop whose update the gate refuses (here: an
+    update learning rate that wrecks the model) is learnt by a fresh training on the champion's
+    catalog merged with the drop, and that model goes through the training gate."""
+    from kickvision.data.demo import write_demo_catalog
+    from orchestration.stack import tracking_uri
+    from tests.conftest import REPO, TINY_RUN
+
+    name = "kickvision-joint"
+    run = deep_merge(
+        TINY_RUN,
+        {
+            "name": "tiny-joint",
+            "registry": {"model_name": name},
+            "train": {"epochs": 30, "lr": 0.01, "patience": 30},  # a champion that knows its catalog
+            "continual": {"epochs": 2, "lr": 5.0, "ewc_lambda": 0, "use_replay": False},
+        },
+    )
+    run["continual"]["refused_update"] = "joint_retrain"
+    config = tmp_path / "tiny-joint.yaml"
+    config.write_text(yaml.safe_dump(deep_merge(yaml.safe_load((REPO / "configs/demo.yaml").read_text()), run)))
+    base = write_demo_catalog(tmp_path / "base", n_per_class=40, image_size=32)
+    assert cli_main(["train", "--catalog", str(base), "--config", str(config)]) == 0
+    # By hand, a refused update names the joint retrain to run, with the time it should take.
+    by_hand = write_demo_drop(tmp_path / "by-hand", n_per_class=10, new_per_class=20, seed=5, image_size=32)
+    assert cli_main(["update", "--drop", str(by_hand), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "stays challenger (forgot too much" in out
+    hint = next(line for line in out.splitlines() if line.startswith("next step"))
+    command = f"kickvision train --catalog {base.resolve()} --also-drop {by_hand.resolve()} --config {config}"
+    assert command in hint and "on the machine that trained the champion" in hint
+
+    drop = write_demo_drop(tmp_path / "drops" / "2026-04-01-loafers", n_per_class=10, new_per_class=20, image_size=32)
+
+    assert cli_main(["watch", "--drops", str(drop.parent), "--once", "--config", str(config)]) == 0
+    entry = _ledger(drop.parent)[drop.name]
+    assert entry["status"] == "done"
+    assert "challenger: forgot too much" in entry["detail"] and "joint retrain" in entry["detail"]
+
+    client = mlflow.MlflowClient(tracking_uri())
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    assert [v.tags["pipeline"] for v in versions] == ["training", "update", "update", "training"]
+    assert f"joint retrain {name} v{versions[3].version}" in entry["detail"]  # then the training gate decided:
+    assert versions[3].tags["promotion_decision"] in ("champion", "challenger")  # on the merged catalog test rows
+    merged = [p for p in (state_dir / "catalogs").iterdir() if (p / "catalog.csv").is_file()]
+    joint = next(p for p in merged if versions[3].tags["catalog_hash"] == hash_drop(p))
+    categories = set(pd.read_csv(joint / "catalog.csv")["category"])
+    assert "Loafers" in categories and len(categories) == 8  # the base's seven and the drop's new one

@@ -7,6 +7,7 @@ never launches a pipeline never imports ZenML.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     drop = catalog_dir(args)
     log = setup_console()
     result = run_update(drop, cfg)
+    if not isinstance(result, str):
+        result.config = args.config  # as the user named it, for the command it suggests next
     print("\n" + (result if isinstance(result, str) else result.render()))
     print(f"{'full log':<15}{log}")
     return 0 if isinstance(result, str) else _exit_status(result.registration)
@@ -94,11 +97,31 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 raise RegistryError(f"nothing was promoted: {reg.get('reason')}")
             if not reg.get("champion_moved"):
                 fate = "champion" if reg.get("promoted") else "challenger"
-                return f"{reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
+                detail = f"{reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
+                joint = reg.get("joint_retrain") or {}
+                if reg.get("promoted") or cfg.continual.refused_update != "joint_retrain":
+                    return detail
+                if not joint.get("catalogs"):
+                    return detail + "; no joint retrain: the champion does not name the catalogs it learnt"
+                return detail + "; " + joint_retrain(joint["catalogs"])
+            # Another version became champion while this drop was applied to the previous one: the
+            # new champion has not learnt the drop yet, so apply it again (once; then stop and retry later).
             # Another version became champion while this drop was applied to the previous one: the
             # new champion has not learnt the drop yet, so apply it again (once; then stop and retry later).
             print(f"{folder.name}: {reg.get('reason')}; applying the drop to the new champion", flush=True)
         raise RegistryError(f"the champion keeps moving while {folder.name} is applied; it stays pending")
+
+    def joint_retrain(catalogs: list[str]) -> str:
+        """The fallback after a refused update (continual.refused_update: joint_retrain)."""
+        from orchestration.runner import run_training
+
+        merged = merge_for_joint_retrain(catalogs)
+        print(f"update refused; joint retrain: {merged.summary()}", flush=True)
+        reg = run_training(str(merged.folder), cfg).registration
+        if reg.get("fail_closed"):
+            raise RegistryError(f"joint retrain: nothing was promoted: {reg.get('reason')}")
+        fate = "champion" if reg.get("promoted") else "challenger"
+        return f"joint retrain {reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
 
     def report(name: str, outcome) -> None:
         print(f"{name}: {outcome.status}: {outcome.detail}", flush=True)
@@ -148,7 +171,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    return _train(catalog_dir(args), args.config)
+    if not args.also_drop:
+        return _train(catalog_dir(args), args.config)
+    from kickvision.config import load_config
+
+    load_config(args.config)  # a bad config fails before anything is merged
+    report = merge_for_joint_retrain([catalog_dir(args), *(catalog_dir(args, d) for d in args.also_drop)])
+    print(report.summary())
+    return _train(str(report.folder), args.config)
+
+
+def merge_for_joint_retrain(folders: list[str]):
+    """The catalogs `folders` merged into `<state>/catalogs/joint-<digest of their paths>` (rewritten each time)."""
+    import hashlib
+
+    from kickvision.data.merge import merge_catalogs
+
+    digest = hashlib.sha256("\n".join(str(Path(f).resolve()) for f in folders).encode()).hexdigest()[:12]
+    return merge_catalogs(folders, Path(os.environ["ZENML_CONFIG_PATH"]).parent / "catalogs" / f"joint-{digest}")
 
 
 def cmd_import(args: argparse.Namespace) -> int:

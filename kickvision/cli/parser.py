@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run the training pipeline on a catalog drop")
     catalog_args(train)
     train.add_argument("--config", default="demo", help="run config file or name in configs/")
+    train.add_argument(
+        "--also-drop",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a joint retrain: also learn this drop (repeatable, oldest first; merged with --catalog into one "
+        "catalog under the state folder, a later listing of a product replacing an earlier one)",
+    )
     train.set_defaults(func=cmd_train)
 
     pretrain = sub.add_parser(

@@ -49,6 +49,8 @@ class TrainingRecord(_Record):
     parameters: int = 0
     pretrained: dict[str, bool] = Field(default_factory=dict)  # encoder -> started from pretrained weights
     branch_head_weights: dict[str, float] = Field(default_factory=dict)  # branch -> its head's vote (train/fusion.py)
+    seconds: float | None = None  # wall time of the fit (None: saved before it was recorded)
+    catalog_rows: int | None = None  # products of the prepared catalog it was fitted on (all splits)
 
 
 class PruningRecord(_Record):
@@ -66,6 +68,7 @@ class PhotoPretrainingRecord(_Record):
     catalog_hash: str  # the prepared catalog whose photos (and titles) they learnt from
     epochs: int
     metrics: dict[str, float] = Field(default_factory=dict)  # e.g. k-NN top-1 of the photo embeddings
+    seconds: float | None = None  # wall time of the pretraining
 
 
 class Lineage(_Record):
@@ -73,6 +76,7 @@ class Lineage(_Record):
 
     catalog_hash: str = ""  # the catalog (or drop) it last learned
     catalog_hashes: list[str] = Field(default_factory=list)  # every catalog and drop it learned, oldest first
+    catalog_paths: list[str] = Field(default_factory=list)  # their folders, as given (for a joint retrain)
     updated_from: str | None = None  # the registry version a catalog-drop update started from
     new_classes: list[str] = Field(default_factory=list)  # categories that update added
     registered_version: str | None = None  # its own version, when loaded from the registry
@@ -115,6 +119,15 @@ class ModelBundle:
     @property
     def model_config(self) -> ModelConfig:
         return self.model.cfg
+
+    def joint_retrain_estimate_s(self, catalog_rows: int) -> float | None:
+        """Seconds a fresh training on `catalog_rows` products would take on the machine that trained
+        this model (its pretraining and fit time per product, scaled); None when not recorded."""
+        training, pretraining = self.spec.training, self.spec.lineage.photo_pretraining
+        if not training.seconds or not training.catalog_rows:
+            return None
+        seconds = training.seconds + ((pretraining.seconds or 0.0) if pretraining else 0.0)
+        return seconds * catalog_rows / training.catalog_rows
 
     def image_transform(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageTransform:
         return resolve_image_transform(self.model.cfg, max_pixels)

@@ -47,6 +47,17 @@ def diagonal_fisher(
     return {n: f / max(len(chosen), 1) for n, f in fisher.items()}
 
 
+def normalise_fisher(fisher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The Fisher divided by its mean over every entry: λ then weighs the average parameter's
+    precision as 1, whatever the model's size or the scale of its gradients (idempotent)."""
+    total = sum(float(f.double().sum()) for f in fisher.values())
+    count = sum(f.numel() for f in fisher.values())
+    if total <= 0 or count == 0:
+        return fisher
+    mean = total / count
+    return {n: f / mean for n, f in fisher.items()}
+
+
 def grown_along_rows(new: torch.Size, old: torch.Size) -> bool:
     return len(new) == len(old) and new[0] >= old[0] and tuple(new[1:]) == tuple(old[1:])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ def fit(
 
     With `photo_encoders` (train/pretrain.py) the image encoders start from those weights.
     """
+    started = time.perf_counter()
     seed_everything(seed)
     model = build_model(model_cfg, len(data.classes))
     if photo_encoders is not None:
@@ -67,10 +69,13 @@ def fit(
             parameters=count_parameters(model),
             pretrained=model.pretrained_report(),
             branch_head_weights=head_weights,
+            seconds=time.perf_counter() - started,
+            catalog_rows=len(data.rows),
         ),
         lineage=Lineage(
             catalog_hash=data.catalog_hash,
             catalog_hashes=[data.catalog_hash],
+            catalog_paths=[str(data.catalog_root)] if data.catalog_root else [],
             photo_pretraining=photo_encoders.record if photo_encoders and len(photo_encoders) else None,
         ),
     )

@@ -4,6 +4,10 @@
   the fused head, the per-branch heads' cross-entropy (ModelConfig.branch_loss_weight) and
   supervised contrastive loss on the embedding (TrainConfig.contrastive_weight).
 - `Distillation`: Hinton et al.'s soft targets from a frozen teacher (pruning fine-tunes).
+- `LogitReplay` and `OldClassDistillation`: what a catalog-drop update keeps of the champion, from
+  its logits per training row computed once before the update (fused head, un-augmented photos):
+  DER++'s MSE on the replay exemplars' logits (Buzzega et al. 2020) and LwF's soft targets on the
+  drop's own products (Li & Hoiem 2017), both over the champion's categories only.
 The EWC penalty is not a term but a gradient hook (see ewc.py): its exact gradient is cheaper
 added to `.grad` directly than taken through autograd.
 """
@@ -100,3 +104,47 @@ class Distillation:
         student = F.log_softmax(out.logits.float() / self.temperature, dim=1)
         soft = F.softmax(target / self.temperature, dim=1)
         return self.weight * self.temperature**2 * F.kl_div(student, soft, reduction="batchmean")
+
+
+class _ChampionLogits:
+    """Per-row targets: `targets[i]` (the champion's C_old logits) for the rows where `rows[i]`."""
+
+    def __init__(self, targets: torch.Tensor, rows: torch.Tensor, weight: float):
+        self.targets, self.rows, self.weight = targets.float(), rows.bool(), weight
+
+    def _select(self, batch: Batch, out: ShoeNetOutput) -> tuple[torch.Tensor, torch.Tensor] | None:
+        index = batch["index"].cpu()
+        keep = self.rows[index]
+        if not keep.any():
+            return None
+        device = out.logits.device
+        student = out.logits[keep.to(device), : self.targets.shape[1]].float()
+        return student, self.targets[index[keep]].to(device)
+
+
+class LogitReplay(_ChampionLogits):
+    """DER++: w · MSE(student's old-category logits, the champion's) on the replay exemplars."""
+
+    def __call__(self, batch: Batch, out: ShoeNetOutput) -> torch.Tensor:
+        chosen = self._select(batch, out)
+        if chosen is None:
+            return out.logits.sum() * 0
+        student, target = chosen
+        return self.weight * F.mse_loss(student, target)
+
+
+class OldClassDistillation(_ChampionLogits):
+    """LwF: w · T² · KL(softmax(champion / T) ‖ softmax(student / T)) over the old categories, on the drop."""
+
+    def __init__(self, targets: torch.Tensor, rows: torch.Tensor, weight: float, temperature: float):
+        super().__init__(targets, rows, weight)
+        self.temperature = temperature
+
+    def __call__(self, batch: Batch, out: ShoeNetOutput) -> torch.Tensor:
+        chosen = self._select(batch, out)
+        if chosen is None:
+            return out.logits.sum() * 0
+        student, target = chosen
+        t = self.temperature
+        kl = F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(target / t, dim=1), reduction="batchmean")
+        return self.weight * t**2 * kl

@@ -26,6 +26,7 @@ similarity), beside the same for the untrained encoders.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -257,6 +258,7 @@ def pretrain_photos(
     Returns the encoders (with their provenance) and the metrics: k-NN top-1 of each encoder before
     (`..._scratch`) and after pretraining, and the kept epoch's validation loss.
     """
+    started = time.perf_counter()
     titles = None
     if "title_alignment" in cfg.objectives:
         titles = embed_titles(data.rows["title"].fillna("").astype(str).tolist(), cfg.text_encoder)
@@ -281,7 +283,11 @@ def pretrain_photos(
     best = loop.best_score if loop.best_score is not None else float("nan")  # every validation loss NaN
     metrics |= {"pretrain_val_loss": best, "pretrain_best_epoch": float(loop.best_epoch)}
     record = PhotoPretrainingRecord(
-        method=cfg.method, catalog_hash=data.catalog_hash, epochs=loop.best_epoch, metrics=metrics
+        method=cfg.method,
+        catalog_hash=data.catalog_hash,
+        epochs=loop.best_epoch,
+        metrics=metrics,
+        seconds=time.perf_counter() - started,
     )
     names = [encoder.name for encoder in pretrainer.image_encoders]
     states = [{k: v.detach().clone() for k, v in e.backbone.state_dict().items()} for e in pretrainer.image_encoders]

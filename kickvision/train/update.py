@@ -1,10 +1,19 @@
-"""Learning a catalog drop on top of the champion without forgetting: online EWC plus exemplar replay.
+"""Learning a catalog drop on top of the champion without forgetting.
 
-An update grows the classifier for new categories (old rows untouched), trains on the drop plus the
-replay exemplars the champion carries, with the EWC penalty λ/2·Σ Fᵢ(θᵢ − θ*ᵢ)² as a gradient hook
-of the training engine, then recomputes the Fisher on what it trained on and accumulates it with
-decay γ (online EWC: F ← γ·F_old + F_new), and refreshes replay and holdout, so a chain of drops
-keeps working. The recommendation index is re-embedded by the updated model.
+An update grows the classifier for new categories (old rows untouched) and trains on the drop plus
+the replay exemplars the champion carries, with what the config's `continual` section switches on:
+
+- EWC: the penalty λ/2·Σ Fᵢ(θᵢ − θ*ᵢ)² as a gradient hook of the training engine (F optionally
+  divided by its mean, so λ means the same across models);
+- DER++ logit replay and LwF distillation (train/losses.py) towards the champion's logits, computed
+  once before training on every training row (fused head, photos un-augmented): MSE on the replay
+  exemplars, soft targets on the drop's products, over the old categories only;
+- weight aligning (Zhao et al. 2020) after training: the new categories' classifier rows are scaled
+  to the old rows' mean norm, undoing the bias towards the categories the update saw most recently.
+
+Then it recomputes the Fisher on what it trained on and accumulates it with decay γ (online EWC:
+F ← γ·F_old + F_new), and refreshes replay and holdout, so a chain of drops keeps working. The
+recommendation index is re-embedded by the updated model.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from kickvision.config import ContinualConfig, DataConfig, TrainConfig
 from kickvision.data.catalog import Catalog
@@ -24,12 +34,12 @@ from kickvision.errors import CatalogError, RegistryError
 from kickvision.model.bundle import Lineage, ModelBundle
 from kickvision.model.index import EmbeddingIndex, make_index
 from kickvision.model.memory import ExemplarSet
-from kickvision.model.net import grow_classifier
+from kickvision.model.net import MultimodalShoeNet, grow_classifier
 from kickvision.model.predict import predict_arrays, predict_logits
 from kickvision.train.engine import EpochCallback, seed_everything, split_validator, train_loop, update_settings
-from kickvision.train.ewc import EWCPenalty
+from kickvision.train.ewc import EWCPenalty, normalise_fisher
 from kickvision.train.fusion import choose_branch_head_weights
-from kickvision.train.losses import ClassificationLoss
+from kickvision.train.losses import ClassificationLoss, LogitReplay, OldClassDistillation
 from kickvision.train.replay import build_continual_state, cap_per_class
 
 
@@ -56,6 +66,37 @@ def encode_drop(
 class UpdateResult:
     bundle: ModelBundle
     history: list[dict[str, float]]
+    metrics: dict[str, float]  # what the update's own corrections did (weight aligning's scale per head)
+
+
+def champion_targets(champion: MultimodalShoeNet, data: PreparedData) -> torch.Tensor:
+    """The champion's fused-head logits on every row of `data` (eval mode, photos as stored): the
+    targets of DER++ and LwF. Its branch heads are silenced, since the student trains in train mode,
+    where they do not vote."""
+    teacher = copy.deepcopy(champion)
+    if teacher.branch_classifiers is not None:
+        teacher.branch_head_weights.zero_()
+    logits, _ = predict_logits(teacher, data, np.arange(len(data.rows)))
+    return torch.from_numpy(logits).float()
+
+
+def align_new_class_weights(model: MultimodalShoeNet, n_old: int) -> dict[str, float]:
+    """Weight aligning: scale each class head's rows (and biases) of the categories after the first
+    `n_old` by mean‖w_old‖ / mean‖w_new‖. Returns the scale per head."""
+    heads = [("classifier", model.classifier)]
+    heads += [(f"branch_classifier_{i}", h) for i, h in enumerate(model.branch_classifiers or [])]
+    scales = {}
+    with torch.no_grad():
+        for name, head in heads:
+            if head.out_features <= n_old:
+                continue
+            norms = head.weight.norm(dim=1)
+            scale = norms[:n_old].mean() / norms[n_old:].mean().clamp_min(1e-12)
+            head.weight[n_old:] *= scale
+            if head.bias is not None:
+                head.bias[n_old:] *= scale
+            scales[f"weight_aligning_{name}"] = float(scale)
+    return scales
 
 
 def update_bundle(
@@ -89,13 +130,22 @@ def update_bundle(
     train_set = drop_train.concat(state.replay) if cfg.use_replay and len(state.replay) else drop_train
     train_data = train_set.as_prepared(drop.classes)
     # The penalty takes the Fisher at the anchor's shapes: the grown classifier's new rows stay free.
-    hooks = [EWCPenalty(model, state.fisher, anchor, cfg.ewc_lambda)] if cfg.ewc_lambda else []
+    fisher = normalise_fisher(state.fisher) if cfg.fisher_normalise else state.fisher
+    hooks = [EWCPenalty(model, fisher, anchor, cfg.ewc_lambda)] if cfg.ewc_lambda else []
+    losses = [ClassificationLoss.from_config(train_cfg, model.cfg)]
+    if cfg.logit_replay_weight or cfg.distill_weight:
+        targets = champion_targets(champion.model, train_data)
+        is_replay = torch.arange(len(train_set)) >= len(drop_train)
+        if cfg.logit_replay_weight:
+            losses.append(LogitReplay(targets, is_replay, cfg.logit_replay_weight))
+        if cfg.distill_weight:
+            losses.append(OldClassDistillation(targets, ~is_replay, cfg.distill_weight, cfg.distill_temperature))
     loop = train_loop(
         model,
         train_data,
         np.arange(len(train_set)),
         update_settings(cfg, train_cfg),
-        [ClassificationLoss.from_config(train_cfg, model.cfg)],
+        losses,
         split_validator(drop, drop.indices("val")),
         hooks=hooks,
         seed=seed,
@@ -104,6 +154,9 @@ def update_bundle(
         progress=progress,
     )
 
+    metrics: dict[str, float] = {}
+    if cfg.bias_correction == "weight_aligning":
+        metrics |= align_new_class_weights(model, len(champion.classes))
     # The grown, retrained branch heads vote with weights chosen for this model (before the Fisher,
     # which is taken on the model as it will predict).
     head_weights = choose_branch_head_weights(model, drop, drop.indices("val"))
@@ -123,11 +176,12 @@ def update_bundle(
     spec.lineage = Lineage(
         catalog_hash=drop.catalog_hash,
         catalog_hashes=[*(old.catalog_hashes or [old.catalog_hash]), drop.catalog_hash],
+        catalog_paths=[*old.catalog_paths, str(drop.catalog_root)] if drop.catalog_root else old.catalog_paths,
         updated_from=old.registered_version,
         new_classes=[c for c in drop.classes if c not in champion.classes],
         photo_pretraining=old.photo_pretraining,  # the encoders it started from, still
     )
-    return UpdateResult(ModelBundle(model, champion.tokenizer, spec, continual=new_state), loop.history)
+    return UpdateResult(ModelBundle(model, champion.tokenizer, spec, continual=new_state), loop.history, metrics)
 
 
 def rebuild_index(

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from zenml import step
 
 from kickvision.config import ContinualConfig, RegisterConfig
+from kickvision.data.merge import catalog_rows
 from kickvision.data.prepare import PreparedData
 from kickvision.evaluate.metrics import EvaluationReport
 from kickvision.evaluate.model_card import render_model_card
@@ -47,4 +48,10 @@ def register_update(
         return render_model_card(bundle, report, data, registry.model_name, d.version, fate, update_metrics)
 
     decision = publish_decision(card_for, decision, report.metrics)
-    return {**decision.to_dict(), "test_metrics": report.metrics, "update_metrics": update_metrics}
+    registration = {**decision.to_dict(), "test_metrics": report.metrics, "update_metrics": update_metrics}
+    if not decision.promoted:  # the next step: a joint retrain on everything the model learnt, with this drop
+        catalogs = bundle.spec.lineage.catalog_paths
+        rows = catalog_rows(catalogs) if catalogs else None
+        estimate = bundle.joint_retrain_estimate_s(rows) if rows else None
+        registration["joint_retrain"] = {"catalogs": catalogs, "catalog_rows": rows, "estimate_s": estimate}
+    return registration

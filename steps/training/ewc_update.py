@@ -23,12 +23,13 @@ def ewc_update(
     validation: ValidateConfig,
     seed: int,
 ) -> Annotated[ModelBundle, "updated_model"]:
-    """Grow the classifier for new categories and train on drop + replay under the EWC penalty.
+    """Grow the classifier for new categories and train on drop + replay (EWC, DER++, LwF, weight aligning
+    as the `continual` section says).
 
     Args:
         champion: the model being updated, with its Fisher, replay exemplars and holdout.
         data: the drop, prepared against the champion's label map.
-        continual: λ, epochs, replay and Fisher settings.
+        continual: the update recipe (λ, distillation, bias correction), epochs, replay and Fisher settings.
         train: loss settings shared with training (label smoothing, contrastive weight, device).
         validation: the image pixel bound used when old products' photos are re-read for the index.
         seed: update seed.
@@ -57,6 +58,7 @@ def ewc_update(
     mlflow.log_metrics(
         {
             **counts,
+            **result.metrics,
             "index_products": len(bundle.index),
             "replay_exemplars": len(bundle.continual.replay),
             "holdout_products": len(bundle.continual.holdout),

@@ -1,0 +1,106 @@
+"""One catalog from several: the base catalog and the drops after it, for a joint retrain.
+
+`merge_catalogs(sources, out)` writes an ordinary catalog folder: the rows of every source in order,
+a product listed again by a later source replaced by its later listing (a drop updates what the
+catalog said); each image hard-linked (copied across file systems) to `<k>-<source name>/<its
+path>` so names from different sources cannot collide; the reviewers' decisions of each source
+(corrections.csv) carried for the products it contributes, so relabels and exclusions still hold.
+A path that leaves its source folder or names no file is kept as written under the new prefix: it
+names nothing there either, so validation quarantines the row with the reason, as it would have.
+The folder is rewritten from scratch each time (its content hash then says whether anything changed).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from kickvision.data.catalog import read_catalog, resolve_inside, write_catalog
+from kickvision.data.corrections import COLUMNS, CORRECTIONS_FILE, read_corrections
+from kickvision.errors import CatalogError
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    folder: Path
+    rows: int  # products in the merged catalog
+    replaced: int  # listings replaced by a later source's listing of the same product
+    images: int  # image files linked or copied (a photo two listings share: once)
+    decisions: int  # reviewer decisions carried
+
+    def summary(self) -> str:
+        return (
+            f"merged {self.rows} products into {self.folder} ({self.replaced} listed again by a later catalog: "
+            f"the later listing kept; {self.decisions} reviewer decisions carried)"
+        )
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, target)
+
+
+def merge_catalogs(sources: list[str | Path], out: str | Path) -> MergeReport:
+    """Merge the catalog folders `sources` (oldest first) into the new folder `out` (see the module doc)."""
+    roots = [Path(s).resolve() for s in sources]
+    out = Path(out).resolve()
+    if len(set(roots)) != len(roots):
+        raise CatalogError("the same catalog folder is named twice")
+    if out in roots or any(out.is_relative_to(r) for r in roots):
+        raise CatalogError(f"the merged catalog {out} cannot be written inside a catalog it reads")
+    frames, decisions = [], []
+    for k, root in enumerate(roots):
+        rows = read_catalog(root).rows.copy()  # relabels applied; the decisions are carried below as well
+        prefix = f"{k}-{root.name}"
+        images = rows["image"].fillna("") if "image" in rows else pd.Series([""] * len(rows))
+        rows["image"] = [f"{prefix}/{path}" if path else None for path in images]
+        rows["_source"], rows["_source_image"] = k, list(images)
+        frames.append(rows)
+        corrections = read_corrections(root)
+        decisions.append(corrections.assign(source=k))
+    merged = pd.concat(frames, ignore_index=True)
+    ids = merged["product_id"].fillna("").astype(str)
+    keep = ~ids.duplicated(keep="last") | (ids == "")  # an id-less row stays: validation says why
+    replaced = int((~keep).sum())
+    merged = merged[keep].reset_index(drop=True)
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    linked = 0
+    for source, relative, image in zip(merged["_source"], merged["_source_image"], merged["image"], strict=True):
+        path = resolve_inside(roots[source], relative) if relative else None
+        if path is not None and path.is_file() and not (out / image).exists():  # two listings, one photo: once
+            _link_or_copy(path, out / image)
+            linked += 1
+    carried = 0
+    kept = set(zip(merged["product_id"].astype(str), merged["_source"], strict=True))
+    rows_out = [r for d in decisions for r in d.itertuples(index=False) if (r.product_id, r.source) in kept]
+    if rows_out:
+        with (out / CORRECTIONS_FILE).open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(COLUMNS)
+            for r in rows_out:
+                writer.writerow([getattr(r, c) for c in COLUMNS])
+                carried += 1
+    write_catalog(merged.drop(columns=["_source", "_source_image"]), out)
+    return MergeReport(out, len(merged), replaced, linked, carried)
+
+
+def catalog_rows(folders: list[str | Path]) -> int | None:
+    """Products listed by the catalogs `folders` together (their catalog.csv rows), None if one is gone."""
+    total = 0
+    for folder in folders:
+        try:
+            total += len(read_catalog(folder, content_hash="-").rows)
+        except CatalogError:
+            return None
+    return total
