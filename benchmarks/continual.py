@@ -27,6 +27,7 @@ by the catalog, the config sections they depend on, the seed and the class order
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import time
@@ -60,6 +61,14 @@ RECIPES: dict[str, dict] = {
         "distill_weight": 1.0,
         "logit_replay_weight": 0.5,
         "bias_correction": "weight_aligning",
+    },
+    "+ JPEG replay": {**PLAIN, "replay_bytes": -1},  # -1: the raw replay's bytes, as JPEG (more exemplars)
+    "+ LwF + DER++ + WA + JPEG replay": {
+        **PLAIN,
+        "distill_weight": 1.0,
+        "logit_replay_weight": 0.5,
+        "bias_correction": "weight_aligning",
+        "replay_bytes": -1,
     },
     "config": {},  # the config's own continual section, as shipped
 }
@@ -185,8 +194,23 @@ def split_scores(bundle: ModelBundle, data: PreparedData, old: np.ndarray, new: 
     return scores
 
 
-def recipe_config(cfg: RunConfig, recipe: str):
-    return cfg.continual.model_copy(update=RECIPES[recipe])
+def recipe_config(cfg: RunConfig, recipe: str, data: PreparedData):
+    """The config's continual section with the recipe's settings; replay_bytes -1 = the bytes the raw
+    replay memory takes (replay_per_class photos per category of this catalog), spent on JPEGs."""
+    update = dict(RECIPES[recipe])
+    if update.get("replay_bytes") == -1:
+        update["replay_bytes"] = cfg.continual.replay_per_class * len(data.classes) * int(data.images[0].nbytes)
+    return cfg.continual.model_copy(update=update)
+
+
+def with_memory(champion: ModelBundle, data: PreparedData, c, seed: int, states: dict) -> ModelBundle:
+    """`champion` carrying the replay memory recipe `c` keeps (chosen at registration, so per recipe)."""
+    key = (c.replay_per_class, c.replay_bytes, c.replay_jpeg_quality)
+    if key not in states:
+        states[key] = continual_state_after_training(champion.model, data, c, seed)
+    bundle = copy.copy(champion)
+    bundle.continual = states[key]
+    return bundle
 
 
 def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str], cache: Path) -> list:
@@ -202,7 +226,8 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
         flush=True,
     )
     champion, base_seconds = trained(base, cfg, seed, cache, "base model")
-    champion.continual = continual_state_after_training(champion.model, base, cfg.continual, seed)
+    states: dict = {}
+    champion = with_memory(champion, base, cfg.continual, seed, states)
     old = base_mask
     new = (
         drop_mask & ~data.rows["category"].isin(base_classes).to_numpy()
@@ -215,11 +240,12 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
     for recipe in recipes:
         if recipe == JOINT:
             continue
-        c = recipe_config(cfg, recipe)
+        c = recipe_config(cfg, recipe, base)
+        start = with_memory(champion, base, c, seed, states)
         started = time.perf_counter()
-        updated = update_bundle(champion, drop, c, cfg.train, seed=seed, progress=False).bundle
+        updated = update_bundle(start, drop, c, cfg.train, seed=seed, progress=False).bundle
         seconds = time.perf_counter() - started
-        metrics = evaluate_update(champion, updated, drop)
+        metrics = evaluate_update(start, updated, drop) | {"replay_exemplars": len(start.continual.replay)}
         promoted, reason = update_gate(metrics, c.forgetting_tolerance)
         scores = split_scores(updated, everything, old, new, "")
         scores["val_forgetting"] = before["before_val_old"] - scores["val_old"]
@@ -253,12 +279,11 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
     base = subset(data, masks[0], orders[0], "chain-base")
     print(f"\nscenario C (chain): base {base.split_counts()}, drops {[int(m.sum()) for m in masks[1:]]}", flush=True)
     start, _ = trained(base, cfg, seed, cache, "chain base model")
-    start.continual = continual_state_after_training(start.model, base, cfg.continual, seed)
     base_old = split_scores(start, everything, masks[0], np.zeros(len(masks[0]), bool), "")
-    results = []
+    results, states = [], {}
     for recipe in [r for r in recipes if r != JOINT]:
-        c = recipe_config(cfg, recipe)
-        champion, seen = start, masks[0].copy()
+        c = recipe_config(cfg, recipe, base)
+        champion, seen = with_memory(start, base, c, seed, states), masks[0].copy()
         for step, mask in enumerate(masks[1:], start=1):
             drop = subset(data, mask, orders[step], f"chain-{step}")
             started = time.perf_counter()

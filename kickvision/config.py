@@ -224,6 +224,13 @@ class ContinualConfig(_Section):
 
     replay_per_class: int = Field(20, ge=0, description="exemplars per category stored and replayed")
     replay_selection: Literal["herding", "random"] = "herding"
+    replay_bytes: int = Field(
+        0,
+        ge=0,
+        description="byte budget of the replay memory, photos kept as JPEG (as many exemplars per category as fit); "
+        "0: replay_per_class exemplars with raw pixels",
+    )
+    replay_jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of exemplars under replay_bytes")
     holdout_per_class: int = Field(50, ge=1, description="old test products per category kept to measure forgetting")
     fisher_samples: int = Field(256, ge=1, description="training products the Fisher diagonal is averaged over")
     fisher_decay: float = Field(0.9, ge=0, le=1, description="online EWC: old Fisher weight when a drop is added")

@@ -1,5 +1,7 @@
 """EWC penalty, classifier growth, exemplar selection and storage, the update gate (tiny models, no ZenML)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -271,3 +273,39 @@ def test_distillation_keeps_the_champions_old_category_outputs_on_its_exemplars(
     distilled_drift, metrics = drift(distilled)
     assert distilled_drift < 0.5 * plain_drift
     assert plain_metrics == {} and metrics["weight_aligning_classifier"] > 0
+
+
+def test_a_byte_budget_keeps_more_exemplars_as_jpeg_and_the_bundle_holds_exactly_what_training_saw(
+    shared_trained, learnt_data, tiny_config, tmp_path
+):
+    from kickvision.train.replay import continual_state_after_training
+
+    raw = tiny_config.continual
+    budget = raw.replay_per_class * len(learnt_data.classes) * learnt_data.images[0].nbytes  # raw replay's bytes
+    cfg = raw.model_copy(update={"replay_bytes": budget, "replay_jpeg_quality": 90})
+    state = continual_state_after_training(shared_trained.model, learnt_data, cfg, seed=0)
+    replay = state.replay
+    assert replay.jpeg_quality == 90 and len(replay) > 2 * len(shared_trained.continual.replay)
+    assert replay.stored_bytes() <= 1.1 * budget
+    original = learnt_data.images[
+        learnt_data.rows.index[learnt_data.rows["product_id"].isin(replay.rows["product_id"])]
+    ]
+    assert replay.images.shape[1:] == original.shape[1:] and replay.images.dtype == np.uint8
+
+    bundle = copy.deepcopy(shared_trained)
+    bundle.continual = state
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "b")).continual.replay
+    np.testing.assert_array_equal(loaded.images, replay.images)  # the decoded JPEG, bit for bit
+    assert loaded.jpeg_quality == 90 and loaded.stored_bytes() == replay.stored_bytes()
+    kept = loaded.take(np.array([2, 0]))
+    np.testing.assert_array_equal(kept.images, replay.images[[2, 0]])
+    assert kept.stored_bytes() < loaded.stored_bytes()
+
+
+def test_a_stored_exemplar_that_is_not_the_jpeg_it_claims_is_refused():
+    from kickvision.model.memory import decode_jpeg, encode_jpeg
+
+    images = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
+    blob, offsets = encode_jpeg(images, 90)
+    with pytest.raises(ValueError, match="not a 8x16 JPEG"):
+        decode_jpeg(blob, offsets, (16, 8, 3))

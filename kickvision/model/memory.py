@@ -1,7 +1,9 @@
 """What a model keeps for its next catalog-drop update, stored inside its bundle (`continual/`).
 
 - `ExemplarSet`: encoded products (uint8 pixels, token ids, metadata), not file references that
-  may be gone: the replay exemplars and the old-test holdout are such sets;
+  may be gone: the replay exemplars and the old-test holdout are such sets. A set may be kept as
+  JPEG (`compressed`): several times as many exemplars fit the same bytes, and the pixels it holds
+  in memory are the decoded JPEG, so training sees exactly what is stored;
 - `ContinualState`: the diagonal Fisher of the model's parameters (the EWC anchor θ* is the model's
   own weights, so it is not stored twice), the replay set, the holdout and how many drops were
   folded in. The algorithms that fill them live in train/ewc.py and train/replay.py.
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from kickvision.data.prepare import PreparedData
@@ -31,9 +36,17 @@ class ExemplarSet:
     input_ids: np.ndarray  # int64 [N, L]
     attention_mask: np.ndarray  # int64 [N, L]
     rows: pd.DataFrame  # product_id, title, category (+ image path and base_colour when known)
+    jpeg_quality: int | None = None  # stored as JPEG of this quality (None: raw pixels)
+    jpeg: tuple[np.ndarray, np.ndarray] | None = None  # (bytes, offsets) the pixels were decoded from
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def compressed(self, quality: int) -> ExemplarSet:
+        """The same products with their photos round-tripped through JPEG at `quality` (as they will be stored)."""
+        blob, offsets = encode_jpeg(self.images, quality)
+        images = decode_jpeg(blob, offsets, self.images.shape[1:])
+        return ExemplarSet(images, self.input_ids, self.attention_mask, self.rows, quality, (blob, offsets))
 
     @classmethod
     def from_prepared(cls, data: PreparedData, indices: np.ndarray) -> ExemplarSet:
@@ -54,6 +67,8 @@ class ExemplarSet:
             self.input_ids[indices],
             self.attention_mask[indices],
             self.rows.iloc[indices].reset_index(drop=True),
+            self.jpeg_quality,
+            _take_jpeg(self.jpeg, indices) if self.jpeg is not None else None,
         )
 
     def concat(self, other: ExemplarSet) -> ExemplarSet:
@@ -75,20 +90,73 @@ class ExemplarSet:
 
     def save(self, folder: Path, name: str) -> None:
         tensors = {
-            "images": torch.from_numpy(np.ascontiguousarray(self.images)),
             "input_ids": torch.from_numpy(np.ascontiguousarray(self.input_ids)),
             "attention_mask": torch.from_numpy(np.ascontiguousarray(self.attention_mask)),
         }
-        save_file(tensors, str(folder / f"{name}.safetensors"))
+        metadata = {}
+        if self.jpeg_quality is not None:
+            blob, offsets = self.jpeg if self.jpeg is not None else encode_jpeg(self.images, self.jpeg_quality)
+            tensors |= {"images_jpeg": torch.from_numpy(blob), "images_jpeg_offsets": torch.from_numpy(offsets)}
+            metadata = {"image_shape": json.dumps(list(self.images.shape[1:])), "jpeg_quality": str(self.jpeg_quality)}
+        else:
+            tensors["images"] = torch.from_numpy(np.ascontiguousarray(self.images))
+        save_file(tensors, str(folder / f"{name}.safetensors"), metadata=metadata or None)
         (folder / f"{name}.json").write_text(json.dumps(self.rows.to_dict(orient="records")))
 
     @classmethod
     def load(cls, folder: Path, name: str) -> ExemplarSet:
-        tensors = load_file(str(folder / f"{name}.safetensors"))
+        path = folder / f"{name}.safetensors"
+        tensors = load_file(str(path))
         rows = pd.DataFrame(json.loads((folder / f"{name}.json").read_text()), columns=None)
         if rows.empty:
             rows = pd.DataFrame(columns=["product_id", "title", "category"])
-        return cls(tensors["images"].numpy(), tensors["input_ids"].numpy(), tensors["attention_mask"].numpy(), rows)
+        quality = None
+        if "images_jpeg" in tensors:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            shape, quality = tuple(json.loads(metadata["image_shape"])), int(metadata["jpeg_quality"])
+            jpeg = (tensors["images_jpeg"].numpy(), tensors["images_jpeg_offsets"].numpy())
+            images = decode_jpeg(*jpeg, shape)
+        else:
+            images, jpeg = tensors["images"].numpy(), None
+        return cls(images, tensors["input_ids"].numpy(), tensors["attention_mask"].numpy(), rows, quality, jpeg)
+
+    def stored_bytes(self) -> int:
+        """Bytes its photos take in the bundle (JPEG or raw pixels)."""
+        if self.jpeg_quality is None:
+            return int(self.images.nbytes)
+        return int(len((self.jpeg or encode_jpeg(self.images, self.jpeg_quality))[0]))
+
+
+def _take_jpeg(jpeg: tuple[np.ndarray, np.ndarray], indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    blob, offsets = jpeg
+    chunks = [blob[offsets[i] : offsets[i + 1]] for i in indices]
+    new_offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
+    new_offsets[1:] = np.cumsum([len(c) for c in chunks])
+    return (np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)), new_offsets
+
+
+def encode_jpeg(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [N, H, W, 3] -> (one byte array of N JPEGs, N + 1 offsets into it)."""
+    chunks = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=quality)
+        chunks.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+    offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(c) for c in chunks])
+    return (np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)), offsets
+
+
+def decode_jpeg(blob: np.ndarray, offsets: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of `encode_jpeg`; every photo must decode to `shape` (H, W, 3), or it is refused."""
+    images = np.zeros((len(offsets) - 1, *shape), dtype=np.uint8)
+    for i in range(len(offsets) - 1):
+        with Image.open(io.BytesIO(blob[offsets[i] : offsets[i + 1]].tobytes())) as image:
+            if image.format != "JPEG" or (image.height, image.width) != tuple(shape[:2]):
+                raise ValueError(f"stored exemplar {i} is not a {shape[1]}x{shape[0]} JPEG")
+            images[i] = np.asarray(image.convert("RGB"))
+    return images
 
 
 @dataclass

@@ -26,5 +26,6 @@ def equip_for_release(
         **metrics,
         "index_products": len(bundle.index),
         "replay_exemplars": len(bundle.continual.replay),
+        "replay_stored_bytes": bundle.continual.replay.stored_bytes(),
         "holdout_products": len(bundle.continual.holdout),
     }

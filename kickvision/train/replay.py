@@ -1,7 +1,10 @@
 """Replay memory for catalog-drop updates: which products a model keeps, and its whole continual state.
 
 Exemplars per category are chosen by herding on the embedding (iCaRL, Rebuffi et al. 2017): greedily
-the products whose running mean best approximates the class mean. The holdout is a capped random
+the products whose running mean best approximates the class mean. With a byte budget
+(`replay_bytes`) the photos are kept as JPEG and the number per category is what fits the budget
+at the mean size of a sample of the catalog's photos (memory replay with compressed data, Wang et
+al. 2022: more, slightly lossy exemplars beat fewer exact ones). The holdout is a capped random
 share of never-trained test products per category, on which forgetting is measured.
 """
 
@@ -12,7 +15,7 @@ import torch
 
 from kickvision.config import ContinualConfig
 from kickvision.data.prepare import PreparedData
-from kickvision.model.memory import ContinualState, ExemplarSet
+from kickvision.model.memory import ContinualState, ExemplarSet, encode_jpeg
 from kickvision.model.predict import predict_logits
 from kickvision.train.ewc import diagonal_fisher, grow_fisher
 
@@ -57,6 +60,17 @@ def cap_per_class(categories: np.ndarray, per_class: int, seed: int = 0) -> np.n
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
+def exemplars_per_class(data: PreparedData, indices: np.ndarray, budget: int, quality: int, seed: int = 0) -> int:
+    """How many exemplars per category fit `budget` bytes: photos as JPEG at `quality` (mean size of
+    up to 64 of `indices`' photos) plus their token ids and mask, for every category of `data`."""
+    sample = np.random.default_rng(seed).permutation(np.asarray(indices))[:64]
+    if not len(sample):
+        return 0
+    blob, _ = encode_jpeg(data.images[sample], quality)
+    per_product = len(blob) / len(sample) + data.input_ids[0].nbytes + data.attention_mask[0].nbytes
+    return int(budget // (per_product * max(len(data.classes), 1)))
+
+
 def build_continual_state(
     model: torch.nn.Module,
     data: PreparedData,
@@ -79,8 +93,13 @@ def build_continual_state(
         updates = previous.updates + 1
     _, embeddings = predict_logits(model, data, train_indices)
     categories = data.rows["category"].to_numpy()[train_indices]
-    chosen = select_exemplars(embeddings, categories, cfg.replay_per_class, cfg.replay_selection, seed)
+    per_class = cfg.replay_per_class
+    if cfg.replay_bytes:
+        per_class = exemplars_per_class(data, train_indices, cfg.replay_bytes, cfg.replay_jpeg_quality, seed)
+    chosen = select_exemplars(embeddings, categories, per_class, cfg.replay_selection, seed)
     replay = ExemplarSet.from_prepared(data, train_indices[chosen])
+    if cfg.replay_bytes:
+        replay = replay.compressed(cfg.replay_jpeg_quality)
     samples = min(cfg.fisher_samples, len(train_indices))
     return ContinualState(fisher, replay, holdout, updates, samples, cfg.replay_selection)
 

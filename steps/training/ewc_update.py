@@ -61,6 +61,7 @@ def ewc_update(
             **result.metrics,
             "index_products": len(bundle.index),
             "replay_exemplars": len(bundle.continual.replay),
+            "replay_stored_bytes": bundle.continual.replay.stored_bytes(),
             "holdout_products": len(bundle.continual.holdout),
             "new_classes": len(bundle.spec.lineage.new_classes),
         }
