@@ -13,7 +13,8 @@ and seed:
 
 The catalog is split once (group-aware train/val/test over all of it), so every recipe is tested on
 the same products: old = the base catalog's test split, new = the drop's test products of new
-categories (A) or all of the drop's (B; C: all drops so far), overall = both. Forgetting = the base
+categories (A) or all of the drop's (B; C: every drop so far, whether its update was promoted or not),
+overall = both. Forgetting = the base
 model's old top-1 minus the recipe's. The same numbers on the validation split (`val_*`) are what
 recipes are chosen on; test numbers are reported. Wall time of an update covers training plus the
 Fisher/replay refresh; the joint retrain (photo pretraining when the config has it, then training)
@@ -283,16 +284,17 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
     results, states = [], {}
     for recipe in [r for r in recipes if r != JOINT]:
         c = recipe_config(cfg, recipe, base)
-        champion, seen = with_memory(start, base, c, seed, states), masks[0].copy()
+        champion, offered = with_memory(start, base, c, seed, states), masks[0].copy()
         for step, mask in enumerate(masks[1:], start=1):
+            offered |= mask  # new = every drop so far, learnt or refused: what the catalog now holds
             drop = subset(data, mask, orders[step], f"chain-{step}")
             started = time.perf_counter()
             updated = update_bundle(champion, drop, c, cfg.train, seed=seed, progress=False).bundle
             seconds = time.perf_counter() - started
             promoted, reason = update_gate(evaluate_update(champion, updated, drop), c.forgetting_tolerance)
             if promoted:
-                champion, seen = updated, seen | mask
-            scores = split_scores(champion, everything, masks[0], seen & ~masks[0], "")
+                champion = updated
+            scores = split_scores(champion, everything, masks[0], offered & ~masks[0], "")
             scores["val_forgetting"] = base_old["val_old"] - scores["val_old"]
             scores["test_forgetting"] = base_old["test_old"] - scores["test_old"]
             results.append(
