@@ -218,8 +218,11 @@ class ContinualConfig(_Section):
     """Catalog-drop updates: what every model carries for them, and how an update trains and is gated.
 
     Every registered model stores the diagonal Fisher of its weights (the weights themselves are the
-    EWC anchor), `replay_per_class` exemplars per category and up to `holdout_per_class` never-trained
-    test products per category, so an update never needs the old catalog.
+    EWC anchor), `replay_per_class` exemplars per category (or as many as `replay_bytes` holds as
+    JPEG) and up to `holdout_per_class` never-trained test products per category, so an update never
+    needs the old catalog. The update recipe: EWC (`ewc_lambda`, `fisher_normalise`), replay, DER++
+    logit replay (`logit_replay_weight`), LwF (`distill_weight`), weight aligning (`bias_correction`);
+    see train/update.py.
     """
 
     replay_per_class: int = Field(20, ge=0, description="exemplars per category stored and replayed")
