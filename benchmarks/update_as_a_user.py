@@ -41,11 +41,12 @@ def write_scenario(catalog: Path, out: Path, new: list[str], moved: float, seed:
         if folder.exists():
             shutil.rmtree(folder)
         part = rows[mask].reset_index(drop=True)
+        folder.mkdir(parents=True)
         for relative in part["image"].dropna():
             source = resolve_inside(catalog, relative)
             if source is None or not source.is_file():
                 continue  # validation will quarantine the row, as it would in the whole catalog
-            target = folder / relative
+            target = folder / source.relative_to(catalog.resolve())  # never outside `folder`
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(source, target)
@@ -120,6 +121,7 @@ def main() -> None:
             f"{r['new_top1'] or '-'} | {r['registered']} |"
         )
     out = Path(args.out or REPO / "benchmarks" / "results" / f"update_as_a_user_{args.config}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
     print(f"wrote {out}")
 

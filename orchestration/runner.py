@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,10 @@ class RunSummary:
         catalogs = joint.get("catalogs") or []
         if not catalogs:
             return "a full retrain on the base catalog and every drop since (the champion does not name its folders)"
-        command = f"kickvision train --catalog {catalogs[0]}"
-        command += "".join(f" --also-drop {c}" for c in catalogs[1:]) + f" --config {self.config}"
+        command = f"kickvision train --catalog {shlex.quote(catalogs[0])}"
+        command += (
+            "".join(f" --also-drop {shlex.quote(c)}" for c in catalogs[1:]) + f" --config {shlex.quote(self.config)}"
+        )
         estimate = joint.get("estimate_s")
         span = (f"{estimate:.0f} s" if estimate < 90 else f"{estimate / 60:.0f} min") if estimate else ""
         took = f" (about {span} on the machine that trained the champion)" if estimate else ""

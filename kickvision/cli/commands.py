@@ -106,8 +106,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 return detail + "; " + joint_retrain(joint["catalogs"])
             # Another version became champion while this drop was applied to the previous one: the
             # new champion has not learnt the drop yet, so apply it again (once; then stop and retry later).
-            # Another version became champion while this drop was applied to the previous one: the
-            # new champion has not learnt the drop yet, so apply it again (once; then stop and retry later).
             print(f"{folder.name}: {reg.get('reason')}; applying the drop to the new champion", flush=True)
         raise RegistryError(f"the champion keeps moving while {folder.name} is applied; it stays pending")
 
@@ -115,9 +113,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
         """The fallback after a refused update (continual.refused_update: joint_retrain)."""
         from orchestration.runner import run_training
 
-        merged = merge_for_joint_retrain(catalogs)
-        print(f"update refused; joint retrain: {merged.summary()}", flush=True)
-        reg = run_training(str(merged.folder), cfg).registration
+        try:
+            merged = merge_for_joint_retrain(catalogs)
+            print(f"update refused; joint retrain: {merged.summary()}", flush=True)
+            reg = run_training(str(merged.folder), cfg).registration
+        except Exception as exc:
+            cause = user_error_in_chain(exc)
+            if isinstance(cause, CatalogError):  # e.g. an old catalog folder moved away: say so, keep going
+                return f"no joint retrain: {cause}"
+            raise cause or exc from None
         if reg.get("fail_closed"):
             raise RegistryError(f"joint retrain: nothing was promoted: {reg.get('reason')}")
         fate = "champion" if reg.get("promoted") else "challenger"

@@ -5,9 +5,11 @@ a product listed again by a later source replaced by its later listing (a drop u
 catalog said); each image hard-linked (copied across file systems) to `<k>-<source name>/<its
 path>` so names from different sources cannot collide; the reviewers' decisions of each source
 (corrections.csv) carried for the products it contributes, so relabels and exclusions still hold.
-A path that leaves its source folder or names no file is kept as written under the new prefix: it
-names nothing there either, so validation quarantines the row with the reason, as it would have.
-The folder is rewritten from scratch each time (its content hash then says whether anything changed).
+An image path that names no file inside its source folder (missing, absolute, or leaving the
+folder) is kept verbatim: in the merged folder it names nothing either (every photo there lies
+under a `<k>-<name>/` prefix), so validation quarantines the row, as it would have in its source.
+Duplicate ids within one catalog are kept as they are (validation quarantines them); only a later
+catalog's listing replaces an earlier catalog's. The folder is rewritten from scratch each time.
 """
 
 from __future__ import annotations
@@ -54,21 +56,26 @@ def merge_catalogs(sources: list[str | Path], out: str | Path) -> MergeReport:
     out = Path(out).resolve()
     if len(set(roots)) != len(roots):
         raise CatalogError("the same catalog folder is named twice")
-    if out in roots or any(out.is_relative_to(r) for r in roots):
-        raise CatalogError(f"the merged catalog {out} cannot be written inside a catalog it reads")
+    if any(out.is_relative_to(r) or r.is_relative_to(out) for r in roots):
+        raise CatalogError(f"the merged catalog {out} cannot be written inside a catalog it reads, or around one")
     frames, decisions = [], []
     for k, root in enumerate(roots):
-        rows = read_catalog(root).rows.copy()  # relabels applied; the decisions are carried below as well
-        prefix = f"{k}-{root.name}"
+        rows = read_catalog(root, content_hash="-").rows.copy()  # relabels applied; decisions carried below too
         images = rows["image"].fillna("") if "image" in rows else pd.Series([""] * len(rows))
-        rows["image"] = [f"{prefix}/{path}" if path else None for path in images]
-        rows["_source"], rows["_source_image"] = k, list(images)
+        files = [resolve_inside(root, path) if path else None for path in images]
+        files = [f if f is not None and f.is_file() else None for f in files]
+        # the file's own path inside its folder (normalised: no `..`), under the source's prefix
+        rows["image"] = [
+            f"{k}-{root.name}/{f.relative_to(root).as_posix()}" if f else (path or None)
+            for f, path in zip(files, images, strict=True)
+        ]
+        rows["_source"], rows["_file"] = k, files
         frames.append(rows)
-        corrections = read_corrections(root)
-        decisions.append(corrections.assign(source=k))
+        decisions.append(read_corrections(root).assign(source=k))
     merged = pd.concat(frames, ignore_index=True)
     ids = merged["product_id"].fillna("").astype(str)
-    keep = ~ids.duplicated(keep="last") | (ids == "")  # an id-less row stays: validation says why
+    latest = merged.groupby(ids)["_source"].transform("max")
+    keep = (merged["_source"] == latest) | (ids == "")  # an id-less row stays: validation says why
     replaced = int((~keep).sum())
     merged = merged[keep].reset_index(drop=True)
 
@@ -76,11 +83,14 @@ def merge_catalogs(sources: list[str | Path], out: str | Path) -> MergeReport:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     linked = 0
-    for source, relative, image in zip(merged["_source"], merged["_source_image"], merged["image"], strict=True):
-        path = resolve_inside(roots[source], relative) if relative else None
-        if path is not None and path.is_file() and not (out / image).exists():  # two listings, one photo: once
-            _link_or_copy(path, out / image)
-            linked += 1
+    for file, image in zip(merged["_file"], merged["image"], strict=True):
+        if file is None or (out / image).exists():  # two listings, one photo: once
+            continue
+        target = (out / image).resolve()
+        if not target.is_relative_to(out):
+            raise CatalogError(f"{image}: would be written outside {out}")
+        _link_or_copy(file, target)
+        linked += 1
     carried = 0
     kept = set(zip(merged["product_id"].astype(str), merged["_source"], strict=True))
     rows_out = [r for d in decisions for r in d.itertuples(index=False) if (r.product_id, r.source) in kept]
@@ -91,7 +101,7 @@ def merge_catalogs(sources: list[str | Path], out: str | Path) -> MergeReport:
             for r in rows_out:
                 writer.writerow([getattr(r, c) for c in COLUMNS])
                 carried += 1
-    write_catalog(merged.drop(columns=["_source", "_source_image"]), out)
+    write_catalog(merged.drop(columns=["_source", "_file"]), out)
     return MergeReport(out, len(merged), replaced, linked, carried)
 
 
@@ -101,6 +111,6 @@ def catalog_rows(folders: list[str | Path]) -> int | None:
     for folder in folders:
         try:
             total += len(read_catalog(folder, content_hash="-").rows)
-        except CatalogError:
+        except (CatalogError, OSError):  # gone, moved, unreadable: no estimate (it is advice only)
             return None
     return total

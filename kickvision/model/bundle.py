@@ -33,7 +33,7 @@ WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 INDEX_DIR = "index"
 CONTINUAL_DIR = "continual"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: catalog folders and timings in the spec, JPEG replay exemplars (2 still loads)
 
 
 class _Record(BaseModel):
@@ -161,7 +161,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     version = document.get("format_version")
     if version == 1:
         spec = spec_from_v1(document)
-    elif version == FORMAT_VERSION:
+    elif version in (2, FORMAT_VERSION):
         spec = BundleSpec.model_validate(document["spec"])
     else:
         raise ValueError(f"{folder}: unsupported bundle format {version}")

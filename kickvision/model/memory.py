@@ -36,17 +36,25 @@ class ExemplarSet:
     input_ids: np.ndarray  # int64 [N, L]
     attention_mask: np.ndarray  # int64 [N, L]
     rows: pd.DataFrame  # product_id, title, category (+ image path and base_colour when known)
-    jpeg_quality: int | None = None  # stored as JPEG of this quality (None: raw pixels)
-    jpeg: tuple[np.ndarray, np.ndarray] | None = None  # (bytes, offsets) the pixels were decoded from
+    jpeg_quality: int | None = None  # rows without stored bytes are kept as JPEG of this quality (None: raw)
+    jpeg: list[bytes | None] | None = None  # per row: the JPEG its pixels were decoded from, if any
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _chunks(self) -> list[bytes | None]:
+        return list(self.jpeg) if self.jpeg is not None else [None] * len(self)
+
     def compressed(self, quality: int) -> ExemplarSet:
-        """The same products with their photos round-tripped through JPEG at `quality` (as they will be stored)."""
-        blob, offsets = encode_jpeg(self.images, quality)
-        images = decode_jpeg(blob, offsets, self.images.shape[1:])
-        return ExemplarSet(images, self.input_ids, self.attention_mask, self.rows, quality, (blob, offsets))
+        """The same products with their photos kept as JPEG at `quality`: rows already kept as JPEG
+        keep their bytes (re-encoding would lose more each time), the others are encoded and their
+        pixels replaced by the decoded JPEG, so what trains is what is stored."""
+        chunks, images = self._chunks(), self.images.copy()
+        for i, chunk in enumerate(chunks):
+            if chunk is None:
+                chunks[i] = encode_jpeg_one(images[i], quality)
+                images[i] = decode_jpeg_one(chunks[i], images.shape[1:])
+        return ExemplarSet(images, self.input_ids, self.attention_mask, self.rows, quality, chunks)
 
     @classmethod
     def from_prepared(cls, data: PreparedData, indices: np.ndarray) -> ExemplarSet:
@@ -68,15 +76,18 @@ class ExemplarSet:
             self.attention_mask[indices],
             self.rows.iloc[indices].reset_index(drop=True),
             self.jpeg_quality,
-            _take_jpeg(self.jpeg, indices) if self.jpeg is not None else None,
+            [self.jpeg[i] for i in indices] if self.jpeg is not None else None,
         )
 
     def concat(self, other: ExemplarSet) -> ExemplarSet:
+        jpeg = self._chunks() + other._chunks() if self.jpeg is not None or other.jpeg is not None else None
         return ExemplarSet(
             np.concatenate([self.images, other.images]),
             np.concatenate([self.input_ids, other.input_ids]),
             np.concatenate([self.attention_mask, other.attention_mask]),
             pd.concat([self.rows, other.rows], ignore_index=True).fillna(""),
+            self.jpeg_quality or other.jpeg_quality,
+            jpeg,
         )
 
     def labels(self, classes: list[str]) -> np.ndarray:
@@ -93,14 +104,14 @@ class ExemplarSet:
             "input_ids": torch.from_numpy(np.ascontiguousarray(self.input_ids)),
             "attention_mask": torch.from_numpy(np.ascontiguousarray(self.attention_mask)),
         }
-        metadata = {}
+        metadata = None
         if self.jpeg_quality is not None:
-            blob, offsets = self.jpeg if self.jpeg is not None else encode_jpeg(self.images, self.jpeg_quality)
+            blob, offsets = pack(self.compressed(self.jpeg_quality).jpeg)
             tensors |= {"images_jpeg": torch.from_numpy(blob), "images_jpeg_offsets": torch.from_numpy(offsets)}
             metadata = {"image_shape": json.dumps(list(self.images.shape[1:])), "jpeg_quality": str(self.jpeg_quality)}
         else:
             tensors["images"] = torch.from_numpy(np.ascontiguousarray(self.images))
-        save_file(tensors, str(folder / f"{name}.safetensors"), metadata=metadata or None)
+        save_file(tensors, str(folder / f"{name}.safetensors"), metadata=metadata)
         (folder / f"{name}.json").write_text(json.dumps(self.rows.to_dict(orient="records")))
 
     @classmethod
@@ -110,53 +121,61 @@ class ExemplarSet:
         rows = pd.DataFrame(json.loads((folder / f"{name}.json").read_text()), columns=None)
         if rows.empty:
             rows = pd.DataFrame(columns=["product_id", "title", "category"])
-        quality = None
+        quality, chunks = None, None
         if "images_jpeg" in tensors:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-            shape, quality = tuple(json.loads(metadata["image_shape"])), int(metadata["jpeg_quality"])
-            jpeg = (tensors["images_jpeg"].numpy(), tensors["images_jpeg_offsets"].numpy())
-            images = decode_jpeg(*jpeg, shape)
+            shape = tuple(int(v) for v in json.loads(metadata.get("image_shape", "[]")))
+            quality = int(metadata.get("jpeg_quality", "0"))
+            if len(shape) != 3 or shape[2] != 3 or not 10 <= quality <= 100:
+                raise ValueError(f"{path}: stored exemplars without a valid image shape and JPEG quality")
+            chunks = unpack(tensors["images_jpeg"].numpy(), tensors["images_jpeg_offsets"].numpy(), len(rows))
+            images = (
+                np.stack([decode_jpeg_one(c, shape) for c in chunks]) if chunks else np.zeros((0, *shape), np.uint8)
+            )
         else:
-            images, jpeg = tensors["images"].numpy(), None
-        return cls(images, tensors["input_ids"].numpy(), tensors["attention_mask"].numpy(), rows, quality, jpeg)
+            images = tensors["images"].numpy()
+        return cls(images, tensors["input_ids"].numpy(), tensors["attention_mask"].numpy(), rows, quality, chunks)
 
     def stored_bytes(self) -> int:
         """Bytes its photos take in the bundle (JPEG or raw pixels)."""
         if self.jpeg_quality is None:
             return int(self.images.nbytes)
-        return int(len((self.jpeg or encode_jpeg(self.images, self.jpeg_quality))[0]))
+        return sum(len(c) for c in self.compressed(self.jpeg_quality).jpeg)
 
 
-def _take_jpeg(jpeg: tuple[np.ndarray, np.ndarray], indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    blob, offsets = jpeg
-    chunks = [blob[offsets[i] : offsets[i + 1]] for i in indices]
-    new_offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
-    new_offsets[1:] = np.cumsum([len(c) for c in chunks])
-    return (np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)), new_offsets
+def encode_jpeg_one(image: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
-def encode_jpeg(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 [N, H, W, 3] -> (one byte array of N JPEGs, N + 1 offsets into it)."""
-    chunks = []
-    for image in images:
-        buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=quality)
-        chunks.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+def decode_jpeg_one(chunk: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """A stored exemplar's pixels; it must be a JPEG of exactly `shape` (H, W, 3), checked from its
+    header before any pixel is decoded, or it is refused (ValueError)."""
+    try:
+        with Image.open(io.BytesIO(chunk)) as image:
+            if image.format != "JPEG" or (image.height, image.width) != tuple(shape[:2]):
+                raise ValueError(f"a stored exemplar is not a {shape[1]}x{shape[0]} JPEG")
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"a stored exemplar cannot be decoded: {exc}") from None
+
+
+def pack(chunks: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row JPEG bytes -> (one uint8 array, N + 1 offsets into it)."""
     offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(c) for c in chunks])
-    return (np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)), offsets
+    blob = np.frombuffer(b"".join(chunks), dtype=np.uint8).copy()
+    return blob, offsets
 
 
-def decode_jpeg(blob: np.ndarray, offsets: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The inverse of `encode_jpeg`; every photo must decode to `shape` (H, W, 3), or it is refused."""
-    images = np.zeros((len(offsets) - 1, *shape), dtype=np.uint8)
-    for i in range(len(offsets) - 1):
-        with Image.open(io.BytesIO(blob[offsets[i] : offsets[i + 1]].tobytes())) as image:
-            if image.format != "JPEG" or (image.height, image.width) != tuple(shape[:2]):
-                raise ValueError(f"stored exemplar {i} is not a {shape[1]}x{shape[0]} JPEG")
-            images[i] = np.asarray(image.convert("RGB"))
-    return images
+def unpack(blob: np.ndarray, offsets: np.ndarray, rows: int) -> list[bytes]:
+    """The inverse of `pack`, refusing offsets that do not cut `blob` into exactly `rows` pieces."""
+    ok = len(offsets) == rows + 1 and offsets[0] == 0 and offsets[-1] == len(blob)
+    if not ok or np.any(np.diff(offsets) < 0):
+        raise ValueError("stored exemplar offsets do not match their bytes and rows")
+    return [blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(rows)]
 
 
 @dataclass

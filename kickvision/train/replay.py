@@ -10,14 +10,18 @@ share of never-trained test products per category, on which forgetting is measur
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from kickvision.config import ContinualConfig
 from kickvision.data.prepare import PreparedData
-from kickvision.model.memory import ContinualState, ExemplarSet, encode_jpeg
+from kickvision.model.memory import ContinualState, ExemplarSet, encode_jpeg_one
 from kickvision.model.predict import predict_logits
 from kickvision.train.ewc import diagonal_fisher, grow_fisher
+
+log = logging.getLogger(__name__)
 
 
 def herding(embeddings: np.ndarray, m: int) -> np.ndarray:
@@ -66,9 +70,12 @@ def exemplars_per_class(data: PreparedData, indices: np.ndarray, budget: int, qu
     sample = np.random.default_rng(seed).permutation(np.asarray(indices))[:64]
     if not len(sample):
         return 0
-    blob, _ = encode_jpeg(data.images[sample], quality)
-    per_product = len(blob) / len(sample) + data.input_ids[0].nbytes + data.attention_mask[0].nbytes
-    return int(budget // (per_product * max(len(data.classes), 1)))
+    photo = np.mean([len(encode_jpeg_one(image, quality)) for image in data.images[sample]])
+    per_product = photo + data.input_ids[0].nbytes + data.attention_mask[0].nbytes
+    fits = int(budget // (per_product * max(len(data.classes), 1)))
+    if fits < 1:
+        log.warning("replay_bytes %d holds less than one exemplar per category: keeping one each", budget)
+    return max(fits, 1)
 
 
 def build_continual_state(

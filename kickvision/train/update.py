@@ -176,12 +176,22 @@ def update_bundle(
     spec.lineage = Lineage(
         catalog_hash=drop.catalog_hash,
         catalog_hashes=[*(old.catalog_hashes or [old.catalog_hash]), drop.catalog_hash],
-        catalog_paths=[*old.catalog_paths, str(drop.catalog_root)] if drop.catalog_root else old.catalog_paths,
+        catalog_paths=learnt_paths(old, drop),
         updated_from=old.registered_version,
         new_classes=[c for c in drop.classes if c not in champion.classes],
         photo_pretraining=old.photo_pretraining,  # the encoders it started from, still
     )
     return UpdateResult(ModelBundle(model, champion.tokenizer, spec, continual=new_state), loop.history, metrics)
+
+
+def learnt_paths(old: Lineage, drop: PreparedData) -> list[str]:
+    """The folders of every catalog the updated model learnt, oldest first; empty unless the champion
+    names a folder for each catalog it learnt (one trained before folders were recorded does not),
+    so a joint retrain is never proposed on part of what the model knows."""
+    learnt = old.catalog_hashes or [old.catalog_hash]
+    if not drop.catalog_root or len(old.catalog_paths) != len(learnt):
+        return []
+    return [*old.catalog_paths, str(drop.catalog_root)]
 
 
 def rebuild_index(

@@ -49,7 +49,8 @@ def register_update(
 
     decision = publish_decision(card_for, decision, report.metrics)
     registration = {**decision.to_dict(), "test_metrics": report.metrics, "update_metrics": update_metrics}
-    if not decision.promoted:  # the next step: a joint retrain on everything the model learnt, with this drop
+    if not (decision.promoted or decision.fail_closed or decision.champion_moved):  # refused by the gate:
+        # the next step is a joint retrain on everything the model learnt, with this drop
         catalogs = bundle.spec.lineage.catalog_paths
         rows = catalog_rows(catalogs) if catalogs else None
         estimate = bundle.joint_retrain_estimate_s(rows) if rows else None
