@@ -64,6 +64,8 @@ RECIPES: dict[str, dict] = {
         "bias_correction": "weight_aligning",
     },
     "+ JPEG replay": {**PLAIN, "replay_bytes": -1},  # -1: the raw replay's bytes, as JPEG (more exemplars)
+    "+ DER++ + JPEG replay": {**PLAIN, "logit_replay_weight": 0.5, "replay_bytes": -1},
+    "+ DER++ + WA": {**PLAIN, "logit_replay_weight": 0.5, "bias_correction": "weight_aligning"},
     "+ LwF + DER++ + WA + JPEG replay": {
         **PLAIN,
         "distill_weight": 1.0,

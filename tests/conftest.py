@@ -52,7 +52,7 @@ TINY_RUN = {
     "model": TINY_MODEL,
     "train": {"epochs": 2, "batch_size": 16, "patience": 2},
     "prune": {"finetune_epochs": 1, "tolerance": 1.0},  # a tiny model's accuracy is noise: always keep
-    "continual": {"fisher_samples": 32, "replay_per_class": 3, "holdout_per_class": 10},
+    "continual": {"fisher_samples": 32, "replay_per_class": 3, "replay_bytes": 0, "holdout_per_class": 10},
     "evaluate": {"faithfulness_products": 2},
 }
 
