@@ -246,9 +246,10 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
         c = recipe_config(cfg, recipe, base)
         start = with_memory(champion, base, c, seed, states)
         started = time.perf_counter()
-        updated = update_bundle(start, drop, c, cfg.train, seed=seed, progress=False).bundle
-        seconds = time.perf_counter() - started
+        result = update_bundle(start, drop, c, cfg.train, seed=seed, progress=False)
+        seconds, updated = time.perf_counter() - started, result.bundle
         metrics = evaluate_update(start, updated, drop) | {"replay_exemplars": len(start.continual.replay)}
+        metrics |= result.metrics  # e.g. weight aligning's scale per class head
         promoted, reason = update_gate(metrics, c.forgetting_tolerance)
         scores = split_scores(updated, everything, old, new, "")
         scores["val_forgetting"] = before["before_val_old"] - scores["val_old"]
