@@ -197,6 +197,14 @@ def split_scores(bundle: ModelBundle, data: PreparedData, old: np.ndarray, new: 
     return scores
 
 
+def forgetting(scores: dict, val_old_before: float, test_old_before: float) -> dict:
+    """Old-category top-1 lost since the base model, on the val and the test split."""
+    return {
+        "val_forgetting": val_old_before - scores["val_old"],
+        "test_forgetting": test_old_before - scores["test_old"],
+    }
+
+
 def recipe_config(cfg: RunConfig, recipe: str, data: PreparedData):
     """The config's continual section with the recipe's settings; replay_bytes -1 = the bytes the raw
     replay memory takes (replay_per_class photos per category of this catalog), spent on JPEGs."""
@@ -252,8 +260,7 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
         metrics |= result.metrics  # e.g. weight aligning's scale per class head
         promoted, reason = update_gate(metrics, c.forgetting_tolerance)
         scores = split_scores(updated, everything, old, new, "")
-        scores["val_forgetting"] = before["before_val_old"] - scores["val_old"]
-        scores["test_forgetting"] = before["before_test_old"] - scores["test_old"]
+        scores |= forgetting(scores, before["before_val_old"], before["before_test_old"])
         results.append(
             {"scenario": name, "method": recipe, "seconds": seconds, "promoted": promoted, "gate": reason}
             | scores
@@ -265,8 +272,7 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
     if JOINT in recipes:
         retrained, seconds = trained(joint, cfg, seed, cache, "joint retrain")
         scores = split_scores(retrained, everything, old, new, "")
-        scores["val_forgetting"] = before["before_val_old"] - scores["val_old"]
-        scores["test_forgetting"] = before["before_test_old"] - scores["test_old"]
+        scores |= forgetting(scores, before["before_val_old"], before["before_test_old"])
         results.append({"scenario": name, "method": JOINT, "seconds": seconds, "promoted": None} | scores)
         print(_row(results[-1]), flush=True)
         for r in results:
@@ -298,8 +304,7 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
             if promoted:
                 champion = updated
             scores = split_scores(champion, everything, masks[0], offered & ~masks[0], "")
-            scores["val_forgetting"] = base_old["val_old"] - scores["val_old"]
-            scores["test_forgetting"] = base_old["test_old"] - scores["test_old"]
+            scores |= forgetting(scores, base_old["val_old"], base_old["test_old"])
             results.append(
                 {"scenario": f"C{step}", "method": recipe, "seconds": seconds, "promoted": promoted, "gate": reason}
                 | scores
@@ -309,8 +314,7 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
         joint = subset(data, np.logical_or.reduce(masks), orders[-1], "chain-joint")
         retrained, seconds = trained(joint, cfg, seed, cache, "joint retrain")
         scores = split_scores(retrained, everything, masks[0], ~masks[0], "")
-        scores["val_forgetting"] = base_old["val_old"] - scores["val_old"]
-        scores["test_forgetting"] = base_old["test_old"] - scores["test_old"]
+        scores |= forgetting(scores, base_old["val_old"], base_old["test_old"])
         results.append({"scenario": "C4", "method": JOINT, "seconds": seconds, "promoted": None} | scores)
         print(_row(results[-1]), flush=True)
         for r in results:

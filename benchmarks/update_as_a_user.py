@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kickvision.data.catalog import read_catalog, resolve_inside
+from kickvision.data.catalog import link_or_copy, read_catalog, resolve_inside
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,12 +46,7 @@ def write_scenario(catalog: Path, out: Path, new: list[str], moved: float, seed:
             source = resolve_inside(catalog, relative)
             if source is None or not source.is_file():
                 continue  # validation will quarantine the row, as it would in the whole catalog
-            target = folder / source.relative_to(catalog.resolve())  # never outside `folder`
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copyfile(source, target)
+            link_or_copy(source, folder / source.relative_to(catalog.resolve()))  # never outside `folder`
         part.to_csv(folder / "catalog.csv", index=False)
         folders.append(folder)
     return folders[0], folders[1]

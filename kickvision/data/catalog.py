@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,18 @@ def resolve_inside(root: Path, relative: str) -> Path | None:
     root = root.resolve()
     candidate = (root / relative).resolve()
     return candidate if candidate.is_relative_to(root) else None
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Place the file `source` at `target` (folders made, an existing file replaced): a hard link,
+    or a copy where links are not possible (another file system)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.unlink()
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def hash_drop(drop_dir: str | Path) -> str:

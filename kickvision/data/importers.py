@@ -14,13 +14,11 @@ quarantines them with its own reason. Images are hard-linked when possible, copi
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from kickvision.data.catalog import CATALOG_FILE, read_catalog, resolve_inside, write_catalog
+from kickvision.data.catalog import CATALOG_FILE, link_or_copy, read_catalog, resolve_inside, write_catalog
 from kickvision.errors import CatalogError
 
 FORMATS = ("generic", "fashion-product", "ut-zappos")
@@ -30,14 +28,7 @@ REJECTS_FILE = "import_rejects.csv"
 def _place_image(source: Path | None, out: Path, relative: str) -> None:
     if source is None or not source.is_file():
         return  # the row stays; validation reports the missing file
-    target = out / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        target.unlink()
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+    link_or_copy(source, out / relative)
 
 
 MAX_LINE_CHARS = 100_000  # a product line longer than this is a reject, not a crash (csv's field limit is 131,072)

@@ -15,14 +15,13 @@ catalog's listing replaces an earlier catalog's. The folder is rewritten from sc
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from kickvision.data.catalog import read_catalog, resolve_inside, write_catalog
+from kickvision.data.catalog import link_or_copy, read_catalog, resolve_inside, write_catalog
 from kickvision.data.corrections import COLUMNS, CORRECTIONS_FILE, read_corrections
 from kickvision.errors import CatalogError
 
@@ -40,14 +39,6 @@ class MergeReport:
             f"merged {self.rows} products into {self.folder} ({self.replaced} listed again by a later catalog: "
             f"the later listing kept; {self.decisions} reviewer decisions carried)"
         )
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or links not allowed
-        shutil.copyfile(source, target)
 
 
 def merge_catalogs(sources: list[str | Path], out: str | Path) -> MergeReport:
@@ -89,7 +80,7 @@ def merge_catalogs(sources: list[str | Path], out: str | Path) -> MergeReport:
         target = (out / image).resolve()
         if not target.is_relative_to(out):
             raise CatalogError(f"{image}: would be written outside {out}")
-        _link_or_copy(file, target)
+        link_or_copy(file, target)
         linked += 1
     carried = 0
     kept = set(zip(merged["product_id"].astype(str), merged["_source"], strict=True))
