@@ -50,7 +50,14 @@ from kickvision.train.pretrain import pretrain_photos
 from kickvision.train.replay import continual_state_after_training
 from kickvision.train.update import update_bundle
 
-PLAIN = {"logit_replay_weight": 0.0, "distill_weight": 0.0, "bias_correction": "none", "fisher_normalise": False}
+# The recipes start from plain EWC + replay (raw photos), whatever the config ships; "config" is the config as is.
+PLAIN = {
+    "logit_replay_weight": 0.0,
+    "distill_weight": 0.0,
+    "bias_correction": "none",
+    "fisher_normalise": False,
+    "replay_bytes": 0,
+}
 RECIPES: dict[str, dict] = {
     "naive fine-tune": {**PLAIN, "ewc_lambda": 0.0, "use_replay": False},
     "EWC + replay": PLAIN,

@@ -109,8 +109,11 @@ def training_parameters(catalog_dir: str, content_hash: str, config: RunConfig) 
     }
 
 
-def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | None = None) -> RunSummary:
-    """Run the training pipeline on `catalog_dir` with `config` on the active kickvision stack."""
+def run_training(
+    catalog_dir: str | Path, config: RunConfig, run_name: str | None = None, joint_retrain_of: list[str] | None = None
+) -> RunSummary:
+    """Run the training pipeline on `catalog_dir` with `config` on the active kickvision stack;
+    `joint_retrain_of`: the content hashes of the drops merged into it after refused updates."""
     from orchestration.model_version import zenml_model
     from orchestration.stack import ensure_stack, use_tracking
     from pipelines.training import training_pipeline
@@ -122,7 +125,7 @@ def run_training(catalog_dir: str | Path, config: RunConfig, run_name: str | Non
     run_name = run_name or f"train-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = run_tags("training", config.name, content_hash, Path(catalog_dir).name)
     run = training_pipeline.with_options(**run_options(run_name, tags, zenml_model(config, "training")))(
-        **training_parameters(catalog_dir, content_hash, config)
+        **training_parameters(catalog_dir, content_hash, config), joint_retrain_of=joint_retrain_of or None
     )
     return summarise(run, uri, "register_model", config.name)
 

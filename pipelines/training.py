@@ -45,6 +45,7 @@ def training_pipeline(
     evaluation: EvaluateConfig,
     pretrain: PretrainConfig,
     seed: int = 42,
+    joint_retrain_of: list[str] | None = None,
 ) -> Any:
     catalog = ingest_catalog(catalog_dir=catalog_dir, content_hash=content_hash)
     valid_catalog, _quarantine = validate_catalog(catalog=catalog, config=validation)
@@ -62,4 +63,6 @@ def training_pipeline(
     bundle = prune_model(bundle=bundle, data=prepared, prune=prune, train=train, continual=continual, seed=seed)
     report = evaluate_model(bundle=bundle, data=prepared, config=evaluation)
     audit_catalog(bundle=bundle, data=prepared, config=evaluation, seed=seed)  # a leaf: reviewers read it in MLflow
-    return register_model(bundle=bundle, report=report, data=prepared, registry=registry)
+    return register_model(
+        bundle=bundle, report=report, data=prepared, registry=registry, joint_retrain_of=joint_retrain_of
+    )

@@ -141,3 +141,24 @@ def test_a_drop_whose_promotion_did_not_finish_is_not_counted_as_applied(shared_
     assert processed_by(name, "drop-hash", mlflow_client) is None  # refused only because the registry failed
     mlflow_client.set_model_version_tag(name, update.version, "promotion_fail_closed", "false")
     assert str(processed_by(name, "drop-hash", mlflow_client).version) == update.version  # a real refusal stands
+
+
+def test_a_catalog_counts_as_registered_once_a_version_learnt_from_it_has_its_gate_answer(
+    shared_trained, learnt_data, mlflow_client
+):
+    """What lets a restarted watcher skip a joint retrain that finished before a crash, and redo one that did not."""
+    from kickvision.serve.registry import registered_from
+
+    name = "kickvision-registered"
+    assert registered_from(name, "merged-hash", mlflow_client) is None  # no version yet
+    champion = _register(shared_trained, learnt_data, name)
+    joint = _register(shared_trained, learnt_data, name, move=False)  # stands in for a joint retrain
+    mlflow_client.set_model_version_tag(name, joint.version, "catalog_hash", "merged-hash")
+    assert registered_from(name, "merged-hash", mlflow_client) is None  # pending: the alias never moved
+    mlflow_client.set_model_version_tag(name, joint.version, "promotion_decision", "challenger")
+    mlflow_client.set_model_version_tag(name, joint.version, "promotion_fail_closed", "true")
+    assert registered_from(name, "merged-hash", mlflow_client) is None  # refused only because the registry failed
+    mlflow_client.set_model_version_tag(name, joint.version, "promotion_fail_closed", "false")
+    assert str(registered_from(name, "merged-hash", mlflow_client).version) == joint.version
+    assert registered_from(name, "other-hash", mlflow_client) is None
+    assert champion.version != joint.version

@@ -275,7 +275,9 @@ def test_a_drop_that_lost_the_champion_race_is_applied_again_to_the_new_champion
 def test_a_refused_update_falls_back_to_a_joint_retrain_on_the_base_catalog_and_the_drop(tmp_path, state_dir, capsys):
     """With continual.refused_update: joint_retrain, a drop whose update the gate refuses (here: an
     update learning rate that wrecks the model) is learnt by a fresh training on the champion's
-    catalog merged with the drop, and that model goes through the training gate."""
+    catalog merged with the drop, and that model goes through the training gate. A drop whose refused
+    update is registered but whose joint retrain never ran (a crash between the two leaves exactly what
+    `kickvision update` by hand leaves) gets its joint retrain when the watcher meets it."""
     from kickvision.data.demo import write_demo_catalog
     from orchestration.stack import tracking_uri
     from tests.conftest import REPO, TINY_RUN
@@ -296,7 +298,8 @@ def test_a_refused_update_falls_back_to_a_joint_retrain_on_the_base_catalog_and_
     base = write_demo_catalog(tmp_path / "base", n_per_class=40, image_size=32)
     assert cli_main(["train", "--catalog", str(base), "--config", str(config)]) == 0
     # By hand, a refused update names the joint retrain to run, with the time it should take.
-    by_hand = write_demo_drop(tmp_path / "by-hand", n_per_class=10, new_per_class=20, seed=5, image_size=32)
+    drops = tmp_path / "drops"
+    by_hand = write_demo_drop(drops / "2026-03-01-by-hand", n_per_class=10, new_per_class=20, seed=5, image_size=32)
     assert cli_main(["update", "--drop", str(by_hand), "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "stays challenger (forgot too much" in out
@@ -304,19 +307,34 @@ def test_a_refused_update_falls_back_to_a_joint_retrain_on_the_base_catalog_and_
     command = f"kickvision train --catalog {base.resolve()} --also-drop {by_hand.resolve()} --config {config}"
     assert command in hint and "on the machine that trained the champion" in hint
 
-    drop = write_demo_drop(tmp_path / "drops" / "2026-04-01-loafers", n_per_class=10, new_per_class=20, image_size=32)
+    drop = write_demo_drop(drops / "2026-04-01-loafers", n_per_class=10, new_per_class=20, image_size=32)
 
-    assert cli_main(["watch", "--drops", str(drop.parent), "--once", "--config", str(config)]) == 0
-    entry = _ledger(drop.parent)[drop.name]
-    assert entry["status"] == "done"
-    assert "challenger: forgot too much" in entry["detail"] and "joint retrain" in entry["detail"]
-
+    assert cli_main(["watch", "--drops", str(drops), "--once", "--config", str(config)]) == 0
+    ledger = _ledger(drops)
     client = mlflow.MlflowClient(tracking_uri())
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
-    assert [v.tags["pipeline"] for v in versions] == ["training", "update", "update", "training"]
-    assert f"joint retrain {name} v{versions[3].version}" in entry["detail"]  # then the training gate decided:
-    assert versions[3].tags["promotion_decision"] in ("champion", "challenger")  # on the merged catalog test rows
+    assert [v.tags["pipeline"] for v in versions] == ["training", "update", "training", "update", "training"]
+    recovered = ledger[by_hand.name]  # its update stands (not repeated); its joint retrain runs now
+    assert recovered["status"] == "done" and recovered["detail"].startswith("nothing to do")
+    assert f"joint retrain {name} v{versions[2].version}" in recovered["detail"]
+    entry = ledger[drop.name]
+    assert entry["status"] == "done"
+    assert "challenger: forgot too much" in entry["detail"] and "joint retrain" in entry["detail"]
+    assert f"joint retrain {name} v{versions[4].version}" in entry["detail"]  # then the training gate decided:
+    assert versions[4].tags["promotion_decision"] in ("champion", "challenger")  # on the merged catalog test rows
     merged = [p for p in (state_dir / "catalogs").iterdir() if (p / "catalog.csv").is_file()]
-    joint = next(p for p in merged if versions[3].tags["catalog_hash"] == hash_drop(p))
+    joint = next(p for p in merged if versions[4].tags["catalog_hash"] == hash_drop(p))
     categories = set(pd.read_csv(joint / "catalog.csv")["category"])
     assert "Loafers" in categories and len(categories) == 8  # the base's seven and the drop's new one
+
+    # A watcher killed after that joint retrain registered but before the ledger said so finds the drop
+    # "started" again: it trains nothing twice, whichever way the training gate decided.
+    DropLedger(drops / LEDGER_FILE).record(drop.name, entry["hash"], "started", stamp=entry["stamp"])
+    assert cli_main(["watch", "--drops", str(drops), "--once", "--config", str(config)]) == 0
+    assert len(client.search_model_versions(f"name='{name}'")) == 5
+    again = _ledger(drops)[drop.name]
+    assert again["status"] == "done" and again["detail"].startswith("nothing to do")
+    if versions[4].tags["promotion_decision"] == "champion":  # it learnt the drop: its tag says so
+        assert versions[4].tags["joint_retrain_of"] == entry["hash"]
+    else:  # the refused update stands, and so does the joint retrain's answer
+        assert f"joint retrain {name} v{versions[4].version} challenger (before a restart)" in again["detail"]

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from kickvision.cli.common import state_dir
 from kickvision.cli.parser import build_parser
 from kickvision.errors import KickvisionError, user_error_in_chain
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     # Project-local state unless the user chose otherwise: ZenML's store, the artifact store and
     # the MLflow SQLite tracking/registry all live under this one folder.
     os.environ.setdefault("ZENML_CONFIG_PATH", str(Path.cwd() / ".kickvision" / "zenml"))
-    os.environ.setdefault("MPLCONFIGDIR", str(Path(os.environ["ZENML_CONFIG_PATH"]).parent / "matplotlib"))
+    os.environ.setdefault("MPLCONFIGDIR", str(state_dir() / "matplotlib"))
     # Only the level: ZenML installs its own console handler when a pipeline runs.
     logging.getLogger("kickvision").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.command in ("predict", "recommend", "explain") and not (

@@ -7,7 +7,6 @@ never launches a pipeline never imports ZenML.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from kickvision.cli.common import (
     output_folder,
     output_path,
     read_photo,
+    state_dir,
 )
 from kickvision.cli.console import setup_console
 from kickvision.errors import KickvisionError, user_error_in_chain
@@ -26,13 +26,13 @@ from kickvision.errors import KickvisionError, user_error_in_chain
 DEMO_DIR = "kickvision-demo"
 
 
-def _train(catalog: str, config: str) -> int:
+def _train(catalog: str, config: str, joint_retrain_of: list[str] | None = None) -> int:
     from kickvision.config import load_config
     from orchestration.runner import run_training
 
     cfg = load_config(config)  # a bad config fails here, before any pipeline starts
     log = setup_console()
-    summary = run_training(catalog, cfg)
+    summary = run_training(catalog, cfg, joint_retrain_of=joint_retrain_of)
     print("\n" + summary.render())
     print(f"{'full log':<15}{log}")
     return _exit_status(summary.registration)
@@ -74,6 +74,7 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from kickvision.config import load_config
+    from kickvision.data.catalog import hash_drop
     from kickvision.errors import CatalogError, RegistryError
     from kickvision.watch import DropFailed, watch
     from orchestration.runner import run_update
@@ -84,14 +85,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
     def update(folder: Path) -> str:
         for _attempt in (1, 2):
             try:
-                result = run_update(catalog_dir(args, folder), cfg)
+                drop = catalog_dir(args, folder)
+                result = run_update(drop, cfg)
             except Exception as exc:
                 cause = user_error_in_chain(exc)
                 if isinstance(cause, CatalogError):
                     raise DropFailed(str(cause)) from None
                 raise cause or exc from None
             if isinstance(result, str):  # this drop already reached the registry (e.g. before a crash)
-                return result
+                return result + unfinished_joint_retrain(drop)
             reg = result.registration
             if reg.get("fail_closed"):  # the registry's problem, not the drop's: stop, retry this drop next time
                 raise RegistryError(f"nothing was promoted: {reg.get('reason')}")
@@ -103,20 +105,47 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     return detail
                 if not joint.get("catalogs"):
                     return detail + "; no joint retrain: the champion does not name the catalogs it learnt"
-                return detail + "; " + joint_retrain(joint["catalogs"])
+                return detail + "; " + joint_retrain(joint["catalogs"], drop)
             # Another version became champion while this drop was applied to the previous one: the
             # new champion has not learnt the drop yet, so apply it again (once; then stop and retry later).
             print(f"{folder.name}: {reg.get('reason')}; applying the drop to the new champion", flush=True)
         raise RegistryError(f"the champion keeps moving while {folder.name} is applied; it stays pending")
 
-    def joint_retrain(catalogs: list[str]) -> str:
-        """The fallback after a refused update (continual.refused_update: joint_retrain)."""
+    def unfinished_joint_retrain(drop: str) -> str:
+        """The fallback a crash interrupted: the drop's update was refused and registered, its joint
+        retrain never finished. Run it now (joint_retrain skips it when it did finish)."""
+        from kickvision.serve.registry import load_registered_bundle, processed_by
+        from orchestration.stack import use_tracking
+
+        if cfg.continual.refused_update != "joint_retrain":
+            return ""
+        use_tracking()  # a pipeline run leaves MLflow's client pointing nowhere
+        version = processed_by(cfg.registry.model_name, hash_drop(drop))
+        if version is None or version.tags.get("promotion_decision") != "challenger":
+            return ""  # the champion learnt it, or no update of the champion did
+        catalogs = load_registered_bundle(f"models:/{version.name}/{version.version}").spec.lineage.catalog_paths
+        if not catalogs:
+            return "; no joint retrain: the champion does not name the catalogs it learnt"
+        return "; " + joint_retrain(catalogs, drop)
+
+    def joint_retrain(catalogs: list[str], drop: str) -> str:
+        """The fallback after a refused update (continual.refused_update: joint_retrain), once per merged catalog."""
+        from kickvision.serve.registry import registered_from
         from orchestration.runner import run_training
+        from orchestration.stack import use_tracking
 
         try:
             merged = merge_for_joint_retrain(catalogs)
+            use_tracking()  # a pipeline run leaves MLflow's client pointing nowhere
+            before = registered_from(cfg.registry.model_name, hash_drop(merged.folder))
+            if before is not None:  # it finished before a crash: its gate has answered
+                tags = before.tags
+                return (
+                    f"joint retrain {before.name} v{before.version} {tags['promotion_decision']} (before a restart): "
+                    f"{tags.get('promotion_reason')}"
+                )
             print(f"update refused; joint retrain: {merged.summary()}", flush=True)
-            reg = run_training(str(merged.folder), cfg).registration
+            reg = run_training(str(merged.folder), cfg, joint_retrain_of=[hash_drop(drop)]).registration
         except Exception as exc:
             cause = user_error_in_chain(exc)
             if isinstance(cause, CatalogError):  # e.g. an old catalog folder moved away: say so, keep going
@@ -178,11 +207,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.also_drop:
         return _train(catalog_dir(args), args.config)
     from kickvision.config import load_config
+    from kickvision.data.catalog import hash_drop
 
     load_config(args.config)  # a bad config fails before anything is merged
-    report = merge_for_joint_retrain([catalog_dir(args), *(catalog_dir(args, d) for d in args.also_drop)])
+    drops = [catalog_dir(args, d) for d in args.also_drop]
+    report = merge_for_joint_retrain([catalog_dir(args), *drops])
     print(report.summary())
-    return _train(str(report.folder), args.config)
+    return _train(str(report.folder), args.config, joint_retrain_of=[hash_drop(d) for d in drops])
 
 
 def merge_for_joint_retrain(folders: list[str]):
@@ -192,7 +223,7 @@ def merge_for_joint_retrain(folders: list[str]):
     from kickvision.data.merge import merge_catalogs
 
     digest = hashlib.sha256("\n".join(str(Path(f).resolve()) for f in folders).encode()).hexdigest()[:12]
-    return merge_catalogs(folders, Path(os.environ["ZENML_CONFIG_PATH"]).parent / "catalogs" / f"joint-{digest}")
+    return merge_catalogs(folders, state_dir() / "catalogs" / f"joint-{digest}")
 
 
 def cmd_import(args: argparse.Namespace) -> int:

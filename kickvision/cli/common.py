@@ -11,11 +11,17 @@ from pathlib import Path
 from kickvision.errors import KickvisionError
 
 
+def state_dir() -> Path:
+    """The project's state folder: the parent of ZENML_CONFIG_PATH (default `./.kickvision/zenml`), which
+    also holds MLflow's store, imported and merged catalogs, the matplotlib cache and the log."""
+    return Path(os.environ.get("ZENML_CONFIG_PATH", Path.cwd() / ".kickvision" / "zenml")).parent
+
+
 def catalog_dir(args: argparse.Namespace, source: str | Path | None = None) -> str:
     """The generic drop for `source` (default --catalog): itself, or its import when --format names another layout."""
     from kickvision.data.importers import catalog_dir_for
 
-    workdir = Path(os.environ["ZENML_CONFIG_PATH"]).parent / "imports"
+    workdir = state_dir() / "imports"
     options = {"master_category": args.master_category, "label": args.label}
     return str(catalog_dir_for(args.format, source or args.catalog, workdir, **options))
 

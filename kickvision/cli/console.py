@@ -12,7 +12,6 @@ configuration problem keeps its message but loses its traceback on the console (
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from kickvision.errors import user_error_in_chain
@@ -40,8 +39,9 @@ class ConsoleFilter(logging.Filter):
 
 
 def log_file() -> Path:
-    state = Path(os.environ.get("ZENML_CONFIG_PATH", Path.cwd() / ".kickvision" / "zenml")).parent
-    return state / "logs" / "kickvision.log"
+    from kickvision.cli.common import state_dir
+
+    return state_dir() / "logs" / "kickvision.log"
 
 
 def setup_console() -> Path:

@@ -314,7 +314,8 @@ def register_update_version(
 def processed_by(model_name: str, content_hash: str, client: MlflowClient | None = None):
     """The version that already learned this exact drop on top of the current champion, if any.
 
-    That is the champion itself (it was trained or updated on the drop) or a version updated from
+    That is the champion itself (it was trained or updated on the drop, or is a joint retrain on a
+    catalog merged with it: tag `joint_retrain_of`) or a version updated from
     the champion with it (e.g. a challenger the gate refused): running the drop again would repeat it.
     """
     client = client or MlflowClient()
@@ -323,12 +324,26 @@ def processed_by(model_name: str, content_hash: str, client: MlflowClient | None
         return None
     for version in client.search_model_versions(f"name='{model_name}'"):
         tags = version.tags or {}
+        if str(version.version) == str(champ.version) and content_hash in tags.get("joint_retrain_of", "").split(","):
+            return version  # a joint retrain on a catalog merged with the drop
         if tags.get("catalog_hash") != content_hash:
             continue
         if str(version.version) == str(champ.version):
             return version
         unfinished = tags.get("promotion_decision") == "pending" or tags.get("promotion_fail_closed") == "true"
         if tags.get("parent_version") == str(champ.version) and not unfinished:  # its gate's answer stands
+            return version
+    return None
+
+
+def registered_from(model_name: str, content_hash: str, client: MlflowClient | None = None):
+    """The latest version whose gate has answered that learnt exactly this catalog (by content hash),
+    e.g. a joint retrain on a merged catalog that already ran; None when there is none."""
+    client = client or MlflowClient()
+    for version in sorted(client.search_model_versions(f"name='{model_name}'"), key=lambda v: -int(v.version)):
+        tags = version.tags or {}
+        unfinished = tags.get("promotion_decision") in (None, "pending") or tags.get("promotion_fail_closed") == "true"
+        if tags.get("catalog_hash") == content_hash and not unfinished:
             return version
     return None
 

@@ -15,7 +15,11 @@ from orchestration.model_version import publish_decision
 
 @step(experiment_tracker=True, enable_cache=False)
 def register_model(
-    bundle: ModelBundle, report: EvaluationReport, data: PreparedData, registry: RegisterConfig
+    bundle: ModelBundle,
+    report: EvaluationReport,
+    data: PreparedData,
+    registry: RegisterConfig,
+    joint_retrain_of: list[str] | None = None,
 ) -> Annotated[dict[str, Any], "registration"]:
     """Register the model and decide whether it becomes champion.
 
@@ -24,6 +28,8 @@ def register_model(
         report: its test metrics (logged alongside the decision).
         data: the prepared catalog; its test rows are the comparison data.
         registry: model name and promotion metric.
+        joint_retrain_of: content hashes of the drops this training is a joint retrain for (merged into
+            the catalog); tagged, so a watcher restarted before it recorded the drop knows it is learnt.
     """
     columns = ["image", "title", *bundle.text_columns, "category"]
     test_rows = data.rows_with_image_paths(data.indices("test"))[columns]
@@ -33,7 +39,8 @@ def register_model(
         registry.model_name,
         test_rows,
         registry.promotion_metric,
-        tags={"catalog_hash": data.catalog_hash, "pipeline": "training"},
+        tags={"catalog_hash": data.catalog_hash, "pipeline": "training"}
+        | ({"joint_retrain_of": ",".join(joint_retrain_of)} if joint_retrain_of else {}),
         replace_unloadable_champion=registry.replace_unloadable_champion,
     )
 
