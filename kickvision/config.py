@@ -242,6 +242,12 @@ class ContinualConfig(_Section):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    encoder_lr: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="LR of encoders pretrained on generic data (e.g. MiniLM) during an update; None = lr",
+    )
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")
     balanced_sampling: bool = Field(True, description="sample drop and replay products class-balanced")
     logit_replay_weight: float = Field(

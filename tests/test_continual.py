@@ -345,3 +345,23 @@ def test_an_update_names_every_catalog_folder_it_learnt_only_when_the_champion_n
     older.spec.lineage.catalog_paths = []  # trained before folders were recorded
     lineage = update_bundle(older, loafers_drop, cfg, tiny_config.train, progress=False).bundle.spec.lineage
     assert lineage.catalog_paths == []  # never a joint retrain on the drop alone
+
+
+def test_an_update_trains_the_encoders_pretrained_on_generic_data_at_continual_encoder_lr(
+    shared_trained, loafers_drop, tiny_config
+):
+    """A rebuilt champion's encoders do not know they started pretrained; its spec does, and the update
+    gives those encoders their own learning rate (the fit's lower encoder_lr, for one)."""
+    champion = copy.copy(shared_trained)
+    champion.spec = shared_trained.spec.model_copy(deep=True)
+    champion.spec.training.pretrained = {"text": True}  # as if the title encoder had started from MiniLM
+    before = {n: p.detach().clone() for n, p in champion.model.text_encoder.named_parameters()}
+
+    def text_encoder_moved(encoder_lr: float | None) -> float:
+        c = tiny_config.continual.model_copy(
+            update={"epochs": 2, "batch_size": 4, "ewc_lambda": 0.0, "encoder_lr": encoder_lr}
+        )
+        model = update_bundle(champion, loafers_drop, c, tiny_config.train, progress=False).bundle.model
+        return max((p.detach() - before[n]).abs().max().item() for n, p in model.text_encoder.named_parameters())
+
+    assert text_encoder_moved(1e-12) < 1e-6 < text_encoder_moved(None)

@@ -113,9 +113,12 @@ def photo_augment(train: TrainConfig) -> PhotoAugment | None:
 
 
 def _secondary(train: TrainConfig, epochs: int, lr: float, **changes) -> LoopSettings:
-    """A loop after or beside the main fit: its own epochs and learning rate for every parameter, no
-    early stop; device, precision, clipping, augmentation and weight decay as in `train`."""
-    return replace(fit_settings(train), epochs=epochs, lr=lr, encoder_lr=None, patience=None, **changes)
+    """A loop after or beside the main fit: its own epochs and learning rate (for every parameter unless
+    `changes` names an encoder_lr), no early stop; device, precision, clipping, augmentation and weight
+    decay as in `train`."""
+    return replace(
+        fit_settings(train), **({"epochs": epochs, "lr": lr, "encoder_lr": None, "patience": None} | changes)
+    )
 
 
 def update_settings(continual: ContinualConfig, train: TrainConfig) -> LoopSettings:
@@ -125,6 +128,7 @@ def update_settings(continual: ContinualConfig, train: TrainConfig) -> LoopSetti
         train,
         continual.epochs,
         continual.lr,
+        encoder_lr=continual.encoder_lr,
         batch_size=continual.batch_size,
         pct_start=continual.pct_start,
         balanced_sampling=continual.balanced_sampling,

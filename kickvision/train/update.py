@@ -122,6 +122,7 @@ def update_bundle(
         raise ValueError("the drop was not prepared against the champion's label map")
     seed_everything(seed)
     model = copy.deepcopy(champion.model)
+    mark_pretrained_encoders(model, champion.spec)  # for continual.encoder_lr
     grow_classifier(model, len(drop.classes))
     anchor = {n: p.detach().cpu().clone() for n, p in champion.model.named_parameters()}
 
@@ -182,6 +183,18 @@ def update_bundle(
         photo_pretraining=old.photo_pretraining,  # the encoders it started from, still
     )
     return UpdateResult(ModelBundle(model, champion.tokenizer, spec, continual=new_state), loop.history, metrics)
+
+
+def mark_pretrained_encoders(model, spec) -> None:
+    """A model rebuilt from a bundle no longer knows which encoders started from pretrained weights;
+    its spec does. The optimizer factory puts those pretrained on generic data (not on the catalog's
+    own photos) in the `encoder_lr` group, as the fit did."""
+    started = spec.training.pretrained
+    for i, encoder in enumerate(model.image_encoders):
+        encoder.pretrained_loaded = bool(started.get(f"image_{i}_{encoder.name}", False))
+        encoder.catalog_pretrained = spec.lineage.photo_pretraining is not None
+    if model.text_encoder is not None:
+        model.text_encoder.pretrained_loaded = bool(started.get("text", False))
 
 
 def learnt_paths(old: Lineage, drop: PreparedData) -> list[str]:
