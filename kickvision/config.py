@@ -222,7 +222,8 @@ class ContinualConfig(_Section):
     JPEG) and up to `holdout_per_class` never-trained test products per category, so an update never
     needs the old catalog. The update recipe: EWC (`ewc_lambda`, `fisher_normalise`), replay, DER++
     logit replay (`logit_replay_weight`), LwF (`distill_weight`), weight aligning (`bias_correction`);
-    see train/update.py.
+    `encoder_lr` for the encoders pretrained on generic data (as `train.encoder_lr` in the fit); see
+    train/update.py.
     """
 
     replay_per_class: int = Field(20, ge=0, description="exemplars per category stored and replayed")
