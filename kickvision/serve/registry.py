@@ -311,6 +311,11 @@ def register_update_version(
     return decision
 
 
+def _answered(tags: dict[str, str]) -> bool:
+    """The version's gate has answered: not pending (the alias never moved) nor failed closed."""
+    return tags.get("promotion_decision") != "pending" and tags.get("promotion_fail_closed") != "true"
+
+
 def processed_by(model_name: str, content_hash: str, client: MlflowClient | None = None):
     """The version that already learned this exact drop on top of the current champion, if any.
 
@@ -330,8 +335,7 @@ def processed_by(model_name: str, content_hash: str, client: MlflowClient | None
             continue
         if str(version.version) == str(champ.version):
             return version
-        unfinished = tags.get("promotion_decision") == "pending" or tags.get("promotion_fail_closed") == "true"
-        if tags.get("parent_version") == str(champ.version) and not unfinished:  # its gate's answer stands
+        if tags.get("parent_version") == str(champ.version) and _answered(tags):  # its gate's answer stands
             return version
     return None
 
@@ -342,8 +346,7 @@ def registered_from(model_name: str, content_hash: str, client: MlflowClient | N
     client = client or MlflowClient()
     for version in sorted(client.search_model_versions(f"name='{model_name}'"), key=lambda v: -int(v.version)):
         tags = version.tags or {}
-        unfinished = tags.get("promotion_decision") in (None, "pending") or tags.get("promotion_fail_closed") == "true"
-        if tags.get("catalog_hash") == content_hash and not unfinished:
+        if tags.get("catalog_hash") == content_hash and tags.get("promotion_decision") and _answered(tags):
             return version
     return None
 
