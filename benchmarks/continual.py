@@ -223,7 +223,7 @@ def recipe_config(cfg: RunConfig, recipe: str, data: PreparedData):
 
 def with_memory(champion: ModelBundle, data: PreparedData, c, seed: int, states: dict) -> ModelBundle:
     """`champion` carrying the replay memory recipe `c` keeps (chosen at registration, so per recipe)."""
-    key = (c.replay_per_class, c.replay_bytes, c.replay_jpeg_quality)
+    key = (c.replay_per_class, c.replay_bytes, c.replay_jpeg_quality, c.validation_per_class)
     if key not in states:
         states[key] = continual_state_after_training(champion.model, data, c, seed)
     bundle = copy.copy(champion)
@@ -305,8 +305,8 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
             offered |= mask  # new = every drop so far, learnt or refused: what the catalog now holds
             drop = subset(data, mask, orders[step], f"chain-{step}")
             started = time.perf_counter()
-            updated = update_bundle(champion, drop, c, cfg.train, seed=seed, progress=False).bundle
-            seconds = time.perf_counter() - started
+            result = update_bundle(champion, drop, c, cfg.train, seed=seed, progress=False)
+            seconds, updated = time.perf_counter() - started, result.bundle
             promoted, reason = update_gate(evaluate_update(champion, updated, drop), c.forgetting_tolerance)
             if promoted:
                 champion = updated
@@ -315,6 +315,7 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
             results.append(
                 {"scenario": f"C{step}", "method": recipe, "seconds": seconds, "promoted": promoted, "gate": reason}
                 | scores
+                | result.metrics
             )
             print(_row(results[-1]), flush=True)
     if JOINT in recipes:

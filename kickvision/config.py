@@ -7,7 +7,7 @@ naming the setting, and each pipeline step receives exactly the section it needs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -219,11 +219,13 @@ class ContinualConfig(_Section):
 
     Every registered model stores the diagonal Fisher of its weights (the weights themselves are the
     EWC anchor), `replay_per_class` exemplars per category (or as many as `replay_bytes` holds as
-    JPEG) and up to `holdout_per_class` never-trained test products per category, so an update never
+    JPEG), up to `holdout_per_class` never-trained test products per category (the gate's forgetting) and
+    up to `validation_per_class` validation products (the update's choice of epoch), so an update never
     needs the old catalog. The update recipe: EWC (`ewc_lambda`, `fisher_normalise`), replay, DER++
     logit replay (`logit_replay_weight`), LwF (`distill_weight`), weight aligning (`bias_correction`);
-    `encoder_lr` for the encoders pretrained on generic data (as `train.encoder_lr` in the fit); see
-    train/update.py.
+    `encoder_lr` for the encoders pretrained on generic data (as `train.encoder_lr` in the fit); with
+    a validation memory, the epoch and the `interpolation` with the champion's weights chosen on it;
+    see train/update.py.
     """
 
     replay_per_class: int = Field(20, ge=0, description="exemplars per category stored and replayed")
@@ -236,6 +238,12 @@ class ContinualConfig(_Section):
     )
     replay_jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of exemplars under replay_bytes")
     holdout_per_class: int = Field(50, ge=1, description="old test products per category kept to measure forgetting")
+    validation_per_class: int = Field(
+        0,
+        ge=0,
+        description="old validation products per category kept, so an update keeps the epoch with the best top-1 on "
+        "them and the drop's validation split together; 0: none kept, an update keeps its last epoch",
+    )
     fisher_samples: int = Field(256, ge=1, description="training products the Fisher diagonal is averaged over")
     fisher_decay: float = Field(0.9, ge=0, le=1, description="online EWC: old Fisher weight when a drop is added")
     ewc_lambda: float = Field(5000.0, ge=0, description="weight of the EWC penalty")
@@ -264,6 +272,12 @@ class ContinualConfig(_Section):
     fisher_normalise: bool = Field(
         False,
         description="divide the Fisher by its mean before the penalty, so ewc_lambda means the same across models",
+    )
+    interpolation: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="weight interpolation after the update: the weights α·updated + (1−α)·champion with the α of "
+        "this list that scores best on the validation memory (needs validation_per_class); [1.0]: the updated weights",
     )
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
     refused_update: Literal["keep_champion", "joint_retrain"] = Field(

@@ -27,7 +27,14 @@ def config_file(tmp_path_factory):
         {
             "name": "tiny-update",
             "train": {"epochs": 4},
-            "continual": {"epochs": 20, "batch_size": 8, "lr": 0.01, "fisher_samples": 32, "replay_bytes": 60_000},
+            "continual": {
+                "epochs": 20,
+                "batch_size": 8,
+                "lr": 0.01,
+                "fisher_samples": 32,
+                "replay_bytes": 60_000,
+                "validation_per_class": 5,
+            },
             "registry": {"model_name": MODEL},
         },
     )
@@ -88,6 +95,8 @@ def test_update_adds_a_version_that_knows_the_new_category(registry, config_file
         f"(forgetting {m['update_forgetting']:+.4f}" in version.tags["promotion_reason"]
     )
     assert m["update_forgetting"] == pytest.approx(m["update_old_top1_before"] - m["update_old_top1_after"])
+    # The epoch was chosen on the champion's old validation products plus the drop's validation split.
+    assert m["update_validation_products"] > 5 and 1 <= m["update_kept_epoch"] <= 20
     # The replay memory is a byte budget of JPEGs: more than 3 exemplars per category, in about 60 kB.
     assert m["replay_exemplars"] > 3 * 8 and m["replay_stored_bytes"] <= 66_000
     card = mlflow.artifacts.load_text(f"runs:/{version.run_id}/model_card.md")

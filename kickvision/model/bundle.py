@@ -4,7 +4,7 @@ Layout (after transformers' save_pretrained): `kickvision_model.json` (the archi
 text encoder's exact HF config, and the typed `BundleSpec`: label map, input settings, structure
 such as the pruned shapes, provenance), `model.safetensors` (weights), `tokenizer/` (tokenizer
 files), `index/` (catalog embeddings for recommendations), `continual/` (Fisher diagonal, replay
-exemplars and old-test holdout for catalog-drop updates).
+exemplars, old-test holdout and validation memory for catalog-drop updates).
 Loading rebuilds the architecture from the JSON, reshapes it where the model was pruned and reads
 tensors with safetensors: nothing is ever unpickled. Bundles of format 1 (an untyped `info` dict)
 still load.
@@ -33,7 +33,9 @@ WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 INDEX_DIR = "index"
 CONTINUAL_DIR = "continual"
-FORMAT_VERSION = 3  # 3: catalog folders and timings in the spec, JPEG replay exemplars (2 still loads)
+# 4: validation memory in the continual state; 3: catalog folders and timings in the spec, JPEG
+# replay exemplars (2 and 3 still load)
+FORMAT_VERSION = 4
 
 
 class _Record(BaseModel):
@@ -161,7 +163,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     version = document.get("format_version")
     if version == 1:
         spec = spec_from_v1(document)
-    elif version in (2, FORMAT_VERSION):
+    elif version in (2, 3, FORMAT_VERSION):
         spec = BundleSpec.model_validate(document["spec"])
     else:
         raise ValueError(f"{folder}: unsupported bundle format {version}")

@@ -5,8 +5,9 @@
   JPEG (`compressed`): several times as many exemplars fit the same bytes, and the pixels it holds
   in memory are the decoded JPEG, so training sees exactly what is stored;
 - `ContinualState`: the diagonal Fisher of the model's parameters (the EWC anchor θ* is the model's
-  own weights, so it is not stored twice), the replay set, the holdout and how many drops were
-  folded in. The algorithms that fill them live in train/ewc.py and train/replay.py.
+  own weights, so it is not stored twice), the replay set, the holdout, the validation memory (old
+  validation products an update chooses its epoch on) and how many drops were folded in. The
+  algorithms that fill them live in train/ewc.py and train/replay.py.
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class ContinualState:
     updates: int = 0  # how many drops were folded into the Fisher so far
     fisher_samples: int = 0  # products the latest Fisher term was averaged over
     replay_selection: str = "herding"
+    validation: ExemplarSet | None = None  # old validation products: what an update chooses its epoch on
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -195,6 +197,8 @@ class ContinualState:
         save_file({k: v.contiguous() for k, v in self.fisher.items()}, str(folder / "fisher.safetensors"))
         self.replay.save(folder, "replay")
         self.holdout.save(folder, "holdout")
+        if self.validation is not None:
+            self.validation.save(folder, "validation")
         meta = {
             "updates": self.updates,
             "fisher_samples": self.fisher_samples,
@@ -214,4 +218,6 @@ class ContinualState:
             meta.get("updates", 0),
             meta.get("fisher_samples", legacy.get("fisher_samples", 0)),
             meta.get("replay_selection", legacy.get("replay_selection", "herding")),
+            # bundles before format 4 kept no validation memory
+            ExemplarSet.load(folder, "validation") if (folder / "validation.safetensors").is_file() else None,
         )

@@ -17,7 +17,8 @@ def equip_for_release(
 
     - the recommendation index of the whole catalog (served with the model);
     - the temperature fitted on validation, kept only if it lowers ECE;
-    - Fisher diagonal, replay exemplars and holdout, so an update never needs this catalog again.
+    - Fisher diagonal, replay exemplars, holdout and validation memory, so an update never needs this
+      catalog again.
     """
     bundle.index = index_catalog(bundle.model, data)
     metrics = calibrate_temperature(bundle, data)
@@ -28,4 +29,5 @@ def equip_for_release(
         "replay_exemplars": len(bundle.continual.replay),
         "replay_stored_bytes": bundle.continual.replay.stored_bytes(),
         "holdout_products": len(bundle.continual.holdout),
+        "validation_memory_products": len(bundle.continual.validation or ()),
     }

@@ -121,9 +121,11 @@ def _secondary(train: TrainConfig, epochs: int, lr: float, **changes) -> LoopSet
     )
 
 
-def update_settings(continual: ContinualConfig, train: TrainConfig) -> LoopSettings:
-    """A catalog-drop update: the last epoch is kept (the drop's validation split cannot see forgetting;
-    the update gate measures that on the champion's holdout)."""
+def update_settings(continual: ContinualConfig, train: TrainConfig, choose_epoch: bool = False) -> LoopSettings:
+    """A catalog-drop update. With `choose_epoch` (validation on old and new products together) the
+    epoch with the best validation top-1 is kept (on a tie the later one); without, the last epoch
+    (the drop's validation split alone cannot see forgetting; the update gate measures that on the
+    champion's holdout)."""
     return _secondary(
         train,
         continual.epochs,
@@ -132,7 +134,8 @@ def update_settings(continual: ContinualConfig, train: TrainConfig) -> LoopSetti
         batch_size=continual.batch_size,
         pct_start=continual.pct_start,
         balanced_sampling=continual.balanced_sampling,
-        monitor=None,
+        monitor="val_top1" if choose_epoch else None,
+        later_wins_ties=True,
     )
 
 

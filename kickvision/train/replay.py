@@ -5,7 +5,8 @@ the products whose running mean best approximates the class mean. With a byte bu
 (`replay_bytes`) the photos are kept as JPEG and the number per category is what fits the budget
 at the mean size of a sample of the catalog's photos (memory replay with compressed data, Wang et
 al. 2022: more, slightly lossy exemplars beat fewer exact ones). The holdout is a capped random
-share of never-trained test products per category, on which forgetting is measured.
+share of never-trained test products per category, on which forgetting is measured; the validation
+memory the same share of validation products, on which the next update chooses its epoch.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ def build_continual_state(
     cfg: ContinualConfig,
     seed: int,
     previous: ContinualState | None = None,
+    validation: ExemplarSet | None = None,
 ) -> ContinualState:
-    """Fisher, replay and holdout for `model`, which was just trained on `train_indices` of `data`.
+    """Fisher, replay, holdout and validation memory for `model`, which was just trained on
+    `train_indices` of `data`.
 
     With `previous` (an update), the Fisher is accumulated online and `data` already contains the
     old replay exemplars among `train_indices`.
@@ -108,7 +111,7 @@ def build_continual_state(
     if cfg.replay_bytes:
         replay = replay.compressed(cfg.replay_jpeg_quality)
     samples = min(cfg.fisher_samples, len(train_indices))
-    return ContinualState(fisher, replay, holdout, updates, samples, cfg.replay_selection)
+    return ContinualState(fisher, replay, holdout, updates, samples, cfg.replay_selection, validation)
 
 
 def initial_holdout(data: PreparedData, cfg: ContinualConfig, seed: int) -> ExemplarSet:
@@ -118,8 +121,21 @@ def initial_holdout(data: PreparedData, cfg: ContinualConfig, seed: int) -> Exem
     return ExemplarSet.from_prepared(data, test[keep])
 
 
+def capped_memory(kept: ExemplarSet | None, added: ExemplarSet, per_class: int, seed: int) -> ExemplarSet | None:
+    """`kept` ∪ `added`, at most `per_class` products per category; None when nothing is to be kept."""
+    if not per_class:
+        return None
+    pool = kept.concat(added) if kept is not None and len(kept) else added
+    return pool.take(cap_per_class(pool.rows["category"].to_numpy(), per_class, seed))
+
+
 def continual_state_after_training(
     model: torch.nn.Module, data: PreparedData, cfg: ContinualConfig, seed: int
 ) -> ContinualState:
-    """The state a freshly trained model is registered with: Fisher and replay from its train split."""
-    return build_continual_state(model, data, data.indices("train"), initial_holdout(data, cfg, seed), cfg, seed)
+    """The state a freshly trained model is registered with: Fisher and replay from its train split,
+    holdout from its test split, validation memory from its validation split."""
+    val = ExemplarSet.from_prepared(data, data.indices("val"))
+    validation = capped_memory(None, val, cfg.validation_per_class, seed)
+    return build_continual_state(
+        model, data, data.indices("train"), initial_holdout(data, cfg, seed), cfg, seed, validation=validation
+    )

@@ -9,11 +9,17 @@ the replay exemplars the champion carries, with what the config's `continual` se
   once before training on every training row (fused head, photos un-augmented): MSE on the replay
   exemplars, soft targets on the drop's products, over the old categories only;
 - weight aligning (Zhao et al. 2020) after training: the new categories' classifier rows are scaled
-  to the old rows' mean norm, undoing the bias towards the categories the update saw most recently.
+  to the old rows' mean norm, undoing the bias towards the categories the update saw most recently;
+- with a validation memory (`validation_per_class`): the epoch kept is the one with the best top-1 on
+  the champion's old validation products and the drop's validation split together, scored as the
+  update will leave the model (weights aligned), as the gate scores old and new test products
+  together; without one, the last epoch. Then, when `interpolation` lists more than α = 1, the
+  weights become α·updated + (1−α)·champion (WiSE-FT, Wortsman et al. 2022) with the listed α that
+  scores best on the same validation products: a drop that teaches little moves the champion little.
 
 Then it recomputes the Fisher on what it trained on and accumulates it with decay γ (online EWC:
-F ← γ·F_old + F_new), and refreshes replay and holdout, so a chain of drops keeps working. The
-recommendation index is re-embedded by the updated model.
+F ← γ·F_old + F_new), and refreshes replay, holdout and validation memory, so a chain of drops keeps
+working. The recommendation index is re-embedded by the updated model.
 """
 
 from __future__ import annotations
@@ -36,11 +42,18 @@ from kickvision.model.index import EmbeddingIndex, make_index
 from kickvision.model.memory import ExemplarSet
 from kickvision.model.net import MultimodalShoeNet, grow_classifier
 from kickvision.model.predict import predict_arrays, predict_logits
-from kickvision.train.engine import EpochCallback, seed_everything, split_validator, train_loop, update_settings
+from kickvision.train.engine import (
+    EpochCallback,
+    Validator,
+    seed_everything,
+    split_validator,
+    train_loop,
+    update_settings,
+)
 from kickvision.train.ewc import EWCPenalty, normalise_fisher
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss, LogitReplay, OldClassDistillation
-from kickvision.train.replay import build_continual_state, cap_per_class
+from kickvision.train.replay import build_continual_state, cap_per_class, capped_memory
 
 
 def encode_drop(
@@ -66,7 +79,7 @@ def encode_drop(
 class UpdateResult:
     bundle: ModelBundle
     history: list[dict[str, float]]
-    metrics: dict[str, float]  # what the update's own corrections did (weight aligning's scale per head)
+    metrics: dict[str, float]  # the epoch kept, what validation it was chosen on, weight aligning's scales
 
 
 def champion_targets(champion: MultimodalShoeNet, data: PreparedData) -> torch.Tensor:
@@ -141,13 +154,27 @@ def update_bundle(
             losses.append(LogitReplay(targets, is_replay, cfg.logit_replay_weight))
         if cfg.distill_weight:
             losses.append(OldClassDistillation(targets, ~is_replay, cfg.distill_weight, cfg.distill_temperature))
+    # Validation: the drop's validation split, plus the old validation products the champion keeps,
+    # so the epoch is chosen on old and new products together (as the gate scores), bias corrected.
+    drop_val = ExemplarSet.from_prepared(drop, drop.indices("val"))
+    remembered = state.validation if state.validation is not None and len(state.validation) else None
+    choose_epoch = cfg.validation_per_class > 0 and remembered is not None
+    if choose_epoch:
+        val_set = remembered.concat(drop_val) if len(drop_val) else remembered
+        validate = corrected_validator(
+            split_validator(val_set.as_prepared(drop.classes, "val"), np.arange(len(val_set))),
+            cfg,
+            len(champion.classes),
+        )
+    else:
+        validate = split_validator(drop, drop.indices("val"))
     loop = train_loop(
         model,
         train_data,
         np.arange(len(train_set)),
-        update_settings(cfg, train_cfg),
+        update_settings(cfg, train_cfg, choose_epoch),
         losses,
-        split_validator(drop, drop.indices("val")),
+        validate,
         hooks=hooks,
         seed=seed,
         desc="update",
@@ -155,19 +182,24 @@ def update_bundle(
         progress=progress,
     )
 
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"update_kept_epoch": float(loop.best_epoch)}
+    if choose_epoch:
+        metrics["update_validation_products"] = float(len(val_set))
+        if cfg.interpolation != [1.0]:
+            metrics["update_interpolation"] = choose_interpolation(model, champion.model, cfg.interpolation, validate)
     if cfg.bias_correction == "weight_aligning":
         metrics |= align_new_class_weights(model, len(champion.classes))
     # The grown, retrained branch heads vote with weights chosen for this model (before the Fisher,
     # which is taken on the model as it will predict).
     head_weights = choose_branch_head_weights(model, drop, drop.indices("val"))
-    # Memory for the next drop: Fisher on what this update trained on, replay and holdout refreshed.
+    # Memory for the next drop: Fisher on what this update trained on, replay, holdout, validation refreshed.
     merged = ExemplarSet.from_prepared(drop, drop.indices("test"))
     holdout = state.holdout.concat(merged) if len(merged) else state.holdout
     holdout = holdout.take(cap_per_class(holdout.rows["category"].to_numpy(), cfg.holdout_per_class, seed))
+    validation = capped_memory(state.validation, drop_val, cfg.validation_per_class, seed)
     replay_pool = drop_train.concat(state.replay).as_prepared(drop.classes)
     new_state = build_continual_state(
-        model, replay_pool, np.arange(len(replay_pool.rows)), holdout, cfg, seed, previous=state
+        model, replay_pool, np.arange(len(replay_pool.rows)), holdout, cfg, seed, previous=state, validation=validation
     )
     old = champion.spec.lineage
     spec = champion.spec.model_copy(deep=True)
@@ -183,6 +215,57 @@ def update_bundle(
         photo_pretraining=old.photo_pretraining,  # the encoders it started from, still
     )
     return UpdateResult(ModelBundle(model, champion.tokenizer, spec, continual=new_state), loop.history, metrics)
+
+
+def interpolate_weights(updated: dict, champion: dict, alpha: float) -> dict:
+    """The state α·updated + (1−α)·champion (WiSE-FT, Wortsman et al. 2022), tensor by tensor. A grown
+    classifier's new rows have no champion counterpart and stay as updated; so do integer buffers
+    (batch counts) and anything the champion lacks."""
+    state = {}
+    for name, new in updated.items():
+        old = champion.get(name)
+        if old is None or not new.is_floating_point():
+            state[name] = new.clone()
+        elif old.shape == new.shape:
+            state[name] = alpha * new + (1 - alpha) * old
+        elif old.dim() and old.shape[1:] == new.shape[1:] and old.shape[0] < new.shape[0]:
+            state[name] = new.clone()
+            state[name][: old.shape[0]] = alpha * new[: old.shape[0]] + (1 - alpha) * old
+        else:
+            raise ValueError(f"cannot interpolate {name}: champion {tuple(old.shape)}, updated {tuple(new.shape)}")
+    return state
+
+
+def choose_interpolation(
+    model: MultimodalShoeNet, champion: MultimodalShoeNet, alphas: list[float], validate: Validator
+) -> float:
+    """Set `model` (in place) to its interpolation with the champion whose α has the best validation
+    top-1 (on a tie the larger α: more of the update); returns that α."""
+    updated = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    old = {k: v.detach() for k, v in champion.state_dict().items()}
+    best, best_alpha = None, 1.0
+    for alpha in sorted(set(alphas)):
+        model.load_state_dict(interpolate_weights(updated, old, alpha))
+        score = validate(model)["val_top1"]
+        if best is None or score >= best:
+            best, best_alpha = score, alpha
+    model.load_state_dict(interpolate_weights(updated, old, best_alpha))
+    model.eval()
+    return best_alpha
+
+
+def corrected_validator(validate: Validator, cfg: ContinualConfig, n_old: int) -> Validator:
+    """`validate` scoring the model as the update will leave it: with its new categories' weights
+    aligned when the recipe aligns them (on a copy; the training model is untouched)."""
+    if cfg.bias_correction != "weight_aligning":
+        return validate
+
+    def aligned(model: MultimodalShoeNet) -> dict[str, float]:
+        corrected = copy.deepcopy(model)
+        align_new_class_weights(corrected, n_old)
+        return validate(corrected)
+
+    return aligned
 
 
 def mark_pretrained_encoders(model, spec) -> None:
