@@ -390,10 +390,18 @@ def test_a_model_keeps_capped_old_validation_products_and_a_bundle_without_them_
     np.testing.assert_array_equal(loaded.images, memory.images)
 
     assert shared_trained.continual.validation is None  # the demo config keeps none
-    folder = save_bundle(shared_trained, tmp_path / "format3")
+    folder = save_bundle(shared_trained, tmp_path / "with")  # re-saved without one: none comes back
+    assert load_bundle(folder).continual.validation is None
     document = json.loads((folder / SPEC_FILE).read_text())
     (folder / SPEC_FILE).write_text(json.dumps({**document, "format_version": 3}))
     assert load_bundle(folder).continual.validation is None
+
+    # Stored rows that no longer match the stored photos are refused, not silently misaligned.
+    folder = save_bundle(bundle, tmp_path / "corrupt")
+    rows = json.loads((folder / "continual" / "validation.json").read_text())
+    (folder / "continual" / "validation.json").write_text(json.dumps(rows[1:]))
+    with pytest.raises(ValueError, match="do not match"):
+        load_bundle(folder)
 
 
 def test_an_update_keeps_the_epoch_best_on_old_and_new_validation_products_and_remembers_the_drops(
@@ -405,7 +413,15 @@ def test_an_update_keeps_the_epoch_best_on_old_and_new_validation_products_and_r
     from kickvision.train.replay import continual_state_after_training
 
     c = tiny_config.continual.model_copy(
-        update={"validation_per_class": 3, "epochs": 4, "lr": 0.01, "batch_size": 8, "ewc_lambda": 0.0}
+        update={
+            "validation_per_class": 3,
+            "epochs": 4,
+            "lr": 0.01,
+            "batch_size": 8,
+            "ewc_lambda": 0.0,
+            "bias_correction": "weight_aligning",
+            "interpolation": [0.5, 1.0],
+        }
     )
     champion = copy.copy(shared_trained)
     champion.continual = continual_state_after_training(shared_trained.model, learnt_data, c, seed=0)
@@ -424,8 +440,18 @@ def test_an_update_keeps_the_epoch_best_on_old_and_new_validation_products_and_r
         drop_val["product_id"]
     )
 
+    assert result.metrics["update_interpolation"] in (0.5, 1.0)
+
     last = update_bundle(shared_trained, loafers_drop, c, tiny_config.train, progress=False)  # no memory kept
     assert last.metrics["update_kept_epoch"] == 4 and "update_validation_products" not in last.metrics
+    # A memory without one of the categories (turned on after the base was trained) cannot choose.
+    partial = copy.copy(champion)
+    memory = champion.continual.validation
+    first = next(c for c in memory.rows["category"] if c not in set(drop_val["category"]))
+    partial.continual = copy.copy(champion.continual)
+    partial.continual.validation = memory.take(np.flatnonzero(memory.rows["category"] != first))
+    blind = update_bundle(partial, loafers_drop, c, tiny_config.train, progress=False)
+    assert blind.metrics["update_kept_epoch"] == 4 and "update_interpolation" not in blind.metrics
 
 
 def test_weight_interpolation_mixes_shared_weights_keeps_new_classifier_rows_and_picks_the_best_alpha(tiny_config):

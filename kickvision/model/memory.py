@@ -136,7 +136,11 @@ class ExemplarSet:
             )
         else:
             images = tensors["images"].numpy()
-        return cls(images, tensors["input_ids"].numpy(), tensors["attention_mask"].numpy(), rows, quality, chunks)
+        input_ids, attention_mask = tensors["input_ids"].numpy(), tensors["attention_mask"].numpy()
+        lengths = {len(rows), len(images), len(input_ids), len(attention_mask)}
+        if len(lengths) != 1 or images.dtype != np.uint8 or images.ndim != 4 or input_ids.shape != attention_mask.shape:
+            raise ValueError(f"{path}: stored exemplars whose rows, photos and tokens do not match")
+        return cls(images, input_ids, attention_mask, rows, quality, chunks)
 
     def stored_bytes(self) -> int:
         """Bytes its photos take in the bundle (JPEG or raw pixels)."""
@@ -199,6 +203,9 @@ class ContinualState:
         self.holdout.save(folder, "holdout")
         if self.validation is not None:
             self.validation.save(folder, "validation")
+        else:  # re-saved into a folder that held a memory: it must not come back on load
+            for stale in (folder / "validation.safetensors", folder / "validation.json"):
+                stale.unlink(missing_ok=True)
         meta = {
             "updates": self.updates,
             "fisher_samples": self.fisher_samples,

@@ -122,7 +122,8 @@ def initial_holdout(data: PreparedData, cfg: ContinualConfig, seed: int) -> Exem
 
 
 def capped_memory(kept: ExemplarSet | None, added: ExemplarSet, per_class: int, seed: int) -> ExemplarSet | None:
-    """`kept` ∪ `added`, at most `per_class` products per category; None when nothing is to be kept."""
+    """`kept` ∪ `added`, at most `per_class` products per category; None when `per_class` is 0 (the
+    memory is then dropped: a later update keeps its last epoch until the memory is rebuilt)."""
     if not per_class:
         return None
     pool = kept.concat(added) if kept is not None and len(kept) else added

@@ -11,11 +11,13 @@ the replay exemplars the champion carries, with what the config's `continual` se
 - weight aligning (Zhao et al. 2020) after training: the new categories' classifier rows are scaled
   to the old rows' mean norm, undoing the bias towards the categories the update saw most recently;
 - with a validation memory (`validation_per_class`): the epoch kept is the one with the best top-1 on
-  the champion's old validation products and the drop's validation split together, scored as the
-  update will leave the model (weights aligned), as the gate scores old and new test products
-  together; without one, the last epoch. Then, when `interpolation` lists more than α = 1, the
-  weights become α·updated + (1−α)·champion (WiSE-FT, Wortsman et al. 2022) with the listed α that
-  scores best on the same validation products: a drop that teaches little moves the champion little.
+  the champion's old validation products and the drop's validation split together, with the new
+  rows weight-aligned as the update leaves them (as the gate scores old and new test products
+  together); without one, or when a category has no validation product, the last epoch. Then, when
+  `interpolation` lists more than α = 1, the weights become α·updated + (1−α)·champion (WiSE-FT,
+  Wortsman et al. 2022) with the listed α that scores best on the same validation products: a drop
+  that teaches little moves the champion little. (The branch heads' vote weights are chosen after,
+  on the drop's validation split.)
 
 Then it recomputes the Fisher on what it trained on and accumulates it with decay γ (online EWC:
 F ← γ·F_old + F_new), and refreshes replay, holdout and validation memory, so a chain of drops keeps
@@ -25,6 +27,7 @@ working. The recommendation index is re-embedded by the updated model.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +57,8 @@ from kickvision.train.ewc import EWCPenalty, normalise_fisher
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss, LogitReplay, OldClassDistillation
 from kickvision.train.replay import build_continual_state, cap_per_class, capped_memory
+
+log = logging.getLogger(__name__)
 
 
 def encode_drop(
@@ -158,9 +163,15 @@ def update_bundle(
     # so the epoch is chosen on old and new products together (as the gate scores), bias corrected.
     drop_val = ExemplarSet.from_prepared(drop, drop.indices("val"))
     remembered = state.validation if state.validation is not None and len(state.validation) else None
-    choose_epoch = cfg.validation_per_class > 0 and remembered is not None
+    val_set = (remembered.concat(drop_val) if len(drop_val) else remembered) if remembered is not None else None
+    # Only a memory that covers every category can choose: otherwise the least-trained epoch of a
+    # category nobody validates would win.
+    unvalidated = sorted(set(drop.classes) - set(val_set.rows["category"])) if val_set is not None else []
+    choose_epoch = cfg.validation_per_class > 0 and val_set is not None and not unvalidated
+    if cfg.validation_per_class and not choose_epoch:
+        reason = f"no validation products of {', '.join(unvalidated)}" if unvalidated else "the champion keeps none"
+        log.warning("the update keeps its last epoch (and interpolates nothing): %s", reason)
     if choose_epoch:
-        val_set = remembered.concat(drop_val) if len(drop_val) else remembered
         validate = corrected_validator(
             split_validator(val_set.as_prepared(drop.classes, "val"), np.arange(len(val_set))),
             cfg,
@@ -183,6 +194,8 @@ def update_bundle(
     )
 
     metrics: dict[str, float] = {"update_kept_epoch": float(loop.best_epoch)}
+    if cfg.interpolation != [1.0] and not choose_epoch:
+        log.warning("continual.interpolation needs a validation memory (continual.validation_per_class): not applied")
     if choose_epoch:
         metrics["update_validation_products"] = float(len(val_set))
         if cfg.interpolation != [1.0]:
@@ -227,10 +240,10 @@ def interpolate_weights(updated: dict, champion: dict, alpha: float) -> dict:
         if old is None or not new.is_floating_point():
             state[name] = new.clone()
         elif old.shape == new.shape:
-            state[name] = alpha * new + (1 - alpha) * old
+            state[name] = alpha * new + (1 - alpha) * old.to(new.device)
         elif old.dim() and old.shape[1:] == new.shape[1:] and old.shape[0] < new.shape[0]:
             state[name] = new.clone()
-            state[name][: old.shape[0]] = alpha * new[: old.shape[0]] + (1 - alpha) * old
+            state[name][: old.shape[0]] = alpha * new[: old.shape[0]] + (1 - alpha) * old.to(new.device)
         else:
             raise ValueError(f"cannot interpolate {name}: champion {tuple(old.shape)}, updated {tuple(new.shape)}")
     return state

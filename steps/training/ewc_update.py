@@ -63,6 +63,7 @@ def ewc_update(
             "replay_exemplars": len(bundle.continual.replay),
             "replay_stored_bytes": bundle.continual.replay.stored_bytes(),
             "holdout_products": len(bundle.continual.holdout),
+            "validation_memory_products": len(bundle.continual.validation or ()),
             "new_classes": len(bundle.spec.lineage.new_classes),
         }
     )
