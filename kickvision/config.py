@@ -238,12 +238,7 @@ class ContinualConfig(_Section):
     )
     replay_jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of exemplars under replay_bytes")
     holdout_per_class: int = Field(50, ge=1, description="old test products per category kept to measure forgetting")
-    validation_per_class: int = Field(
-        0,
-        ge=0,
-        description="old validation products per category kept, so an update keeps the epoch with the best top-1 on "
-        "them and the drop's validation split together; 0: none kept, an update keeps its last epoch",
-    )
+    validation_per_class: int = Field(0, ge=0, description="old validation products per category to pick epochs on")
     fisher_samples: int = Field(256, ge=1, description="training products the Fisher diagonal is averaged over")
     fisher_decay: float = Field(0.9, ge=0, le=1, description="online EWC: old Fisher weight when a drop is added")
     ewc_lambda: float = Field(5000.0, ge=0, description="weight of the EWC penalty")
@@ -274,10 +269,9 @@ class ContinualConfig(_Section):
         description="divide the Fisher by its mean before the penalty, so ewc_lambda means the same across models",
     )
     interpolation: list[Annotated[float, Field(gt=0, le=1)]] = Field(
-        default_factory=lambda: [1.0],
+        [1.0],
         min_length=1,
-        description="weight interpolation after the update: the weights α·updated + (1−α)·champion with the α of "
-        "this list that scores best on the validation memory (needs validation_per_class); [1.0]: the updated weights",
+        description="α·updated + (1−α)·champion, the α best on the validation memory; [1.0]: the updated weights",
     )
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
     refused_update: Literal["keep_champion", "joint_retrain"] = Field(
