@@ -56,7 +56,7 @@ from kickvision.train.engine import (
 from kickvision.train.ewc import EWCPenalty, normalise_fisher
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss, LogitReplay, OldClassDistillation
-from kickvision.train.replay import build_continual_state, cap_per_class, capped_memory
+from kickvision.train.replay import build_continual_state, capped_memory
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,8 @@ def update_bundle(
     # category nobody validates would win.
     unvalidated = sorted(set(drop.classes) - set(val_set.rows["category"])) if val_set is not None else []
     choose_epoch = cfg.validation_per_class > 0 and val_set is not None and not unvalidated
-    if cfg.validation_per_class and not choose_epoch:
-        reason = f"no validation products of {', '.join(unvalidated)}" if unvalidated else "the champion keeps none"
+    if (cfg.validation_per_class or cfg.interpolation != [1.0]) and not choose_epoch:
+        reason = f"no validation products of {', '.join(unvalidated)}" if unvalidated else "no validation memory"
         log.warning("the update keeps its last epoch (and interpolates nothing): %s", reason)
     if choose_epoch:
         validate = corrected_validator(
@@ -194,8 +194,6 @@ def update_bundle(
     )
 
     metrics: dict[str, float] = {"update_kept_epoch": float(loop.best_epoch)}
-    if cfg.interpolation != [1.0] and not choose_epoch:
-        log.warning("continual.interpolation needs a validation memory (continual.validation_per_class): not applied")
     if choose_epoch:
         metrics["update_validation_products"] = float(len(val_set))
         if cfg.interpolation != [1.0]:
@@ -207,8 +205,7 @@ def update_bundle(
     head_weights = choose_branch_head_weights(model, drop, drop.indices("val"))
     # Memory for the next drop: Fisher on what this update trained on, replay, holdout, validation refreshed.
     merged = ExemplarSet.from_prepared(drop, drop.indices("test"))
-    holdout = state.holdout.concat(merged) if len(merged) else state.holdout
-    holdout = holdout.take(cap_per_class(holdout.rows["category"].to_numpy(), cfg.holdout_per_class, seed))
+    holdout = capped_memory(state.holdout, merged, cfg.holdout_per_class, seed)
     validation = capped_memory(state.validation, drop_val, cfg.validation_per_class, seed)
     replay_pool = drop_train.concat(state.replay).as_prepared(drop.classes)
     new_state = build_continual_state(
