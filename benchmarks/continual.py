@@ -272,7 +272,7 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
             {"scenario": name, "method": recipe, "seconds": seconds, "promoted": promoted, "gate": reason}
             | scores
             | metrics
-            | {"recipe": c.model_dump(mode="json")}
+            | {"recipe": c.model_dump(mode="json"), "history": result.history}
         )
         print(_row(results[-1]), flush=True)
 
@@ -316,6 +316,7 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
                 {"scenario": f"C{step}", "method": recipe, "seconds": seconds, "promoted": promoted, "gate": reason}
                 | scores
                 | result.metrics
+                | {"history": result.history}
             )
             print(_row(results[-1]), flush=True)
     if JOINT in recipes:

@@ -11,6 +11,8 @@ the fine-tune. Prints a table, writes JSON.
     .venv/bin/python benchmarks/pruning.py                        # the demo catalog
     # a model the training pipeline already trained (its train step's output artifact folder):
     .venv/bin/python benchmarks/pruning.py --catalog ../shared/data/fashion-footwear --config fashion --model DIR
+    # ... and keep the pruned bundles, e.g. to serve one (benchmarks/serving.py --bundle DIR/r0.3-d1.0):
+    .venv/bin/python benchmarks/pruning.py ... --ratios 0.3 --save-pruned /tmp/pruned
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kickvision.config import load_config
 from kickvision.model.bundle import load_bundle, save_bundle
 from kickvision.model.costs import example_inputs, model_costs
 from kickvision.model.predict import predict_logits
+from kickvision.serve.release import equip_for_release
 from kickvision.train.engine import classification_scores
 from kickvision.train.fit import fit
 from kickvision.train.prune import prune_bundle, prune_structured
@@ -70,9 +73,14 @@ def main() -> None:
     )
     parser.add_argument("--model", help="a bundle folder trained with --config on --catalog")
     parser.add_argument("--save-model", help="also save the trained (unpruned) bundle here, e.g. for explain.py")
+    parser.add_argument(
+        "--save-pruned",
+        help="also save each pruned, fine-tuned bundle under DIR/r<ratio>-d<distill> (serving.py --bundle)",
+    )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/pruning_<catalog>.json)")
     args = parser.parse_args()
 
+    gate = load_config(args.config).prune.tolerance  # what the pipeline's prune step would refuse
     overrides: dict = {"prune": {"tolerance": 1.0}}  # measure every ratio, refuse none
     if args.epochs:
         overrides["train"] = {"epochs": args.epochs}
@@ -125,6 +133,12 @@ def main() -> None:
                 }
             )
             print(f"ratio {ratio} distill {weight}: {rows[-1]}", flush=True)
+            if args.save_pruned:  # equipped as the prune step releases it: index, calibration, continual state
+                lost = result.metrics["prune_val_top1_before"] - result.metrics["prune_val_top1_after"]
+                if lost > gate:
+                    print(f"  note: the prune step's gate ({gate:.4f}) would keep the unpruned model (lost {lost:.4f})")
+                equip_for_release(result.bundle, data, cfg.continual, cfg.seed)
+                save_bundle(result.bundle, Path(args.save_pruned) / f"r{ratio}-d{weight}")
 
     for batch in (1, 32):
         latencies = interleaved_latency_ms([bundle.model, *pruned_models], batch, tokens)

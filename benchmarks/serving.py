@@ -10,6 +10,7 @@ valid requests, their errors, and what the bad ones got; writes JSON; stops the 
     .venv/bin/python benchmarks/serving.py                               # the champion of the active stack
     .venv/bin/python benchmarks/serving.py --model-uri models:/kickvision/3 --clients 4 --seconds 20
     .venv/bin/python benchmarks/serving.py --catalog ../shared/data/fashion-footwear   # a model that reads attributes
+    .venv/bin/python benchmarks/serving.py --bundle /tmp/pruned/r0.3-d1.0 --catalog ...  # a bundle folder
 """
 
 from __future__ import annotations
@@ -42,15 +43,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def products(model_uri: str, n: int, catalog: str | None) -> tuple[list[str], list[list[str]]]:
+def products(bundle, n: int, catalog: str | None) -> tuple[list[str], list[list[str]]]:
     """(columns, rows): base64 photo, title and the attributes the model reads, of `n` products of the
     model's own catalog index (attributes looked up in `catalog`, the folder it was trained on)."""
     from kickvision.data.catalog import read_catalog
-    from kickvision.serve.registry import image_to_base64, load_registered_bundle
+    from kickvision.serve.registry import image_to_base64
 
-    bundle = load_registered_bundle(model_uri)
     if bundle.index is None:
-        raise SystemExit(f"{model_uri} carries no catalog index to draw products from")
+        raise SystemExit("the model carries no catalog index to draw products from")
     columns = ["image", "title", *bundle.text_columns]
     attributes = None
     if bundle.text_columns:
@@ -67,6 +67,22 @@ def products(model_uri: str, n: int, catalog: str | None) -> tuple[list[str], li
     if not rows:
         raise SystemExit("the model's index names no photo on this machine; run on the machine that trained it")
     return columns, rows
+
+
+def log_bundle(bundle, columns: list[str], row: list[str], folder: str) -> tuple[str, str]:
+    """(tracking URI, model URI): `bundle` logged as the training pipeline logs it (models-from-code
+    pyfunc, kickvision/serve/registry.py) into a throwaway MLflow store under `folder`."""
+    import mlflow
+    import pandas as pd
+
+    from kickvision.serve.registry import log_pyfunc
+
+    tracking = f"sqlite:///{folder}/mlflow.db"
+    mlflow.set_tracking_uri(tracking)
+    experiment = mlflow.create_experiment("serving-benchmark", artifact_location=Path(folder, "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_pyfunc(bundle, pd.DataFrame([row], columns=columns))
+    return tracking, info.model_uri
 
 
 def alive(url: str) -> bool:
@@ -133,6 +149,9 @@ def drive(url: str, good: list[bytes], clients: int, seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-uri", help="default: models:/<registry.model_name>@champion on the active stack")
+    parser.add_argument(
+        "--bundle", help="serve this bundle folder instead (e.g. from pruning.py --save-pruned), logged as a pyfunc"
+    )
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0, help="per scenario")
     parser.add_argument("--catalog", help="the catalog folder the model was trained on (for its attribute columns)")
@@ -144,13 +163,26 @@ def main() -> None:
     args = parser.parse_args()
     if args.clients < 1 or args.seconds <= 0:
         parser.error("--clients must be at least 1 and --seconds positive")
+    if args.bundle and args.model_uri:
+        parser.error("--bundle and --model-uri name two models: pick one")
 
-    from orchestration.stack import ensure_stack, use_tracking
+    from kickvision.model.bundle import load_bundle
+    from kickvision.serve.registry import load_registered_bundle
 
-    ensure_stack()
-    tracking = use_tracking()
-    model_uri = args.model_uri or "models:/kickvision@champion"
-    columns, rows = products(model_uri, 64, args.catalog)
+    store = tempfile.TemporaryDirectory()
+    if args.bundle:
+        bundle = load_bundle(args.bundle)
+        columns, rows = products(bundle, 64, args.catalog)
+        tracking, model_uri = log_bundle(bundle, columns, rows[0], store.name)
+        del bundle
+        label = Path(args.bundle).resolve().as_posix()
+    else:
+        from orchestration.stack import ensure_stack, use_tracking
+
+        ensure_stack()
+        tracking = use_tracking()
+        model_uri = label = args.model_uri or "models:/kickvision@champion"
+        columns, rows = products(load_registered_bundle(model_uri), 64, args.catalog)
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     env = {
@@ -162,7 +194,7 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = str(args.server_threads)
     command = [str(mlflow_bin), "models", "serve", "-m", model_uri, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)]
-    with tempfile.TemporaryFile() as log:
+    with store, tempfile.TemporaryFile() as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.time() + 180
@@ -196,9 +228,7 @@ def main() -> None:
                 server.wait()
 
     threads = f", {args.server_threads} thread(s) each" if args.server_threads else ""
-    print(
-        f"\n{model_uri}, {args.clients} clients, {args.seconds:.0f} s per scenario, {args.workers} worker(s){threads}"
-    )
+    print(f"\n{label}, {args.clients} clients, {args.seconds:.0f} s per scenario, {args.workers} worker(s){threads}")
     print("| request | valid req/s | products/s | p50 ms | p99 ms | errors (valid) | bad -> 4xx | bad -> 5xx/dropped |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in table.items():
@@ -207,9 +237,9 @@ def main() -> None:
             f"{r['p99_ms']:.0f} | {r['valid_errors']} | {r['bad_answered_4xx']}/{r['bad_requests']} | "
             f"{r['bad_answered_5xx_or_dropped']} |"
         )
-    name = model_uri.replace(":/", "_").replace("/", "_").replace("@", "_")
+    name = label.replace(":/", "_").replace("/", "_").replace("@", "_")
     out = Path(args.out or Path(__file__).parent / "results" / f"serving_{name}.json")
-    meta = {"model_uri": model_uri, "clients": args.clients, "seconds": args.seconds, "workers": args.workers}
+    meta = {"model_uri": label, "clients": args.clients, "seconds": args.seconds, "workers": args.workers}
     meta["server_threads"] = args.server_threads
     clean = {k: {m: (None if isinstance(v, float) and v != v else v) for m, v in r.items()} for k, r in table.items()}
     out.write_text(json.dumps({"meta": meta, "scenarios": clean}, indent=2))

@@ -224,8 +224,8 @@ class ContinualConfig(_Section):
     needs the old catalog. The update recipe: EWC (`ewc_lambda`, `fisher_normalise`), replay, DER++
     logit replay (`logit_replay_weight`), LwF (`distill_weight`), weight aligning (`bias_correction`);
     `encoder_lr` for the encoders pretrained on generic data (as `train.encoder_lr` in the fit); with
-    a validation memory, the epoch and the `interpolation` with the champion's weights chosen on it;
-    see train/update.py.
+    a validation memory, the epoch (or the champion's own weights; `patience` stops early) and the
+    `interpolation` with the champion's weights chosen on it; see train/update.py.
     """
 
     replay_per_class: int = Field(20, ge=0, description="exemplars per category stored and replayed")
@@ -250,8 +250,9 @@ class ContinualConfig(_Section):
         None,
         gt=0,
         allow_inf_nan=False,
-        description="LR of encoders pretrained on generic data (e.g. MiniLM) during an update; None = lr",
+        description="LR of generic pretrained encoders (MiniLM) in an update; None = lr",
     )
+    patience: int | None = Field(None, ge=1, description="with a validation memory: stop after N epochs not better")
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")
     balanced_sampling: bool = Field(True, description="sample drop and replay products class-balanced")
     logit_replay_weight: float = Field(

@@ -432,8 +432,10 @@ def test_an_update_keeps_the_epoch_best_on_old_and_new_validation_products_and_r
     result = update_bundle(champion, loafers_drop, c, tiny_config.train, progress=False)
     assert result.metrics["update_validation_products"] == remembered + len(drop_val)
     scores = [h["val_top1"] for h in result.history]
-    assert len(scores) == 4
+    assert len(scores) == 4 and result.metrics["update_val_top1_kept"] == max(scores)
     assert result.metrics["update_kept_epoch"] == max(i + 1 for i, s in enumerate(scores) if s == max(scores))
+    # A new category: the champion's own weights cannot predict it, so they do not compete.
+    assert "update_val_top1_start" not in result.metrics
     memory = result.bundle.continual.validation.rows
     assert "Loafers" in set(memory["category"]) and memory["category"].value_counts().max() <= 3
     assert set(memory["product_id"]) <= set(champion.continual.validation.rows["product_id"]) | set(
@@ -452,6 +454,42 @@ def test_an_update_keeps_the_epoch_best_on_old_and_new_validation_products_and_r
     partial.continual.validation = memory.take(np.flatnonzero(memory.rows["category"] != first))
     blind = update_bundle(partial, loafers_drop, c, tiny_config.train, progress=False)
     assert blind.metrics["update_kept_epoch"] == 4 and "update_interpolation" not in blind.metrics
+
+    # `patience`: the same update stops after the first epoch without a better validation top-1.
+    patient = update_bundle(
+        champion, loafers_drop, c.model_copy(update={"patience": 1}), tiny_config.train, progress=False
+    )
+    expected = next((i + 1 for i in range(1, 4) if scores[i] <= max(scores[:i])), 4)
+    assert [h["val_top1"] for h in patient.history] == scores[:expected]
+
+
+def test_a_drop_of_known_categories_that_only_makes_the_model_worse_keeps_the_champion_weights(
+    shared_trained, learnt_data, demo_data, tiny_config
+):
+    """With a validation memory and a drop of known categories, an update whose every epoch scores
+    below the champion's own weights (here: a learning rate that wrecks the model) leaves the weights
+    exactly as the champion had them and says so (kept epoch 0); the drop still counts as learnt
+    where the next update looks: its lineage and the capped validation memory."""
+    from kickvision.train.replay import continual_state_after_training
+
+    c = tiny_config.continual.model_copy(
+        update={"validation_per_class": 3, "epochs": 2, "lr": 50.0, "batch_size": 8, "ewc_lambda": 0.0}
+    )
+    champion = copy.copy(shared_trained)
+    champion.continual = continual_state_after_training(shared_trained.model, learnt_data, c, seed=0)
+    assert demo_data.classes == champion.classes  # no new category
+    result = update_bundle(champion, demo_data, c, tiny_config.train, progress=False)
+
+    assert result.metrics["update_kept_epoch"] == 0
+    start = result.metrics["update_val_top1_start"]
+    assert result.metrics["update_val_top1_kept"] == start and all(h["val_top1"] < start for h in result.history)
+    before, after = champion.model.state_dict(), result.bundle.model.state_dict()
+    for name, old in before.items():
+        if "branch_head_weights" not in name:  # the votes are chosen again on validation
+            assert torch.equal(after[name], old), name
+    assert result.bundle.spec.lineage.catalog_hashes[-1] == demo_data.catalog_hash
+    memory = result.bundle.continual.validation.rows["category"]
+    assert set(memory) == set(champion.classes) and memory.value_counts().max() <= 3
 
 
 def test_weight_interpolation_mixes_shared_weights_keeps_new_classifier_rows_and_picks_the_best_alpha(tiny_config):

@@ -141,6 +141,10 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
         continual.pct_start,
     )
     assert update.balanced_sampling is continual.balanced_sampling and update.monitor is None
+    assert update.patience is None and not update.score_start  # no validation memory: the last epoch
+    chosen = update_settings(continual.model_copy(update={"patience": 2}), train, True, new_categories=False)
+    assert chosen.monitor == "val_top1" and chosen.score_start and chosen.later_wins_ties and chosen.patience == 2
+    assert not update_settings(continual, train, True, new_categories=True).score_start  # they cannot predict it
     tune = finetune_settings(prune, train)
     assert (tune.epochs, tune.lr, tune.pct_start, tune.batch_size) == (
         prune.finetune_epochs,

@@ -121,11 +121,15 @@ def _secondary(train: TrainConfig, epochs: int, lr: float, **changes) -> LoopSet
     )
 
 
-def update_settings(continual: ContinualConfig, train: TrainConfig, choose_epoch: bool = False) -> LoopSettings:
+def update_settings(
+    continual: ContinualConfig, train: TrainConfig, choose_epoch: bool = False, new_categories: bool = True
+) -> LoopSettings:
     """A catalog-drop update. With `choose_epoch` (validation on old and new products together) the
-    epoch with the best validation top-1 is kept (on a tie the later one); without, the last epoch
-    (the drop's validation split alone cannot see forgetting; the update gate measures that on the
-    champion's holdout)."""
+    epoch with the best validation top-1 is kept (on a tie the later one), stopping after
+    `continual.patience` epochs without a better one; when the drop brings no new category the
+    starting weights compete too (with one they cannot predict it, so they never stand in for an
+    update). Without, the last epoch (the drop's validation split alone cannot see forgetting; the
+    update gate measures that on the champion's holdout)."""
     return _secondary(
         train,
         continual.epochs,
@@ -135,6 +139,8 @@ def update_settings(continual: ContinualConfig, train: TrainConfig, choose_epoch
         pct_start=continual.pct_start,
         balanced_sampling=continual.balanced_sampling,
         monitor="val_top1" if choose_epoch else None,
+        patience=continual.patience if choose_epoch else None,
+        score_start=choose_epoch and not new_categories,
         later_wins_ties=True,
     )
 

@@ -10,14 +10,17 @@ the replay exemplars the champion carries, with what the config's `continual` se
   exemplars, soft targets on the drop's products, over the old categories only;
 - weight aligning (Zhao et al. 2020) after training: the new categories' classifier rows are scaled
   to the old rows' mean norm, undoing the bias towards the categories the update saw most recently;
-- with a validation memory (`validation_per_class`): the epoch kept is the one with the best top-1 on
-  the champion's old validation products and the drop's validation split together, with the new
-  rows weight-aligned as the update leaves them (as the gate scores old and new test products
-  together); without one, or when a category has no validation product, the last epoch. Then, when
-  `interpolation` lists more than α = 1, the weights become α·updated + (1−α)·champion (WiSE-FT,
-  Wortsman et al. 2022) with the listed α that scores best on the same validation products: a drop
-  that teaches little moves the champion little. (The branch heads' vote weights are chosen after,
-  on the drop's validation split.)
+- with a validation memory (`validation_per_class`): the epoch kept is the one with the best top-1
+  on the champion's old validation products and the drop's validation split together (as the gate
+  scores old and new test products together), with the new rows weight-aligned as the update
+  leaves them; training stops after `patience` epochs without a better one. For a drop of known
+  categories the starting weights compete too: a drop that only makes the model worse leaves the
+  champion's weights as they were (the branch heads' votes are chosen again; its products still
+  join the memory and the index). Without a memory, or when a category has no validation product,
+  the last epoch. Then, when `interpolation` lists more than α = 1, the weights become
+  α·updated + (1−α)·champion (WiSE-FT, Wortsman et al. 2022) with the listed α that scores best on
+  the same validation products. The branch heads' vote weights are chosen after, on the same
+  products.
 
 Then it recomputes the Fisher on what it trained on and accumulates it with decay γ (online EWC:
 F ← γ·F_old + F_new), and refreshes replay, holdout and validation memory, so a chain of drops keeps
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +46,7 @@ from kickvision.data.text import tokenize_titles
 from kickvision.errors import CatalogError, RegistryError
 from kickvision.model.bundle import Lineage, ModelBundle
 from kickvision.model.index import EmbeddingIndex, make_index
-from kickvision.model.memory import ExemplarSet
+from kickvision.model.memory import ContinualState, ExemplarSet
 from kickvision.model.net import MultimodalShoeNet, grow_classifier
 from kickvision.model.predict import predict_arrays, predict_logits
 from kickvision.train.engine import (
@@ -152,38 +156,26 @@ def update_bundle(
     fisher = normalise_fisher(state.fisher) if cfg.fisher_normalise else state.fisher
     hooks = [EWCPenalty(model, fisher, anchor, cfg.ewc_lambda)] if cfg.ewc_lambda else []
     losses = [ClassificationLoss.from_config(train_cfg, model.cfg)]
+    metrics: dict[str, float] = {}
+    started = time.perf_counter()
     if cfg.logit_replay_weight or cfg.distill_weight:
         targets = champion_targets(champion.model, train_data)
+        metrics["update_seconds_targets"] = time.perf_counter() - started
         is_replay = torch.arange(len(train_set)) >= len(drop_train)
         if cfg.logit_replay_weight:
             losses.append(LogitReplay(targets, is_replay, cfg.logit_replay_weight))
         if cfg.distill_weight:
             losses.append(OldClassDistillation(targets, ~is_replay, cfg.distill_weight, cfg.distill_temperature))
-    # Validation: the drop's validation split, plus the old validation products the champion keeps,
-    # so the epoch is chosen on old and new products together (as the gate scores), bias corrected.
-    drop_val = ExemplarSet.from_prepared(drop, drop.indices("val"))
-    remembered = state.validation if state.validation is not None and len(state.validation) else None
-    val_set = (remembered.concat(drop_val) if len(drop_val) else remembered) if remembered is not None else None
-    # Only a memory that covers every category can choose: otherwise the least-trained epoch of a
-    # category nobody validates would win.
-    unvalidated = sorted(set(drop.classes) - set(val_set.rows["category"])) if val_set is not None else []
-    choose_epoch = cfg.validation_per_class > 0 and val_set is not None and not unvalidated
-    if (cfg.validation_per_class or cfg.interpolation != [1.0]) and not choose_epoch:
-        reason = f"no validation products of {', '.join(unvalidated)}" if unvalidated else "no validation memory"
-        log.warning("the update keeps its last epoch (and interpolates nothing): %s", reason)
-    if choose_epoch:
-        validate = corrected_validator(
-            split_validator(val_set.as_prepared(drop.classes, "val"), np.arange(len(val_set))),
-            cfg,
-            len(champion.classes),
-        )
-    else:
-        validate = split_validator(drop, drop.indices("val"))
+    validation = update_validation(drop, state, cfg)
+    validate = split_validator(validation.data, validation.indices)
+    if validation.chooses:
+        validate = corrected_validator(validate, cfg, len(champion.classes))
+    started = time.perf_counter()
     loop = train_loop(
         model,
         train_data,
         np.arange(len(train_set)),
-        update_settings(cfg, train_cfg, choose_epoch),
+        update_settings(cfg, train_cfg, validation.chooses, new_categories=len(drop.classes) > len(champion.classes)),
         losses,
         validate,
         hooks=hooks,
@@ -193,24 +185,31 @@ def update_bundle(
         progress=progress,
     )
 
-    metrics: dict[str, float] = {"update_kept_epoch": float(loop.best_epoch)}
-    if choose_epoch:
-        metrics["update_validation_products"] = float(len(val_set))
+    metrics["update_seconds_training"] = time.perf_counter() - started
+    metrics["update_kept_epoch"] = float(loop.best_epoch)
+    if validation.chooses:
+        metrics["update_validation_products"] = float(len(validation.indices))
+        metrics["update_val_top1_kept"] = float(loop.best_score)  # the kept epoch's
+        if loop.start_metrics:  # the champion's own weights competed (kept epoch 0: they won)
+            metrics["update_val_top1_start"] = loop.start_metrics["val_top1"]
         if cfg.interpolation != [1.0]:
             metrics["update_interpolation"] = choose_interpolation(model, champion.model, cfg.interpolation, validate)
     if cfg.bias_correction == "weight_aligning":
         metrics |= align_new_class_weights(model, len(champion.classes))
     # The grown, retrained branch heads vote with weights chosen for this model (before the Fisher,
-    # which is taken on the model as it will predict).
-    head_weights = choose_branch_head_weights(model, drop, drop.indices("val"))
+    # which is taken on the model as it will predict), on old and new products when the memory can.
+    head_weights = choose_branch_head_weights(model, validation.data, validation.indices)
     # Memory for the next drop: Fisher on what this update trained on, replay, holdout, validation refreshed.
+    started = time.perf_counter()
     merged = ExemplarSet.from_prepared(drop, drop.indices("test"))
     holdout = capped_memory(state.holdout, merged, cfg.holdout_per_class, seed)
-    validation = capped_memory(state.validation, drop_val, cfg.validation_per_class, seed)
+    drop_val = ExemplarSet.from_prepared(drop, drop.indices("val"))
+    remembered = capped_memory(state.validation, drop_val, cfg.validation_per_class, seed)
     replay_pool = drop_train.concat(state.replay).as_prepared(drop.classes)
     new_state = build_continual_state(
-        model, replay_pool, np.arange(len(replay_pool.rows)), holdout, cfg, seed, previous=state, validation=validation
+        model, replay_pool, np.arange(len(replay_pool.rows)), holdout, cfg, seed, previous=state, validation=remembered
     )
+    metrics["update_seconds_memory"] = time.perf_counter() - started
     old = champion.spec.lineage
     spec = champion.spec.model_copy(deep=True)
     spec.classes = list(drop.classes)
@@ -225,6 +224,35 @@ def update_bundle(
         photo_pretraining=old.photo_pretraining,  # the encoders it started from, still
     )
     return UpdateResult(ModelBundle(model, champion.tokenizer, spec, continual=new_state), loop.history, metrics)
+
+
+@dataclass
+class UpdateValidation:
+    """What an update validates on: `indices` of `data`; `chooses` when it may choose the epoch."""
+
+    data: PreparedData
+    indices: np.ndarray
+    chooses: bool
+
+
+def update_validation(drop: PreparedData, state: ContinualState, cfg: ContinualConfig) -> UpdateValidation:
+    """The champion's remembered validation products plus the drop's validation split, so the epoch
+    is chosen on old and new products together (as the gate scores). Only a memory that covers every
+    category can choose (otherwise the least-trained epoch of a category nobody validates would
+    win); without one, the drop's validation split (it then chooses nothing: the last epoch is kept)."""
+    drop_val = ExemplarSet.from_prepared(drop, drop.indices("val"))
+    remembered = state.validation if state.validation is not None and len(state.validation) else None
+    if cfg.validation_per_class and remembered is not None:
+        both = remembered.concat(drop_val) if len(drop_val) else remembered
+        unvalidated = sorted(set(drop.classes) - set(both.rows["category"]))
+        if not unvalidated:
+            return UpdateValidation(both.as_prepared(drop.classes, "val"), np.arange(len(both)), True)
+        reason = f"no validation products of {', '.join(unvalidated)}"
+    else:
+        reason = "no validation memory"
+    if cfg.validation_per_class or cfg.interpolation != [1.0]:
+        log.warning("the update keeps its last epoch (and interpolates nothing): %s", reason)
+    return UpdateValidation(drop, drop.indices("val"), False)
 
 
 def interpolate_weights(updated: dict, champion: dict, alpha: float) -> dict:
