@@ -13,8 +13,9 @@ from kickvision.model.net import build_model, grow_classifier
 from kickvision.model.predict import predict_arrays, predict_logits
 from kickvision.serve.gates import update_gate
 from kickvision.train.ewc import EWCPenalty
+from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.replay import herding, select_exemplars
-from kickvision.train.update import update_bundle
+from kickvision.train.update import update_bundle, update_validation
 from tests.conftest import prepare_drop
 
 
@@ -436,6 +437,11 @@ def test_an_update_keeps_the_epoch_best_on_old_and_new_validation_products_and_r
     assert result.metrics["update_kept_epoch"] == max(i + 1 for i, s in enumerate(scores) if s == max(scores))
     # A new category: the champion's own weights cannot predict it, so they do not compete.
     assert "update_val_top1_start" not in result.metrics
+    # The branch heads' votes are chosen on the same old + new validation products.
+    validation = update_validation(loafers_drop, champion.continual, c)
+    assert validation.chooses and len(validation.indices) == remembered + len(drop_val)
+    votes = choose_branch_head_weights(copy.deepcopy(result.bundle.model), validation.data, validation.indices)
+    assert votes == result.bundle.spec.training.branch_head_weights
     memory = result.bundle.continual.validation.rows
     assert "Loafers" in set(memory["category"]) and memory["category"].value_counts().max() <= 3
     assert set(memory["product_id"]) <= set(champion.continual.validation.rows["product_id"]) | set(
