@@ -203,8 +203,7 @@ def update_bundle(
     started = time.perf_counter()
     merged = ExemplarSet.from_prepared(drop, drop.indices("test"))
     holdout = capped_memory(state.holdout, merged, cfg.holdout_per_class, seed)
-    drop_val = ExemplarSet.from_prepared(drop, drop.indices("val"))
-    remembered = capped_memory(state.validation, drop_val, cfg.validation_per_class, seed)
+    remembered = capped_memory(state.validation, validation.drop_val, cfg.validation_per_class, seed)
     replay_pool = drop_train.concat(state.replay).as_prepared(drop.classes)
     new_state = build_continual_state(
         model, replay_pool, np.arange(len(replay_pool.rows)), holdout, cfg, seed, previous=state, validation=remembered
@@ -228,11 +227,13 @@ def update_bundle(
 
 @dataclass
 class UpdateValidation:
-    """What an update validates on: `indices` of `data`; `chooses` when it may choose the epoch."""
+    """What an update validates on: `indices` of `data`; `chooses` when it may choose the epoch;
+    `drop_val` the drop's validation products (the next validation memory takes them in)."""
 
     data: PreparedData
     indices: np.ndarray
     chooses: bool
+    drop_val: ExemplarSet
 
 
 def update_validation(drop: PreparedData, state: ContinualState, cfg: ContinualConfig) -> UpdateValidation:
@@ -246,13 +247,13 @@ def update_validation(drop: PreparedData, state: ContinualState, cfg: ContinualC
         both = remembered.concat(drop_val) if len(drop_val) else remembered
         unvalidated = sorted(set(drop.classes) - set(both.rows["category"]))
         if not unvalidated:
-            return UpdateValidation(both.as_prepared(drop.classes, "val"), np.arange(len(both)), True)
+            return UpdateValidation(both.as_prepared(drop.classes, "val"), np.arange(len(both)), True, drop_val)
         reason = f"no validation products of {', '.join(unvalidated)}"
     else:
         reason = "no validation memory"
     if cfg.validation_per_class or cfg.interpolation != [1.0]:
         log.warning("the update keeps its last epoch (and interpolates nothing): %s", reason)
-    return UpdateValidation(drop, drop.indices("val"), False)
+    return UpdateValidation(drop, drop.indices("val"), False, drop_val)
 
 
 def interpolate_weights(updated: dict, champion: dict, alpha: float) -> dict:
