@@ -348,24 +348,32 @@ def test_an_update_names_every_catalog_folder_it_learnt_only_when_the_champion_n
     assert lineage.catalog_paths == []  # never a joint retrain on the drop alone
 
 
-def test_an_update_trains_the_encoders_pretrained_on_generic_data_at_continual_encoder_lr(
+def test_an_update_trains_the_encoders_pretrained_on_generic_data_at_continual_encoder_lr_or_freezes_them(
     shared_trained, loafers_drop, tiny_config
 ):
     """A rebuilt champion's encoders do not know they started pretrained; its spec does, and the update
-    gives those encoders their own learning rate (the fit's lower encoder_lr, for one)."""
+    gives those encoders their own learning rate (the fit's lower encoder_lr, for one), or leaves them
+    exactly as they are with `freeze_pretrained_encoders` (EWC and weight decay included) while the
+    rest of the model learns the drop; the Fisher for the next drop still covers them."""
     champion = copy.copy(shared_trained)
     champion.spec = shared_trained.spec.model_copy(deep=True)
     champion.spec.training.pretrained = {"text": True}  # as if the title encoder had started from MiniLM
     before = {n: p.detach().clone() for n, p in champion.model.text_encoder.named_parameters()}
 
-    def text_encoder_moved(encoder_lr: float | None) -> float:
-        c = tiny_config.continual.model_copy(
-            update={"epochs": 2, "batch_size": 4, "ewc_lambda": 0.0, "encoder_lr": encoder_lr}
-        )
-        model = update_bundle(champion, loafers_drop, c, tiny_config.train, progress=False).bundle.model
+    def update(**changes):
+        c = tiny_config.continual.model_copy(update={"epochs": 2, "batch_size": 4, "ewc_lambda": 0.0} | changes)
+        return update_bundle(champion, loafers_drop, c, tiny_config.train, progress=False).bundle
+
+    def text_encoder_moved(model) -> float:
         return max((p.detach() - before[n]).abs().max().item() for n, p in model.text_encoder.named_parameters())
 
-    assert text_encoder_moved(1e-12) < 1e-6 < text_encoder_moved(None)
+    assert text_encoder_moved(update(encoder_lr=1e-12).model) < 1e-6 < text_encoder_moved(update().model)
+    frozen = update(freeze_pretrained_encoders=True, ewc_lambda=1000.0)
+    assert text_encoder_moved(frozen.model) == 0.0
+    n_old = len(champion.classes)
+    assert frozen.classes[-1] == "Loafers" and frozen.model.classifier.out_features == n_old + 1
+    assert not torch.equal(frozen.model.classifier.weight[:n_old], champion.model.classifier.weight)  # it learnt
+    assert any(n.startswith("text_encoder.") for n in frozen.continual.fisher)
 
 
 def test_a_model_keeps_capped_old_validation_products_and_a_bundle_without_them_still_loads(
@@ -474,8 +482,9 @@ def test_a_drop_of_known_categories_that_only_makes_the_model_worse_keeps_the_ch
 ):
     """With a validation memory and a drop of known categories, an update whose every epoch scores
     below the champion's own weights (here: a learning rate that wrecks the model) leaves the weights
-    exactly as the champion had them and says so (kept epoch 0); the drop still counts as learnt
-    where the next update looks: its lineage and the capped validation memory."""
+    exactly as the champion had them, the branch heads' votes too, and says so (kept epoch 0); the
+    drop still counts as learnt where the next update looks: its lineage and the capped validation
+    memory."""
     from kickvision.train.replay import continual_state_after_training
 
     c = tiny_config.continual.model_copy(
@@ -484,15 +493,18 @@ def test_a_drop_of_known_categories_that_only_makes_the_model_worse_keeps_the_ch
     champion = copy.copy(shared_trained)
     champion.continual = continual_state_after_training(shared_trained.model, learnt_data, c, seed=0)
     assert demo_data.classes == champion.classes  # no new category
+    champion.model, champion.spec = copy.deepcopy(shared_trained.model), shared_trained.spec.model_copy(deep=True)
+    champion.model.branch_head_weights.fill_(0.3)  # votes off the update's grid: a re-chosen pair would differ
+    champion.spec.training.branch_head_weights = dict.fromkeys(champion.model.branch_names, 0.3)
     result = update_bundle(champion, demo_data, c, tiny_config.train, progress=False)
 
     assert result.metrics["update_kept_epoch"] == 0
     start = result.metrics["update_val_top1_start"]
     assert result.metrics["update_val_top1_kept"] == start and all(h["val_top1"] < start for h in result.history)
     before, after = champion.model.state_dict(), result.bundle.model.state_dict()
-    for name, old in before.items():
-        if "branch_head_weights" not in name:  # the votes are chosen again on validation
-            assert torch.equal(after[name], old), name
+    for name, old in before.items():  # the branch heads' votes included: they won as they were
+        assert torch.equal(after[name], old), name
+    assert result.bundle.spec.training.branch_head_weights == champion.spec.training.branch_head_weights
     assert result.bundle.spec.lineage.catalog_hashes[-1] == demo_data.catalog_hash
     memory = result.bundle.continual.validation.rows["category"]
     assert set(memory) == set(champion.classes) and memory.value_counts().max() <= 3

@@ -117,6 +117,28 @@ def test_pretrained_encoders_get_encoder_lr_and_the_schedule_warms_up_each_group
     assert {id(p) for p in encoder["params"]} == {id(p) for p in model.text_encoder.parameters()}  # MiniLM only
 
 
+def test_a_loop_can_freeze_the_encoders_pretrained_on_generic_data_and_train_the_rest(tiny_config, demo_data):
+    """`freeze_pretrained`: no gradient reaches the generic pretrained encoder (autograd skips its
+    backward pass), it computes in eval mode and ends bit-identical; afterwards it is trainable again."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model, len(demo_data.classes))
+    model.text_encoder.pretrained_loaded = True  # as if it had started from MiniLM
+    before = copy.deepcopy(model.state_dict())
+    seen = []  # (training mode, any weight trainable) of the text encoder at each forward
+    model.text_encoder.register_forward_hook(
+        lambda module, args, out: seen.append((module.training, any(p.requires_grad for p in module.parameters())))
+    )
+    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, freeze_pretrained=True)
+    loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
+    train_loop(model, demo_data, demo_data.indices("train"), settings, loss, lambda m: {}, progress=False)
+    assert seen and set(seen) == {(False, False)}
+    after = model.state_dict()
+    text = {k for k in after if k.startswith("text_encoder.")}
+    assert text and all(torch.equal(after[k], before[k]) for k in text)
+    assert not all(torch.equal(after[k], before[k]) for k in after if k not in text)  # the rest learnt
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
     train, continual, prune = tiny_config.train, tiny_config.continual, tiny_config.prune
     fit = fit_settings(train)
@@ -142,6 +164,9 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
     )
     assert update.balanced_sampling is continual.balanced_sampling and update.monitor is None
     assert update.patience is None and not update.score_start  # no validation memory: the last epoch
+    assert not update.freeze_pretrained and not fit.freeze_pretrained
+    frozen = continual.model_copy(update={"freeze_pretrained_encoders": True})
+    assert update_settings(frozen, train).freeze_pretrained
     chosen = update_settings(continual.model_copy(update={"patience": 2}), train, True, new_categories=False)
     assert chosen.monitor == "val_top1" and chosen.score_start and chosen.later_wins_ties and chosen.patience == 2
     assert not update_settings(continual, train, True, new_categories=True).score_start  # they cannot predict it

@@ -10,8 +10,9 @@ come) differ in data, not in code:
 - loss terms `(batch, output) -> tensor`, summed (losses.py), and gradient hooks that act between
   backward and the optimizer step (the EWC penalty, ewc.py).
 
-Per epoch: one pass of AdamW over parameter groups (pretrained encoders at `encoder_lr`, the rest
-at `lr`, after timm's create_optimizer_v2) under a one-cycle schedule, gradients clipped to
+Per epoch: one pass of AdamW over parameter groups (generic pretrained encoders at `encoder_lr`, or
+frozen with `freeze_pretrained`: eval mode, no gradient, no backward pass; the rest at `lr`, after
+timm's create_optimizer_v2) under a one-cycle schedule, gradients clipped to
 `grad_clip`, bf16 autocast on CUDA; then validation. The epoch with the best `monitor` value is
 kept (on a tie the earlier one, or the later with `later_wins_ties`); training stops after
 `patience` epochs without a strictly better value. Callers seed (`seed_everything`) before building what the loop
@@ -71,6 +72,7 @@ class LoopSettings:
     batch_size: int
     lr: float
     encoder_lr: float | None = None  # pretrained encoders; None = lr
+    freeze_pretrained: bool = False  # encoders pretrained on generic data: eval mode, no gradient, unchanged
     weight_decay: float = 0.05
     pct_start: float = 0.15
     grad_clip: float | None = 1.0
@@ -135,6 +137,7 @@ def update_settings(
         continual.epochs,
         continual.lr,
         encoder_lr=continual.encoder_lr,
+        freeze_pretrained=continual.freeze_pretrained_encoders,
         batch_size=continual.batch_size,
         pct_start=continual.pct_start,
         balanced_sampling=continual.balanced_sampling,
@@ -179,20 +182,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def create_optimizer(model: MultimodalShoeNet, settings: LoopSettings) -> torch.optim.Optimizer:
-    """AdamW with two parameter groups: pretrained encoders at `encoder_lr`, everything else at `lr`.
-
-    Photo encoders pretrained on the catalog's own photos (train/pretrain.py) train at `lr`: they
-    start far from done (k-NN ~0.75), unlike weights pretrained on large generic data."""
+def generic_pretrained_encoders(model: MultimodalShoeNet) -> list[torch.nn.Module]:
+    """The encoders that started from weights pretrained on generic data (MiniLM). Photo encoders
+    pretrained on the catalog's own photos (train/pretrain.py) are not among them: they start far
+    from done (k-NN ~0.75), unlike weights pretrained on large generic data."""
     encoders = [*model.image_encoders, model.text_encoder]
-    generic = [e for e in encoders if e is not None and e.pretrained_loaded and not getattr(e, "catalog_pretrained", 0)]
-    pretrained_ids = {id(p) for e in generic for p in e.parameters()}
+    return [e for e in encoders if e is not None and e.pretrained_loaded and not getattr(e, "catalog_pretrained", 0)]
+
+
+def create_optimizer(model: MultimodalShoeNet, settings: LoopSettings) -> torch.optim.Optimizer:
+    """AdamW with two parameter groups: generic pretrained encoders at `encoder_lr`, everything else
+    at `lr`; parameters that do not require a gradient (frozen) are left out."""
+    pretrained_ids = {id(p) for e in generic_pretrained_encoders(model) for p in e.parameters()}
+    trained = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {
-            "params": [p for p in model.parameters() if id(p) in pretrained_ids],
-            "lr": settings.encoder_lr or settings.lr,
-        },
-        {"params": [p for p in model.parameters() if id(p) not in pretrained_ids], "lr": settings.lr},
+        {"params": [p for p in trained if id(p) in pretrained_ids], "lr": settings.encoder_lr or settings.lr},
+        {"params": [p for p in trained if id(p) not in pretrained_ids], "lr": settings.lr},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
 
@@ -271,6 +276,8 @@ def train_loop(
     model.to(device)
     transform = resolve_image_transform(model.cfg)
     loader = make_loader(data, train_indices, settings.batch_size, seed, settings.balanced_sampling)
+    frozen_encoders = generic_pretrained_encoders(model) if settings.freeze_pretrained else []
+    frozen = _freeze(frozen_encoders)
     optimizer = create_optimizer(model, settings)
     scheduler = create_scheduler(optimizer, settings, len(loader))
 
@@ -293,6 +300,7 @@ def train_loop(
             device,
             progress,
             f"{desc} {epoch}/{settings.epochs}",
+            frozen_encoders,
         )
         for hook in hooks:
             metrics.update(hook.epoch_metrics())
@@ -320,14 +328,27 @@ def train_loop(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    for param in frozen.values():
+        param.requires_grad_(True)  # trainable again for whoever uses the model next (the Fisher, say)
     model.to("cpu").eval()
     return result
 
 
+def _freeze(encoders: list[torch.nn.Module]) -> dict[int, torch.nn.Parameter]:
+    """Stop gradients into `encoders` (autograd then skips their backward pass); what was trainable
+    before, by id, for `train_loop` to restore."""
+    frozen = {id(p): p for e in encoders for p in e.parameters() if p.requires_grad}
+    for param in frozen.values():
+        param.requires_grad_(False)
+    return frozen
+
+
 def _one_epoch(
-    forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc
+    forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc, frozen
 ):
     model.train()
+    for encoder in frozen:  # frozen encoders compute as they will serve (no dropout)
+        encoder.eval()
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)
     for batch in bar:

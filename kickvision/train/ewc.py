@@ -123,6 +123,8 @@ class EWCPenalty:
     @torch.no_grad()
     def after_backward(self) -> None:
         for param, weight, theta_star in self._on_parameter_devices():
+            if not param.requires_grad:  # frozen for this loop (no optimizer step would apply it)
+                continue
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
             grad = self._old_slice(param.grad, theta_star)

@@ -197,8 +197,12 @@ def update_bundle(
     if cfg.bias_correction == "weight_aligning":
         metrics |= align_new_class_weights(model, len(champion.classes))
     # The grown, retrained branch heads vote with weights chosen for this model (before the Fisher,
-    # which is taken on the model as it will predict), on old and new products when the memory can.
-    head_weights = choose_branch_head_weights(model, validation.data, validation.indices)
+    # which is taken on the model as it will predict), on old and new products when the memory can;
+    # the champion's own weights won the competition as they were, votes included, and stay so.
+    if loop.best_epoch == 0 and loop.start_metrics:
+        head_weights = dict(champion.spec.training.branch_head_weights)
+    else:
+        head_weights = choose_branch_head_weights(model, validation.data, validation.indices)
     # Memory for the next drop: Fisher on what this update trained on, replay, holdout, validation refreshed.
     started = time.perf_counter()
     merged = ExemplarSet.from_prepared(drop, drop.indices("test"))
