@@ -249,7 +249,7 @@ class ContinualConfig(_Section):
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     encoder_lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="LR of generic pretrained encoders")
     freeze_pretrained_encoders: bool = Field(
-        False, description="the encoders pretrained on generic data (MiniLM) stay as they are: no gradient through them"
+        False, description="encoders pretrained on generic data (MiniLM, ImageNet) stay as they are: no gradient"
     )
     patience: int | None = Field(None, ge=1, description="with a validation memory: stop after N epochs not better")
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")

@@ -512,8 +512,8 @@ def test_a_drop_of_known_categories_that_only_makes_the_model_worse_keeps_the_ch
 
 def test_weight_interpolation_mixes_shared_weights_keeps_new_classifier_rows_and_picks_the_best_alpha(tiny_config):
     """WiSE-FT between the champion and the update: α·updated + (1−α)·champion for every weight the two
-    share, the grown classifier's new rows as updated, and the α the validator scores best (ties: the
-    larger α)."""
+    share (one the update left as it was stays bit for bit), the grown classifier's new rows as updated,
+    and the α the validator scores best (ties: the larger α)."""
     from kickvision.train.update import choose_interpolation, interpolate_weights
 
     torch.manual_seed(0)
@@ -534,6 +534,8 @@ def test_weight_interpolation_mixes_shared_weights_keeps_new_classifier_rows_and
     integer = [n for n, v in new.items() if not v.is_floating_point()]
     assert all(torch.equal(mixed[n], new[n]) for n in integer)
     torch.testing.assert_close(interpolate_weights(new, old, 1.0)[name], new[name])
+    same = dict(new, **{name: old[name].clone()})  # a weight the update left as it was (a frozen encoder)
+    assert torch.equal(interpolate_weights(same, old, 0.7)[name], old[name])  # bit for bit, not re-rounded
 
     # A validator that prefers weights halfway between the two: α 0.5 wins over 0.25 and 1.
     target = 0.5 * new[name] + 0.5 * old[name]

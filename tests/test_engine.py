@@ -119,7 +119,8 @@ def test_pretrained_encoders_get_encoder_lr_and_the_schedule_warms_up_each_group
 
 def test_a_loop_can_freeze_the_encoders_pretrained_on_generic_data_and_train_the_rest(tiny_config, demo_data):
     """`freeze_pretrained`: no gradient reaches the generic pretrained encoder (autograd skips its
-    backward pass), it computes in eval mode and ends bit-identical; afterwards it is trainable again."""
+    backward pass), it computes in eval mode and ends bit-identical; afterwards (a failed loop too) it
+    is trainable again."""
     torch.manual_seed(0)
     model = build_model(tiny_config.model, len(demo_data.classes))
     model.text_encoder.pretrained_loaded = True  # as if it had started from MiniLM
@@ -137,6 +138,13 @@ def test_a_loop_can_freeze_the_encoders_pretrained_on_generic_data_and_train_the
     assert text and all(torch.equal(after[k], before[k]) for k in text)
     assert not all(torch.equal(after[k], before[k]) for k in after if k not in text)  # the rest learnt
     assert all(p.requires_grad for p in model.parameters())
+
+    def broken(model):
+        raise RuntimeError("validation failed")
+
+    with pytest.raises(RuntimeError, match="validation failed"):
+        train_loop(model, demo_data, demo_data.indices("train"), settings, loss, broken, progress=False)
+    assert all(p.requires_grad for p in model.parameters())  # trainable again after a failed loop too
 
 
 def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):

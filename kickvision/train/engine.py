@@ -25,7 +25,8 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -277,77 +278,92 @@ def train_loop(
     transform = resolve_image_transform(model.cfg)
     loader = make_loader(data, train_indices, settings.batch_size, seed, settings.balanced_sampling)
     frozen_encoders = generic_pretrained_encoders(model) if settings.freeze_pretrained else []
-    frozen = _freeze(frozen_encoders)
-    optimizer = create_optimizer(model, settings)
-    scheduler = create_scheduler(optimizer, settings, len(loader))
+    with frozen(frozen_encoders):  # trainable again afterwards, whatever happens
+        optimizer = create_optimizer(model, settings)
+        scheduler = create_scheduler(optimizer, settings, len(loader))
 
-    result, best_state, stale = LoopResult(), None, 0
-    if settings.score_start and settings.monitor is not None:
-        result.start_metrics = validate(model)
-        result.best_score = result.start_metrics[settings.monitor]
-        best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(1, settings.epochs + 1):
-        metrics = _one_epoch(
-            forward,
-            model,
-            loader,
-            optimizer,
-            scheduler,
-            loss_terms,
-            hooks,
-            transform,
-            settings,
-            device,
-            progress,
-            f"{desc} {epoch}/{settings.epochs}",
-            frozen_encoders,
-        )
-        for hook in hooks:
-            metrics.update(hook.epoch_metrics())
-        metrics.update(validate(model))
-        result.history.append({"epoch": epoch, **metrics})
-        log.info("%s %d: %s", desc, epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        if on_epoch_end:
-            on_epoch_end(epoch, metrics)
-        if settings.monitor is None:
-            result.best_epoch = epoch
-            continue
-        as_good, improved = _compare(metrics[settings.monitor], result.best_score, settings.monitor)
-        if improved or (as_good and settings.later_wins_ties):
-            result.best_score, result.best_epoch = metrics[settings.monitor], epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        stale = 0 if improved else stale + 1
-        if settings.patience is not None and stale >= settings.patience:
-            log.info(
-                "early stop after epoch %d (best %d, %s %.4f)",
-                epoch,
-                result.best_epoch,
-                settings.monitor,
-                result.best_score,
+        result, best_state, stale = LoopResult(), None, 0
+        if settings.score_start and settings.monitor is not None:
+            result.start_metrics = validate(model)
+            result.best_score = result.start_metrics[settings.monitor]
+            best_state = copy.deepcopy(model.state_dict())
+        for epoch in range(1, settings.epochs + 1):
+            metrics = _one_epoch(
+                forward,
+                model,
+                loader,
+                optimizer,
+                scheduler,
+                loss_terms,
+                hooks,
+                transform,
+                settings,
+                device,
+                progress,
+                f"{desc} {epoch}/{settings.epochs}",
+                frozen_encoders,
             )
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    for param in frozen.values():
-        param.requires_grad_(True)  # trainable again for whoever uses the model next (the Fisher, say)
+            for hook in hooks:
+                metrics.update(hook.epoch_metrics())
+            metrics.update(validate(model))
+            result.history.append({"epoch": epoch, **metrics})
+            log.info("%s %d: %s", desc, epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            if on_epoch_end:
+                on_epoch_end(epoch, metrics)
+            if settings.monitor is None:
+                result.best_epoch = epoch
+                continue
+            as_good, improved = _compare(metrics[settings.monitor], result.best_score, settings.monitor)
+            if improved or (as_good and settings.later_wins_ties):
+                result.best_score, result.best_epoch = metrics[settings.monitor], epoch
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            stale = 0 if improved else stale + 1
+            if settings.patience is not None and stale >= settings.patience:
+                log.info(
+                    "early stop after epoch %d (best %d, %s %.4f)",
+                    epoch,
+                    result.best_epoch,
+                    settings.monitor,
+                    result.best_score,
+                )
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
     model.to("cpu").eval()
     return result
 
 
-def _freeze(encoders: list[torch.nn.Module]) -> dict[int, torch.nn.Parameter]:
-    """Stop gradients into `encoders` (autograd then skips their backward pass); what was trainable
-    before, by id, for `train_loop` to restore."""
-    frozen = {id(p): p for e in encoders for p in e.parameters() if p.requires_grad}
-    for param in frozen.values():
+@contextmanager
+def frozen(encoders: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """No gradient into `encoders` inside the block (autograd then skips their backward pass); what
+    was trainable before is trainable again after it (for whoever uses the model next: the Fisher)."""
+    params = [p for e in encoders for p in e.parameters() if p.requires_grad]
+    for param in params:
         param.requires_grad_(False)
-    return frozen
+    try:
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)
 
 
 def _one_epoch(
-    forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc, frozen
+    forward,
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    loss_terms,
+    hooks,
+    transform,
+    settings,
+    device,
+    progress,
+    desc,
+    frozen_encoders,
 ):
     model.train()
-    for encoder in frozen:  # frozen encoders compute as they will serve (no dropout)
+    for encoder in frozen_encoders:  # they compute as they will serve (no dropout)
         encoder.eval()
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)

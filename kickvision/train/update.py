@@ -15,12 +15,14 @@ the replay exemplars the champion carries, with what the config's `continual` se
   scores old and new test products together), with the new rows weight-aligned as the update
   leaves them; training stops after `patience` epochs without a better one. For a drop of known
   categories the starting weights compete too: a drop that only makes the model worse leaves the
-  champion's weights as they were (the branch heads' votes are chosen again; its products still
-  join the memory and the index). Without a memory, or when a category has no validation product,
-  the last epoch. Then, when `interpolation` lists more than α = 1, the weights become
+  champion's weights as they were, its branch heads' votes included (its products still join the
+  memory and the index). Without a memory, or when a category has no validation product, the last
+  epoch. Then, when `interpolation` lists more than α = 1, the weights become
   α·updated + (1−α)·champion (WiSE-FT, Wortsman et al. 2022) with the listed α that scores best on
-  the same validation products. The branch heads' vote weights are chosen after, on the same
-  products.
+  the same validation products (a tensor the update left as it was stays bit for bit). The branch
+  heads' vote weights of a trained epoch are chosen after, on the same products.
+- `freeze_pretrained_encoders`: the encoders pretrained on generic data get no gradient (the
+  engine's `freeze_pretrained`); otherwise they train at `encoder_lr`.
 
 Then it recomputes the Fisher on what it trained on and accumulates it with decay γ (online EWC:
 F ← γ·F_old + F_new), and refreshes replay, holdout and validation memory, so a chain of drops keeps
@@ -144,7 +146,7 @@ def update_bundle(
         raise ValueError("the drop was not prepared against the champion's label map")
     seed_everything(seed)
     model = copy.deepcopy(champion.model)
-    mark_pretrained_encoders(model, champion.spec)  # for continual.encoder_lr
+    mark_pretrained_encoders(model, champion.spec)  # for continual.encoder_lr / freeze_pretrained_encoders
     grow_classifier(model, len(drop.classes))
     anchor = {n: p.detach().cpu().clone() for n, p in champion.model.named_parameters()}
 
@@ -270,7 +272,8 @@ def interpolate_weights(updated: dict, champion: dict, alpha: float) -> dict:
         if old is None or not new.is_floating_point():
             state[name] = new.clone()
         elif old.shape == new.shape:
-            state[name] = alpha * new + (1 - alpha) * old.to(new.device)
+            old = old.to(new.device)  # equal (a frozen encoder, kept weights): as it was, not rounded
+            state[name] = new.clone() if torch.equal(new, old) else alpha * new + (1 - alpha) * old
         elif old.dim() and old.shape[1:] == new.shape[1:] and old.shape[0] < new.shape[0]:
             state[name] = new.clone()
             state[name][: old.shape[0]] = alpha * new[: old.shape[0]] + (1 - alpha) * old.to(new.device)
