@@ -301,7 +301,6 @@ def train_loop(
                 device,
                 progress,
                 f"{desc} {epoch}/{settings.epochs}",
-                frozen_encoders,
             )
             for hook in hooks:
                 metrics.update(hook.epoch_metrics())
@@ -348,23 +347,11 @@ def frozen(encoders: Sequence[torch.nn.Module]) -> Iterator[None]:
 
 
 def _one_epoch(
-    forward,
-    model,
-    loader,
-    optimizer,
-    scheduler,
-    loss_terms,
-    hooks,
-    transform,
-    settings,
-    device,
-    progress,
-    desc,
-    frozen_encoders,
+    forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc
 ):
     model.train()
-    for encoder in frozen_encoders:  # they compute as they will serve (no dropout)
-        encoder.eval()
+    for encoder in generic_pretrained_encoders(model) if settings.freeze_pretrained else []:
+        encoder.eval()  # frozen: they compute as they will serve (no dropout)
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)
     for batch in bar:
