@@ -1,14 +1,18 @@
 """Audit quality: how many deliberately wrong labels does `kickvision audit` find, and how early?
 
 Takes a trained model (`--model`: a bundle folder or an MLflow model URI) and the catalog it was
-trained on; the products of its held-out test split (the split is drawn from the config's seed, as
-training drew it) are products it never learnt from. For each of `--draws` random draws, 4% of them
-(`--flip`) get another category at random; then three rankings of the test products are compared:
+trained on; the products of a held-out split (`--split`: test, or val to choose a ranking on; the
+split is drawn from the config's seed, as training drew it) are products it never learnt from. For
+each of `--draws` random draws, 4% of them (`--flip`) get another category at random; then these
+rankings of the held-out products are compared:
 
 - the audit as `kickvision audit` runs it: 1 - the mean of the model's probability of the label
   and a text model's, cross-fitted on the audited products themselves (their given labels, 5
   group-aware folds; `kickvision.evaluate.audit` + `catalog_audit.text_second_opinion`);
-- the same on the model's probabilities alone;
+- candidate scores of the same two judges: cleanlab's normalized margin (p(label) - the largest
+  other probability), its class-adjusted self-confidence (each class's mean self-confidence
+  subtracted first), and the geometric instead of the arithmetic mean of the judges;
+- the audit on the model's probabilities alone;
 - 1 - the mean of the model's and the train-split title model's probabilities (below): what a
   text judge fitted on the training catalog would add;
 - 1 - the model's probability of the given label (self-confidence alone);
@@ -16,11 +20,13 @@ training drew it) are products it never learnt from. For each of `--draws` rando
   train split's title and the model's text columns: "the title disagrees").
 
 Recall of the flipped products within the top k, 2k and 3k rows (k = number of flips) and precision
-at k, mean ± std over draws. Also prints the products the audit doubts most that were *not* flipped:
-the catalog's own label errors, candidates for a merchandiser. Writes JSON.
+at k, mean ± std over draws; and, since every ranking sees the same flips, the paired difference of
+each audit ranking from the two simple ones (mean ± standard error over draws). Also prints the
+products the audit doubts most that were *not* flipped: the catalog's own label errors, candidates
+for a merchandiser. Writes JSON.
 
     .venv/bin/python benchmarks/audit.py --catalog ../shared/data/fashion-footwear --config fashion \
-        --model /tmp/fashion-bundle
+        --model /tmp/fashion-bundle [--split val] [--draws 30]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from cleanlab.rank import get_label_quality_scores
 from common import benchmark_parser, prepared_catalog
 
 from kickvision.config import dotted_overrides, load_config
@@ -59,6 +66,9 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a bundle folder or an MLflow model URI (trained on --catalog)")
     parser.add_argument("--flip", type=float, default=0.04, help="share of test labels flipped per draw")
     parser.add_argument("--draws", type=int, default=10)
+    parser.add_argument(
+        "--split", choices=("val", "test"), default="test", help="the held-out split audited (choose on val)"
+    )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/audit_<catalog>.json)")
     args = parser.parse_args()
     cfg = load_config(args.config, overrides=dotted_overrides(args.set))
@@ -66,11 +76,11 @@ def main() -> None:
     data, _, name = prepared_catalog(args.catalog, cfg)
     if list(data.classes) != list(bundle.classes):
         raise SystemExit(f"the model's classes {bundle.classes} are not the catalog's {data.classes}")
-    train, test = data.indices("train"), data.indices("test")
-    rows = data.rows.iloc[test].reset_index(drop=True)
+    train, held = data.indices("train"), data.indices(args.split)
+    rows = data.rows.iloc[held].reset_index(drop=True)
     texts = product_texts(rows, bundle.text_columns)
     predictor = ShoePredictor(bundle)
-    images = [data.images[j] for j in test]
+    images = [data.images[j] for j in held]
     views = predictor.model_views_of(images, texts)
 
     train_texts = [t or "" for t in product_texts(data.rows.iloc[train], bundle.text_columns)]
@@ -82,8 +92,14 @@ def main() -> None:
     classes = list(bundle.classes)
     truth = rows["category"].astype(str).to_numpy()
     n_flip = max(1, round(args.flip * len(rows)))
+    label_scores = {  # candidate scores of the two judges' mean probabilities (cleanlab.rank), lower = doubted
+        "audit, normalized margin": dict(method="normalized_margin"),
+        "audit, class-adjusted self-confidence": dict(method="self_confidence", adjust_pred_probs=True),
+    }
     methods = [
         "audit",
+        *label_scores,
+        "audit, geometric mean of the judges",
         "audit, model only",
         "1 - p(label)",
         "title model disagrees",
@@ -100,14 +116,23 @@ def main() -> None:
         flipped = set(rows["product_id"].astype(str).iloc[flipped_rows])
         flipped_rows_frame = rows.assign(category=given)
         opinion = text_second_opinion(flipped_rows_frame, classes, list(bundle.text_columns), seed=draw)
+        if opinion is None:
+            raise SystemExit(f"the {args.split} split is too small to cross-fit the audit's text judge")
         audited = audit_products(flipped_rows_frame, views, second_opinion=opinion)
         model_only = audit_products(flipped_rows_frame, views)
         label = np.array([classes.index(c) for c in given])
         p_model = views.fused[np.arange(len(rows)), label]
         p_title = title_probs[np.arange(len(rows)), [title_classes.index(c) for c in given]]
+        p_opinion = opinion[np.arange(len(rows)), label]
         ids = rows["product_id"].astype(str).to_numpy()
+        judged = (views.fused + opinion) / 2
         rankings = {
             "audit": audited["product_id"].tolist(),
+            **{
+                method: ids[np.argsort(get_label_quality_scores(label, judged, **kw), kind="stable")].tolist()
+                for method, kw in label_scores.items()
+            },
+            "audit, geometric mean of the judges": ids[np.argsort(p_model * p_opinion, kind="stable")].tolist(),
             "audit, model only": model_only["product_id"].tolist(),
             "1 - p(label)": ids[np.argsort(p_model, kind="stable")].tolist(),
             "title model disagrees": ids[np.argsort(p_title, kind="stable")].tolist(),
@@ -126,7 +151,7 @@ def main() -> None:
         if draw == 0:
             own_errors = audited[~audited["product_id"].isin(flipped)].head(15)
 
-    print(f"\n{name}: {len(rows)} held-out test products, {n_flip} labels flipped per draw, {args.draws} draws")
+    print(f"\n{name}: {len(rows)} held-out {args.split} products, {n_flip} flipped per draw, {args.draws} draws")
     print("| ranking | recall@k | recall@2k | recall@3k | precision@k |")
     print("|---|---|---|---|---|")
     summary = {}
@@ -139,14 +164,39 @@ def main() -> None:
             f"{stats['precision_at_k'][0]:.3f} |"
         )
     print(f"audit flags {summary['audit']['flagged'][0]:.0f} products per draw (confident learning's estimate)")
+    # The draws are paired (every ranking sees the same flips): differences per draw, mean ± standard error.
+    print("\npaired differences in recall (the same draws), mean ± s.e.:")
+    print("| ranking | vs 1 - p(label) @k | @2k | vs title model @k | @2k |")
+    print("|---|---|---|---|---|")
+    for method in methods:
+        if not method.startswith("audit"):
+            continue
+        cells, paired = [], {}
+        for simple in ("1 - p(label)", "title model disagrees"):
+            for metric in ("recall_at_k", "recall_at_2k"):
+                diff = np.array([a[metric] - b[metric] for a, b in zip(results[method], results[simple], strict=True)])
+                mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+                paired[f"{metric} vs {simple}"] = (mean, se)
+                cells.append(f"{mean:+.3f} ± {se:.3f}")
+        summary[method]["paired"] = paired
+        print(f"| {method} | {' | '.join(cells)} |")
     print("\nmost doubted products that were not flipped (draw 0): the catalog's own label errors?")
     for row in own_errors.itertuples():
         print(
             f"  {row.product_id}  [{row.category}] -> {row.predicted}  "
             f"({row.suspicion:.3f}; {row.disagrees or 'neither branch disagrees'})  {row.title}"
         )
-    out = Path(args.out or Path(__file__).parent / "results" / f"audit_{name}.json")
-    meta = {"catalog": name, "config": cfg.name, "model": args.model, "test_products": len(rows), "flips": n_flip}
+    suffix = "" if args.split == "test" else f"_{args.split}"
+    out = Path(args.out or Path(__file__).parent / "results" / f"audit_{name}{suffix}.json")
+    meta = {
+        "catalog": name,
+        "config": cfg.name,
+        "model": args.model,
+        "split": args.split,
+        "products": len(rows),
+        "flips": n_flip,
+        "draws": args.draws,
+    }
     own = own_errors[["product_id", "category", "predicted", "suspicion", "disagrees", "title"]].to_dict("records")
     out.write_text(json.dumps({"meta": meta, "rankings": summary, "unflipped_top": own}, indent=2, default=float))
     print(f"wrote {out}")

@@ -116,3 +116,16 @@ def test_text_columns_reach_the_tokens_and_travel_with_the_model(tiny_config, de
     bundle = ModelBundle(build_model(tiny_config.model, 3), tokenizer, spec)
     _, texts = ShoePredictor(bundle).read_frame(pd.DataFrame({"title": ["Red Heels", "x"], "base_colour": ["Red", ""]}))
     assert texts == ["Red Heels | base colour: Red", "x"]
+
+
+def test_prepared_labels_are_a_writable_copy_that_torch_takes_without_a_warning(demo_data):
+    import warnings
+
+    import torch
+
+    labels = demo_data.labels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas' read-only views made torch warn in the pretraining log
+        tensor = torch.from_numpy(labels)
+    labels[0] = labels[0] + 1  # a copy: the caller's edit leaves the catalog alone
+    assert int(tensor[0]) == int(labels[0]) and demo_data.labels()[0] == labels[0] - 1

@@ -106,7 +106,8 @@ class PreparedData:
         return np.flatnonzero(self.rows["split"].to_numpy() == split)
 
     def labels(self) -> np.ndarray:
-        return self.rows["label"].to_numpy(dtype=np.int64)
+        # A copy: pandas' copy-on-write hands out read-only views, which torch.from_numpy warns about.
+        return self.rows["label"].to_numpy(dtype=np.int64, copy=True)
 
     def rows_with_image_paths(self, indices: np.ndarray | None = None) -> pd.DataFrame:
         """Rows (all, or `indices`) with `image` as an absolute path inside the catalog drop."""
