@@ -7,11 +7,9 @@ each of `--draws` random draws, 4% of them (`--flip`) get another category at ra
 rankings of the held-out products are compared:
 
 - the audit as `kickvision audit` runs it: 1 - the mean of the model's probability of the label
-  and a text model's, cross-fitted on the audited products themselves (their given labels, 5
-  group-aware folds; `kickvision.evaluate.audit` + `catalog_audit.text_second_opinion`);
-- candidate scores of the same two judges: cleanlab's normalized margin (p(label) - the largest
-  other probability), its class-adjusted self-confidence (each class's mean self-confidence
-  subtracted first), and the geometric instead of the arithmetic mean of the judges;
+  and its title view's (the same model with the photo hidden; `catalog_audit.second_judge`);
+- the audit as the previous release ran it: the second judge a text model cross-fitted on the
+  audited products themselves (their given labels, 5 group-aware folds; `text_second_opinion`);
 - the audit on the model's probabilities alone;
 - 1 - the mean of the model's and the train-split title model's probabilities (below): what a
   text judge fitted on the training catalog would add;
@@ -35,13 +33,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from cleanlab.rank import get_label_quality_scores
 from common import benchmark_parser, prepared_catalog
 
 from kickvision.config import dotted_overrides, load_config
 from kickvision.data.text import product_texts
 from kickvision.evaluate.audit import audit_products
-from kickvision.evaluate.catalog_audit import text_second_opinion, tfidf_text_model
+from kickvision.evaluate.catalog_audit import second_judge, text_second_opinion, tfidf_text_model
 from kickvision.model.bundle import load_bundle
 from kickvision.serve.predictor import ShoePredictor
 
@@ -92,18 +89,13 @@ def main() -> None:
     classes = list(bundle.classes)
     truth = rows["category"].astype(str).to_numpy()
     n_flip = max(1, round(args.flip * len(rows)))
-    label_scores = {  # candidate scores of the two judges' mean probabilities (cleanlab.rank), lower = doubted
-        "audit, normalized margin": dict(method="normalized_margin"),
-        "audit, class-adjusted self-confidence": dict(method="self_confidence", adjust_pred_probs=True),
-    }
     methods = [
         "audit",
-        *label_scores,
-        "audit, geometric mean of the judges",
+        "audit with a text judge cross-fitted on the audited products (before)",
         "audit, model only",
+        "1 - mean p(label), model + train-split title model",
         "1 - p(label)",
         "title model disagrees",
-        "1 - mean p(label), model + train-split title model",
     ]
     results: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     own_errors = None
@@ -115,28 +107,22 @@ def main() -> None:
             given[i] = rng.choice([c for c in classes if c != truth[i]])
         flipped = set(rows["product_id"].astype(str).iloc[flipped_rows])
         flipped_rows_frame = rows.assign(category=given)
-        opinion = text_second_opinion(flipped_rows_frame, classes, list(bundle.text_columns), seed=draw)
-        if opinion is None:
-            raise SystemExit(f"the {args.split} split is too small to cross-fit the audit's text judge")
-        audited = audit_products(flipped_rows_frame, views, second_opinion=opinion)
-        model_only = audit_products(flipped_rows_frame, views)
+        judge = second_judge(views, flipped_rows_frame, list(bundle.text_columns), seed=draw)
+        cross_fitted = text_second_opinion(flipped_rows_frame, classes, list(bundle.text_columns), seed=draw)
+        if cross_fitted is None:
+            raise SystemExit(f"the {args.split} split is too small to cross-fit a text judge")
+        audited = audit_products(flipped_rows_frame, views, second_opinion=judge)
         label = np.array([classes.index(c) for c in given])
         p_model = views.fused[np.arange(len(rows)), label]
         p_title = title_probs[np.arange(len(rows)), [title_classes.index(c) for c in given]]
-        p_opinion = opinion[np.arange(len(rows)), label]
         ids = rows["product_id"].astype(str).to_numpy()
-        judged = (views.fused + opinion) / 2
         rankings = {
             "audit": audited["product_id"].tolist(),
-            **{
-                method: ids[np.argsort(get_label_quality_scores(label, judged, **kw), kind="stable")].tolist()
-                for method, kw in label_scores.items()
-            },
-            "audit, geometric mean of the judges": ids[np.argsort(p_model * p_opinion, kind="stable")].tolist(),
-            "audit, model only": model_only["product_id"].tolist(),
+            methods[1]: audit_products(flipped_rows_frame, views, second_opinion=cross_fitted)["product_id"].tolist(),
+            "audit, model only": audit_products(flipped_rows_frame, views)["product_id"].tolist(),
+            "1 - mean p(label), model + train-split title model": ids[np.argsort(p_model + p_title)].tolist(),
             "1 - p(label)": ids[np.argsort(p_model, kind="stable")].tolist(),
             "title model disagrees": ids[np.argsort(p_title, kind="stable")].tolist(),
-            "1 - mean p(label), model + train-split title model": ids[np.argsort(p_model + p_title)].tolist(),
         }
         for method, ranked in rankings.items():
             results[method].append(
@@ -169,7 +155,7 @@ def main() -> None:
     print("| ranking | vs 1 - p(label) @k | @2k | vs title model @k | @2k |")
     print("|---|---|---|---|---|")
     for method in methods:
-        if not method.startswith("audit"):
+        if method in ("1 - p(label)", "title model disagrees"):
             continue
         cells, paired = [], {}
         for simple in ("1 - p(label)", "title model disagrees"):

@@ -111,6 +111,26 @@ def test_audit_ranks_a_catalog_with_the_model_and_accounts_for_every_row(
     assert "labels doubted (confident learning)" in capsys.readouterr().out
 
 
+def test_the_audit_judges_each_label_by_the_model_and_its_own_title_view(shared_trained, tiny_config, tmp_path):
+    from kickvision.data.demo import write_demo_catalog
+    from kickvision.evaluate.catalog_audit import second_judge
+    from kickvision.review.service import audit_catalog
+
+    drop = write_demo_catalog(tmp_path / "drop", n_per_class=6, seed=4, image_size=32)
+    result = audit_catalog(drop, shared_trained, tiny_config.validate_)
+    views, rows = result.views, result.catalog.rows.reset_index(drop=True)
+    assert views.title is not None and not np.allclose(views.title, views.fused)
+    label = np.array([views.classes.index(c) for c in rows["category"]])
+    judged = (views.fused + views.title) / 2  # the title view is the second judge, not a refitted text model
+    expected = pd.Series(1 - judged[np.arange(len(rows)), label], index=rows["product_id"].astype(str))
+    suspicion = result.table.set_index("product_id")["suspicion"]
+    np.testing.assert_allclose(suspicion.loc[expected.index].to_numpy(), expected.to_numpy(), rtol=1e-6)
+    # A model without a title branch gets the text model cross-fitted on the audited products instead.
+    photo_only = ModelViews(views.classes, views.fused, views.photo, None, views.embeddings)
+    opinion = second_judge(photo_only, rows, [])
+    assert opinion is not None and opinion.shape == views.fused.shape and not np.allclose(opinion, views.fused)
+
+
 def test_audit_into_a_missing_folder_is_one_error_line_before_any_work(tmp_path, capsys):
     code = cli_main(["audit", "--catalog", str(tmp_path), "--out", str(tmp_path / "no" / "audit.csv")])
     assert code == 2

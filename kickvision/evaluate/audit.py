@@ -6,9 +6,10 @@ model gives that class on the products labelled with it; products whose probabil
 class clears that class's threshold fill the confident joint of (given, likely true) labels, which
 estimates how many products of each pair are mislabelled; that many per pair are flagged
 (`label_issue`, and their count: the estimate of the catalog's label errors). The ranking is by
-suspicion = 1 - p(given label): with 4% of 1,577 real test labels changed, putting the flagged
-products first found fewer of the changes within the first k rows than suspicion alone (0.886 vs
-0.922 recall@k, benchmarks/audit.py).
+suspicion = 1 - the judged probability of the given label (the model's, or its mean with a second
+judge's): with 4% of 1,577 real test labels changed, putting the flagged products first found fewer
+of the changes within the first k rows than suspicion alone (0.886 vs 0.922 recall@k,
+benchmarks/audit.py).
 
 The probabilities must be out-of-sample: products the model did not learn from (a new catalog, a
 drop, a held-out split). On its own training rows a model has learnt their labels, wrong ones
@@ -68,8 +69,9 @@ def audit_products(
     they come last, with that as the issue. Products a reviewer already decided on (a non-empty
     `reviewed` column: the action in corrections.csv) come after the undecided ones.
 
-    `second_opinion` ([N, C], e.g. a text model cross-fitted on the same products) is averaged with
-    the model's probabilities before judging: two judges that err differently miss fewer wrong labels.
+    `second_opinion` ([N, C]: the model's own title view, or a text model cross-fitted on the same
+    products; `catalog_audit.second_judge`) is averaged with the model's probabilities before
+    judging: two judges that err differently miss fewer wrong labels.
     `predicted` stays the model's answer."""
     classes = list(views.classes)
     given = rows["category"].astype(str).to_numpy()

@@ -1,13 +1,12 @@
 """The training pipeline's audit of its own catalog: every product judged by a model that did not learn it.
 
 A model vouches for the labels it was trained on, wrong ones included, so the trained model only
-judges the products it never saw: the validation and test splits (its fused probabilities, with
-the photo-only and title-only views as evidence). The training split is judged out-of-fold by the
-classical text model (TF-IDF word and character n-grams + logistic regression on the title and the
-model's attribute columns), cross-fitted over `folds` folds that keep product groups together
-(stratified), so each training product is scored by a text model fitted without it or its
-near-duplicates. On the real catalog that text model's doubts find planted label flips about as
-well as the fused model's (benchmarks/audit.py).
+judges the products it never saw: the validation and test splits (the mean of its fused and its
+title-only probabilities, `second_judge`, with the photo-only and title-only answers as evidence).
+The training split is judged out-of-fold by the classical text model (TF-IDF word and character
+n-grams + logistic regression on the title and the model's attribute columns), cross-fitted over
+`folds` folds that keep product groups together (stratified), so each training product is scored
+by a text model fitted without it or its near-duplicates.
 
 Confident learning (evaluate/audit.py) runs per judge, since each has its own calibration; the two
 rankings are merged by suspicion, with `audited_by` naming the judge, and near-
@@ -90,6 +89,23 @@ def text_second_opinion(
     return opinion
 
 
+def second_judge(
+    views: ModelViews, rows: pd.DataFrame, text_columns: list[str], folds: int = 5, seed: int = 0
+) -> np.ndarray | None:
+    """[N, C] the second judge of products the model did not learn: the model's own title view (the
+    same model with the photo hidden) where it reads titles, else (an image-only model) a text model
+    cross-fitted on the audited products themselves.
+
+    Averaged with the fused probabilities it puts the labels that the title contradicts first. On
+    the real catalog's validation split (4% of labels changed, 30 draws, benchmarks/audit.py) it
+    found 2.7 pt more of the changes within the first k rows than the fused model alone, and 4.3 pt
+    more than the text model cross-fitted on the audited products, whose ~1,000 noisy labels make a
+    weak judge (it alone: 0.80 against the title view's 0.91)."""
+    if views.title is not None:
+        return views.title
+    return text_second_opinion(rows, list(views.classes), text_columns, folds, seed)
+
+
 def catalog_audit(bundle: ModelBundle, data: PreparedData, folds: int = 5, seed: int = 0) -> pd.DataFrame:
     """One row per product of the prepared catalog, most doubted label first (see the module docstring)."""
     rows = data.rows_with_image_paths().reset_index(drop=True)
@@ -109,7 +125,9 @@ def catalog_audit(bundle: ModelBundle, data: PreparedData, folds: int = 5, seed:
         photo = model_probabilities(held, use_text=False)[0] if model.image_encoders else None
         title = model_probabilities(held, use_image=False)[0] if model.text_encoder is not None else None
         views = ModelViews(classes, fused[held], photo, title, embeddings[held])
-        parts.append(audit_products(rows.iloc[held].reset_index(drop=True), views).assign(audited_by=MODEL_JUDGE))
+        held_rows = rows.iloc[held].reset_index(drop=True)
+        opinion = second_judge(views, held_rows, list(bundle.text_columns), folds, seed)
+        parts.append(audit_products(held_rows, views, second_opinion=opinion).assign(audited_by=MODEL_JUDGE))
     if len(train):
         train_rows = rows.iloc[train].reset_index(drop=True)
         probe = text_second_opinion(train_rows, classes, list(bundle.text_columns), folds, seed)

@@ -28,7 +28,7 @@ from kickvision.data.text import product_texts
 from kickvision.data.validation import quarantine_bad_rows
 from kickvision.errors import CatalogError, KickvisionError
 from kickvision.evaluate.audit import ModelViews, audit_products
-from kickvision.evaluate.catalog_audit import text_second_opinion
+from kickvision.evaluate.catalog_audit import second_judge
 from kickvision.model.bundle import ModelBundle
 from kickvision.review.drift import drift_report
 from kickvision.serve.predictor import ShoePredictor
@@ -62,8 +62,7 @@ def audit_catalog(root: str | Path, bundle: ModelBundle, cfg: ValidateConfig) ->
     frame = rows.reindex(columns=["image", "title", *bundle.text_columns])
     predictor = ShoePredictor(bundle, max_pixels=cfg.max_image_pixels)  # validation's own bound
     views = predictor.model_views(frame)
-    opinion = text_second_opinion(rows, list(bundle.classes), list(bundle.text_columns))  # an independent judge
-    table = audit_products(rows, views, second_opinion=opinion)
+    table = audit_products(rows, views, second_opinion=second_judge(views, rows, list(bundle.text_columns)))
     return AuditResult(result.catalog, table, result.quarantine, views)
 
 
