@@ -160,6 +160,17 @@ def test_the_pipeline_audit_judges_every_product_with_a_model_that_did_not_learn
     assert (judges[split[split == "train"].index] == TEXT_JUDGE).all()  # never the model that learnt them
     assert (judges[split[split != "train"].index] == MODEL_JUDGE).all()
     assert list(audit["rank"]) == list(range(1, len(audit) + 1))
+    # The held-out products: the mean of the model's fused and title-only probabilities of the label.
+    from kickvision.evaluate.calibration import softmax
+    from kickvision.model.predict import predict_logits
+
+    held = np.flatnonzero(data.rows["split"].to_numpy() != "train")
+    t = shared_trained.spec.temperature
+    fused = softmax(predict_logits(shared_trained.model.eval(), data, held)[0], t)
+    title = softmax(predict_logits(shared_trained.model, data, held, use_image=False)[0], t)
+    expected = 1 - (fused + title)[np.arange(len(held)), data.labels()[held]] / 2
+    got = audit.set_index("product_id").loc[data.rows["product_id"].iloc[held], "suspicion"].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
     for judge, rows in audit.groupby("audited_by"):  # each judge doubts the wrong labels it sees
         wrong = rows["product_id"].isin(flipped)
         assert rows.loc[wrong, "suspicion"].mean() > rows.loc[~wrong, "suspicion"].mean() + 0.2, judge
