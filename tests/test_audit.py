@@ -111,9 +111,11 @@ def test_audit_ranks_a_catalog_with_the_model_and_accounts_for_every_row(
     assert "labels doubted (confident learning)" in capsys.readouterr().out
 
 
-def test_the_audit_judges_each_label_by_the_model_and_its_own_title_view(shared_trained, tiny_config, tmp_path):
+def test_the_audit_judges_each_label_by_the_model_and_its_own_title_view(
+    shared_trained, learnt_data, tiny_config, tmp_path
+):
     from kickvision.data.demo import write_demo_catalog
-    from kickvision.evaluate.catalog_audit import second_judge
+    from kickvision.evaluate.catalog_audit import second_judge, text_second_opinion
     from kickvision.review.service import audit_catalog
 
     drop = write_demo_catalog(tmp_path / "drop", n_per_class=6, seed=4, image_size=32)
@@ -125,10 +127,24 @@ def test_the_audit_judges_each_label_by_the_model_and_its_own_title_view(shared_
     expected = pd.Series(1 - judged[np.arange(len(rows)), label], index=rows["product_id"].astype(str))
     suspicion = result.table.set_index("product_id")["suspicion"]
     np.testing.assert_allclose(suspicion.loc[expected.index].to_numpy(), expected.to_numpy(), rtol=1e-6)
-    # A model without a title branch gets the text model cross-fitted on the audited products instead.
-    photo_only = ModelViews(views.classes, views.fused, views.photo, None, views.embeddings)
-    opinion = second_judge(photo_only, rows, [])
-    assert opinion is not None and opinion.shape == views.fused.shape and not np.allclose(opinion, views.fused)
+    # Where the title view would add nothing (a model without a photo or a title branch) or would vouch
+    # for labels it learnt (a catalog the model was trained on), the text model cross-fitted on the
+    # audited products judges instead.
+    cross_fitted = text_second_opinion(rows, list(views.classes), [])
+    assert cross_fitted is not None and not np.allclose(cross_fitted, views.title)
+    for one_branch in (
+        ModelViews(views.classes, views.fused, views.photo, None, views.embeddings),
+        ModelViews(views.classes, views.fused, None, views.title, views.embeddings),
+    ):
+        np.testing.assert_array_equal(second_judge(one_branch, rows, []), cross_fitted)
+    np.testing.assert_array_equal(second_judge(views, rows, [], in_sample=True), cross_fitted)
+    learnt = audit_catalog(learnt_data.catalog_root, shared_trained, tiny_config.validate_)  # its training catalog
+    learnt_rows = learnt.catalog.rows.reset_index(drop=True)
+    opinion = text_second_opinion(learnt_rows, list(views.classes), list(shared_trained.text_columns))
+    label = np.array([views.classes.index(c) for c in learnt_rows["category"]])
+    expected = 1 - ((learnt.views.fused + opinion) / 2)[np.arange(len(learnt_rows)), label]
+    got = learnt.table.set_index("product_id").loc[learnt_rows["product_id"].astype(str), "suspicion"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_audit_into_a_missing_folder_is_one_error_line_before_any_work(tmp_path, capsys):
@@ -168,6 +184,7 @@ def test_the_pipeline_audit_judges_every_product_with_a_model_that_did_not_learn
     t = shared_trained.spec.temperature
     fused = softmax(predict_logits(shared_trained.model.eval(), data, held)[0], t)
     title = softmax(predict_logits(shared_trained.model, data, held, use_image=False)[0], t)
+    assert not np.allclose(title, fused)  # the title view is a judge of its own here
     expected = 1 - (fused + title)[np.arange(len(held)), data.labels()[held]] / 2
     got = audit.set_index("product_id").loc[data.rows["product_id"].iloc[held], "suspicion"].to_numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)

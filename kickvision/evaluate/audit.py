@@ -71,14 +71,15 @@ def audit_products(
 
     `second_opinion` ([N, C]: the model's own title view, or a text model cross-fitted on the same
     products; `catalog_audit.second_judge`) is averaged with the model's probabilities before
-    judging: two judges that err differently miss fewer wrong labels.
+    judging: the title's word on the label weighs beside the fused answer, so a label the title
+    contradicts is doubted before one only the photo questions.
     `predicted` stays the model's answer."""
     classes = list(views.classes)
     given = rows["category"].astype(str).to_numpy()
     known = np.array([c in classes for c in given])
     label = np.array([classes.index(c) if k else -1 for c, k in zip(given, known, strict=True)])
     n = len(rows)
-    # The judged probabilities: the model's, or their mean with an independent judge's.
+    # The judged probabilities: the model's, or their mean with the second judge's.
     judged = views.fused if second_opinion is None else (views.fused + second_opinion) / 2
     p_given = np.full(n, np.nan)
     p_given[known] = judged[known, label[known]]

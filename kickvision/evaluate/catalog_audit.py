@@ -90,18 +90,26 @@ def text_second_opinion(
 
 
 def second_judge(
-    views: ModelViews, rows: pd.DataFrame, text_columns: list[str], folds: int = 5, seed: int = 0
+    views: ModelViews,
+    rows: pd.DataFrame,
+    text_columns: list[str],
+    folds: int = 5,
+    seed: int = 0,
+    in_sample: bool = False,
 ) -> np.ndarray | None:
-    """[N, C] the second judge of products the model did not learn: the model's own title view (the
-    same model with the photo hidden) where it reads titles, else (an image-only model) a text model
-    cross-fitted on the audited products themselves.
+    """[N, C] the second judge of a catalog's labels: the model's own title view (the same model
+    with the photo hidden) for products the model did not learn; a text model cross-fitted on the
+    audited products themselves where the title view would add nothing (a model without a photo
+    or a title branch) or would vouch for what it learnt (`in_sample`: the model was trained on
+    this very catalog; only the cross-fitted judge is out-of-sample there).
 
-    Averaged with the fused probabilities it puts the labels that the title contradicts first. On
-    the real catalog's validation split (4% of labels changed, 30 draws, benchmarks/audit.py) it
-    found 2.7 pt more of the changes within the first k rows than the fused model alone, and 4.3 pt
-    more than the mean with a text model cross-fitted on the audited products, whose ~1,000 noisy
-    labels make a weak judge (alone it found 0.80 of them, the title view 0.91)."""
-    if views.title is not None:
+    Averaged with the fused probabilities, the title view puts the labels that the title
+    contradicts first. On the real catalog's validation split (4% of labels changed, 30 draws,
+    benchmarks/audit.py) it found 2.7 pt more of the changes within the first k rows than the fused
+    model alone, and 4.3 pt more than the mean with a text model cross-fitted on the audited
+    products, whose ~1,000 noisy labels make a weak judge (alone it found 0.80 of them, the title
+    view 0.91)."""
+    if views.title is not None and views.photo is not None and not in_sample:
         return views.title
     return text_second_opinion(rows, list(views.classes), text_columns, folds, seed)
 

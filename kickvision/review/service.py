@@ -49,9 +49,23 @@ class AuditResult:
     views: ModelViews  # the model's view of `catalog.rows` (the validated rows), in their order
 
 
-def audit_catalog(root: str | Path, bundle: ModelBundle, cfg: ValidateConfig) -> AuditResult:
-    """Validate a catalog folder (reviewers' corrections applied) and rank its products by doubt."""
+def learnt_catalog(bundle: ModelBundle, catalog_hash: str) -> bool:
+    """Whether the model was trained (or updated) on the catalog with this content hash."""
+    lineage = bundle.spec.lineage
+    return catalog_hash in set(lineage.catalog_hashes or [lineage.catalog_hash])
+
+
+def audit_catalog(
+    root: str | Path, bundle: ModelBundle, cfg: ValidateConfig, in_sample: bool | None = None
+) -> AuditResult:
+    """Validate a catalog folder (reviewers' corrections applied) and rank its products by doubt.
+
+    `in_sample`: whether the model learnt this very catalog (found from its hash when not given);
+    its own title view then vouches for the labels it learnt, so the second judge is the text model
+    cross-fitted on the catalog (`catalog_audit.second_judge`)."""
     catalog = read_catalog(root)
+    if in_sample is None:
+        in_sample = learnt_catalog(bundle, catalog.content_hash)
     result = quarantine_bad_rows(catalog, cfg, known_categories=list(bundle.classes))
     rows = result.catalog.rows.reset_index(drop=True)
     if rows.empty:
@@ -62,7 +76,8 @@ def audit_catalog(root: str | Path, bundle: ModelBundle, cfg: ValidateConfig) ->
     frame = rows.reindex(columns=["image", "title", *bundle.text_columns])
     predictor = ShoePredictor(bundle, max_pixels=cfg.max_image_pixels)  # validation's own bound
     views = predictor.model_views(frame)
-    table = audit_products(rows, views, second_opinion=second_judge(views, rows, list(bundle.text_columns)))
+    opinion = second_judge(views, rows, list(bundle.text_columns), in_sample=in_sample)
+    table = audit_products(rows, views, second_opinion=opinion)
     return AuditResult(result.catalog, table, result.quarantine, views)
 
 
@@ -105,8 +120,9 @@ class ReviewDesk:
         self.threshold = spec.review_threshold if spec.review_threshold is not None else UNCERTAIN_WITHOUT_THRESHOLD
         self.threshold_source = "validation" if spec.review_threshold is not None else "default (model predates it)"
         # Whether the model learnt this very catalog (hashed once, at start: its doubts are then in-sample).
-        learnt = set(spec.lineage.catalog_hashes or [spec.lineage.catalog_hash])
-        self.catalog_in_sample = self.catalog_dir is not None and hash_drop(self.catalog_dir) in learnt
+        self.catalog_in_sample = self.catalog_dir is not None and learnt_catalog(
+            self.bundle, hash_drop(self.catalog_dir)
+        )
 
     # -- classify ---------------------------------------------------------------------------------
 
@@ -235,7 +251,7 @@ class ReviewDesk:
             raise KickvisionError("no catalog under review: start the desk with --catalog DIR")
         with self._lock:
             if self._audit is None or refresh:
-                self._audit = audit_catalog(self.catalog_dir, self.bundle, self.validate)
+                self._audit = audit_catalog(self.catalog_dir, self.bundle, self.validate, self.catalog_in_sample)
         table = self._audit.table
         shown = table.head(top).drop(columns=["image"], errors="ignore")
         return {
