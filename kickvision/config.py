@@ -224,7 +224,7 @@ class ContinualConfig(_Section):
     needs the old catalog. The update recipe: EWC (`ewc_lambda`, `fisher_normalise`), replay, DER++
     logit replay (`logit_replay_weight`), LwF (`distill_weight`), weight aligning (`bias_correction`);
     `encoder_lr` for the encoders pretrained on generic data (as `train.encoder_lr` in the fit; None =
-    lr), or `freeze_pretrained_encoders` to leave them as they are (no backward pass through them); with
+    lr), `pretrained_trainable_layers` to train only their top layers (0: none; no backward below); with
     a validation memory, the epoch (or the champion's own weights; `patience` stops early) and the
     `interpolation` with the champion's weights chosen on it; see train/update.py.
     """
@@ -248,8 +248,8 @@ class ContinualConfig(_Section):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     encoder_lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="LR of generic pretrained encoders")
-    freeze_pretrained_encoders: bool = Field(
-        False, description="encoders pretrained on generic data (MiniLM, ImageNet) stay as they are: no gradient"
+    pretrained_trainable_layers: int | None = Field(
+        None, ge=0, description="encoders pretrained on generic data (MiniLM) train their top N layers only; None: all"
     )
     patience: int | None = Field(None, ge=1, description="with a validation memory: stop after N epochs not better")
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")

@@ -353,7 +353,7 @@ def test_an_update_trains_the_encoders_pretrained_on_generic_data_at_continual_e
 ):
     """A rebuilt champion's encoders do not know they started pretrained; its spec does, and the update
     gives those encoders their own learning rate (the fit's lower encoder_lr, for one), or leaves them
-    exactly as they are with `freeze_pretrained_encoders` (EWC and weight decay included) while the
+    exactly as they are with `pretrained_trainable_layers: 0` (EWC and weight decay included) while the
     rest of the model learns the drop; the Fisher for the next drop still covers them."""
     champion = copy.copy(shared_trained)
     champion.spec = shared_trained.spec.model_copy(deep=True)
@@ -368,7 +368,7 @@ def test_an_update_trains_the_encoders_pretrained_on_generic_data_at_continual_e
         return max((p.detach() - before[n]).abs().max().item() for n, p in model.text_encoder.named_parameters())
 
     assert text_encoder_moved(update(encoder_lr=1e-12).model) < 1e-6 < text_encoder_moved(update().model)
-    frozen = update(freeze_pretrained_encoders=True, ewc_lambda=1000.0)
+    frozen = update(pretrained_trainable_layers=0, ewc_lambda=1000.0)
     assert text_encoder_moved(frozen.model) == 0.0
     n_old = len(champion.classes)
     assert frozen.classes[-1] == "Loafers" and frozen.model.classifier.out_features == n_old + 1

@@ -118,9 +118,9 @@ def test_pretrained_encoders_get_encoder_lr_and_the_schedule_warms_up_each_group
 
 
 def test_a_loop_can_freeze_the_encoders_pretrained_on_generic_data_and_train_the_rest(tiny_config, demo_data):
-    """`freeze_pretrained`: no gradient reaches the generic pretrained encoder (autograd skips its
-    backward pass), it computes in eval mode and ends bit-identical; afterwards (a failed loop too) it
-    is trainable again."""
+    """`pretrained_trainable_layers=0`: no gradient reaches the generic pretrained encoder (autograd
+    skips its backward pass), it computes in eval mode and ends bit-identical; afterwards (a failed
+    loop too) it is trainable again."""
     torch.manual_seed(0)
     model = build_model(tiny_config.model, len(demo_data.classes))
     model.text_encoder.pretrained_loaded = True  # as if it had started from MiniLM
@@ -129,7 +129,7 @@ def test_a_loop_can_freeze_the_encoders_pretrained_on_generic_data_and_train_the
     model.text_encoder.register_forward_hook(
         lambda module, args, out: seen.append((module.training, any(p.requires_grad for p in module.parameters())))
     )
-    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, freeze_pretrained=True)
+    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, pretrained_trainable_layers=0)
     loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
     train_loop(model, demo_data, demo_data.indices("train"), settings, loss, lambda m: {}, progress=False)
     assert seen and set(seen) == {(False, False)}
@@ -145,6 +145,47 @@ def test_a_loop_can_freeze_the_encoders_pretrained_on_generic_data_and_train_the
     with pytest.raises(RuntimeError, match="validation failed"):
         train_loop(model, demo_data, demo_data.indices("train"), settings, loss, broken, progress=False)
     assert all(p.requires_grad for p in model.parameters())  # trainable again after a failed loop too
+
+
+def test_a_loop_can_train_only_the_top_layers_of_the_encoders_pretrained_on_generic_data(tiny_config, demo_data):
+    """`pretrained_trainable_layers=N`: the encoder's embeddings and lower layers end bit-identical
+    (no gradient reaches them), its top N layers and the rest of the model learn, and every weight is
+    trainable again afterwards."""
+    torch.manual_seed(0)
+    text = tiny_config.model.text_encoder
+    two_layers = text.model_copy(update={"overrides": {**text.overrides, "n_layers": 2}})
+    model = build_model(tiny_config.model.model_copy(update={"text_encoder": two_layers}), len(demo_data.classes))
+    model.text_encoder.pretrained_loaded = True  # as if it had started from MiniLM
+    before = copy.deepcopy(model.state_dict())
+    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, pretrained_trainable_layers=1)
+    loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
+    train_loop(model, demo_data, demo_data.indices("train"), settings, loss, lambda m: {}, progress=False)
+    after = model.state_dict()
+
+    def moved(prefix: str) -> bool:
+        names = [k for k in after if k.startswith(prefix)]
+        assert names, prefix
+        return any(not torch.equal(after[k], before[k]) for k in names)
+
+    assert model.text_encoder.model.config.n_layers == 2
+    assert not moved("text_encoder.model.embeddings.") and not moved("text_encoder.model.transformer.layer.0.")
+    assert moved("text_encoder.model.transformer.layer.1.") and moved("classifier.")
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_encoder_stages_cover_every_weight_once_from_the_bottom_up(tiny_config):
+    """The stages the engine freezes from: every parameter in exactly one stage, the input side first
+    (a BERT-family text encoder: embeddings, then its layers; timm backbones: stem, then stages)."""
+    model = build_model(tiny_config.model, 3)
+    for encoder in [*model.image_encoders, model.text_encoder]:
+        stages = encoder.stages()
+        flat = [id(p) for stage in stages for p in stage]
+        assert len(flat) == len(set(flat)) == len(list(encoder.parameters())), encoder
+        assert len(stages) >= 2
+    first = {id(p) for p in model.text_encoder.stages()[0]}
+    assert first == {id(p) for p in model.text_encoder.model.embeddings.parameters()}
+    last = {id(p) for p in model.text_encoder.stages()[-1]}
+    assert last == {id(p) for p in model.text_encoder.model.transformer.layer[-1].parameters()}
 
 
 def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
@@ -172,9 +213,9 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
     )
     assert update.balanced_sampling is continual.balanced_sampling and update.monitor is None
     assert update.patience is None and not update.score_start  # no validation memory: the last epoch
-    assert not update.freeze_pretrained and not fit.freeze_pretrained
-    frozen = continual.model_copy(update={"freeze_pretrained_encoders": True})
-    assert update_settings(frozen, train).freeze_pretrained
+    assert update.pretrained_trainable_layers is None and fit.pretrained_trainable_layers is None
+    top_two = continual.model_copy(update={"pretrained_trainable_layers": 2})
+    assert update_settings(top_two, train).pretrained_trainable_layers == 2
     chosen = update_settings(continual.model_copy(update={"patience": 2}), train, True, new_categories=False)
     assert chosen.monitor == "val_top1" and chosen.score_start and chosen.later_wins_ties and chosen.patience == 2
     assert not update_settings(continual, train, True, new_categories=True).score_start  # they cannot predict it

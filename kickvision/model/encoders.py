@@ -9,6 +9,7 @@ folder, the HF cache, or the MiniLM shipped on PyPI (`all-minilm-l6-v2`), else b
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import timm
 import torch
+from timm.models import group_parameters
 from torch import nn
 
 from kickvision.config import ImageEncoderConfig, TextEncoderConfig
@@ -121,6 +123,12 @@ class ImageEncoder(nn.Module):
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_features(images)
 
+    def stages(self) -> list[list[nn.Parameter]]:
+        """The weights bottom to top by timm's own coarse grouping (stem, then each stage or block)."""
+        params = dict(self.backbone.named_parameters())
+        groups = group_parameters(self.backbone, self.backbone.group_matcher(coarse=True))
+        return [[params[n] for n in names] for _, names in sorted(groups.items())]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_head(self.forward_features(images), pre_logits=True)
 
@@ -160,6 +168,18 @@ class TextEncoder(nn.Module):
 
     def hf_config(self) -> dict[str, Any]:
         return self.model.config.to_dict()
+
+    def stages(self) -> list[list[nn.Parameter]]:
+        """The weights bottom to top: the embeddings, each transformer layer (`...layer.<i>.`, as BERT
+        and DistilBERT name them), then whatever sits above the layers."""
+        embeddings, layers, top = [], {}, []
+        for name, param in self.model.named_parameters():
+            layer = re.search(r"(?:^|\.)layer\.(\d+)\.", name)
+            if layer:
+                layers.setdefault(int(layer.group(1)), []).append(param)
+            else:
+                (embeddings if name.startswith("embeddings.") else top).append(param)
+        return [s for s in [embeddings, *(layers[i] for i in sorted(layers)), top] if s]
 
     def forward_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -10,13 +10,14 @@ come) differ in data, not in code:
 - loss terms `(batch, output) -> tensor`, summed (losses.py), and gradient hooks that act between
   backward and the optimizer step (the EWC penalty, ewc.py).
 
-Per epoch: one pass of AdamW over parameter groups (generic pretrained encoders at `encoder_lr`, or
-frozen with `freeze_pretrained`: eval mode, no gradient, no backward pass; the rest at `lr`, after
-timm's create_optimizer_v2) under a one-cycle schedule, gradients clipped to
-`grad_clip`, bf16 autocast on CUDA; then validation. The epoch with the best `monitor` value is
-kept (on a tie the earlier one, or the later with `later_wins_ties`); training stops after
-`patience` epochs without a strictly better value. Callers seed (`seed_everything`) before building what the loop
-trains, since model initialisation draws from the same generator as dropout.
+Per epoch: one pass of AdamW over parameter groups (generic pretrained encoders at `encoder_lr`,
+only their top `pretrained_trainable_layers` layers if set: no gradient below, so no backward pass
+through them; 0 freezes them whole, in eval mode; the rest at `lr`, after timm's
+create_optimizer_v2) under a one-cycle schedule, gradients clipped to `grad_clip`, bf16 autocast on
+CUDA; then validation. The epoch with the best `monitor` value is kept (on a tie the earlier one, or
+the later with `later_wins_ties`); training stops after `patience` epochs without a strictly better
+value. Callers seed (`seed_everything`) before building what the loop trains, since model
+initialisation draws from the same generator as dropout.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class LoopSettings:
     batch_size: int
     lr: float
     encoder_lr: float | None = None  # pretrained encoders; None = lr
-    freeze_pretrained: bool = False  # encoders pretrained on generic data: eval mode, no gradient, unchanged
+    pretrained_trainable_layers: int | None = None  # generic pretrained encoders train their top N only; None: all
     weight_decay: float = 0.05
     pct_start: float = 0.15
     grad_clip: float | None = 1.0
@@ -138,7 +139,7 @@ def update_settings(
         continual.epochs,
         continual.lr,
         encoder_lr=continual.encoder_lr,
-        freeze_pretrained=continual.freeze_pretrained_encoders,
+        pretrained_trainable_layers=continual.pretrained_trainable_layers,
         batch_size=continual.batch_size,
         pct_start=continual.pct_start,
         balanced_sampling=continual.balanced_sampling,
@@ -277,8 +278,7 @@ def train_loop(
     model.to(device)
     transform = resolve_image_transform(model.cfg)
     loader = make_loader(data, train_indices, settings.batch_size, seed, settings.balanced_sampling)
-    frozen_encoders = generic_pretrained_encoders(model) if settings.freeze_pretrained else []
-    with frozen(frozen_encoders):  # trainable again afterwards, whatever happens
+    with frozen(frozen_parameters(model, settings.pretrained_trainable_layers)):  # trainable again afterwards
         optimizer = create_optimizer(model, settings)
         scheduler = create_scheduler(optimizer, settings, len(loader))
 
@@ -332,11 +332,21 @@ def train_loop(
     return result
 
 
+def frozen_parameters(model: MultimodalShoeNet, trainable_layers: int | None) -> list[torch.nn.Parameter]:
+    """The weights of the generic pretrained encoders below their top `trainable_layers` stages
+    (encoder `stages()`: embeddings or stem, then each layer); all of them with 0, none with None."""
+    if trainable_layers is None:
+        return []
+    stages = [e.stages() for e in generic_pretrained_encoders(model)]
+    return [p for s in stages for stage in s[: max(len(s) - trainable_layers, 0)] for p in stage]
+
+
 @contextmanager
-def frozen(encoders: Sequence[torch.nn.Module]) -> Iterator[None]:
-    """No gradient into `encoders` inside the block (autograd then skips their backward pass); what
-    was trainable before is trainable again after it (for whoever uses the model next: the Fisher)."""
-    params = [p for e in encoders for p in e.parameters() if p.requires_grad]
+def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
+    """No gradient into `params` inside the block (autograd then skips the backward pass below the
+    lowest trainable weight); what was trainable before is trainable again after it (for whoever uses
+    the model next: the Fisher)."""
+    params = [p for p in params if p.requires_grad]
     for param in params:
         param.requires_grad_(False)
     try:
@@ -350,8 +360,8 @@ def _one_epoch(
     forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc
 ):
     model.train()
-    for encoder in generic_pretrained_encoders(model) if settings.freeze_pretrained else []:
-        encoder.eval()  # frozen: they compute as they will serve (no dropout)
+    for encoder in generic_pretrained_encoders(model) if settings.pretrained_trainable_layers == 0 else []:
+        encoder.eval()  # frozen whole: they compute as they will serve (no dropout)
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)
     for batch in bar:

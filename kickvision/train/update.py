@@ -21,8 +21,8 @@ the replay exemplars the champion carries, with what the config's `continual` se
   α·updated + (1−α)·champion (WiSE-FT, Wortsman et al. 2022) with the listed α that scores best on
   the same validation products (a tensor the update left as it was stays bit for bit). The branch
   heads' vote weights of a trained epoch are chosen after, on the same products.
-- `freeze_pretrained_encoders`: the encoders pretrained on generic data get no gradient (the
-  engine's `freeze_pretrained`); otherwise they train at `encoder_lr`.
+- the encoders pretrained on generic data train at `encoder_lr`, and with `pretrained_trainable_layers`
+  N only their top N layers (the engine's: no backward pass below them; 0 leaves them as they are).
 
 Then it recomputes the Fisher on what it trained on and accumulates it with decay γ (online EWC:
 F ← γ·F_old + F_new), and refreshes replay, holdout and validation memory, so a chain of drops keeps
@@ -146,7 +146,7 @@ def update_bundle(
         raise ValueError("the drop was not prepared against the champion's label map")
     seed_everything(seed)
     model = copy.deepcopy(champion.model)
-    mark_pretrained_encoders(model, champion.spec)  # for continual.encoder_lr / freeze_pretrained_encoders
+    mark_pretrained_encoders(model, champion.spec)  # for continual.encoder_lr / pretrained_trainable_layers
     grow_classifier(model, len(drop.classes))
     anchor = {n: p.detach().cpu().clone() for n, p in champion.model.named_parameters()}
 
