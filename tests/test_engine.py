@@ -95,12 +95,13 @@ def test_without_a_monitor_the_last_epoch_is_kept(tiny_config, demo_data):
     assert {"train_loss", "val_top1", "val_macro_f1", "val_loss"} <= set(result.history[-1])
 
 
-def test_pretrained_encoders_get_encoder_lr_and_the_schedule_warms_up_each_group(tiny_config):
+def test_pretrained_encoders_get_encoder_lr_and_the_schedule_warms_up_each_group_of_the_fused_adamw(tiny_config):
     minilm = TextEncoderConfig(name="all-minilm-l6-v2", pretrained="auto")
     model = build_model(tiny_config.model.model_copy(update={"text_encoder": minilm}), n_classes=3)
     assert model.text_encoder.pretrained_loaded
     settings = LoopSettings(epochs=2, batch_size=8, lr=1e-3, encoder_lr=1e-5, pct_start=0.25)
     optimizer = create_optimizer(model, settings)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]  # torch's kernel on CPU
     encoder, rest = optimizer.param_groups
     assert {id(p) for p in encoder["params"]} == {id(p) for p in model.text_encoder.parameters()}
     assert len(encoder["params"]) + len(rest["params"]) == len(list(model.parameters()))
