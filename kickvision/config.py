@@ -249,7 +249,7 @@ class ContinualConfig(_Section):
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     encoder_lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="LR of generic pretrained encoders")
     pretrained_trainable_layers: int | None = Field(
-        None, ge=0, description="encoders pretrained on generic data (MiniLM) train their top N layers only; None: all"
+        None, ge=0, description="generic pretrained encoders train their top N stages (encoder.stages()); None: all"
     )
     patience: int | None = Field(None, ge=1, description="with a validation memory: stop after N epochs not better")
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")

@@ -125,6 +125,10 @@ class ImageEncoder(nn.Module):
 
     def stages(self) -> list[list[nn.Parameter]]:
         """The weights bottom to top by timm's own coarse grouping (stem, then each stage or block)."""
+        if not hasattr(self.backbone, "group_matcher"):
+            raise ConfigError(
+                f"image encoder '{self.name}' has no layer grouping: pretrained_trainable_layers unusable"
+            )
         params = dict(self.backbone.named_parameters())
         groups = group_parameters(self.backbone, self.backbone.group_matcher(coarse=True))
         return [[params[n] for n in names] for _, names in sorted(groups.items())]
@@ -179,6 +183,8 @@ class TextEncoder(nn.Module):
                 layers.setdefault(int(layer.group(1)), []).append(param)
             else:
                 (embeddings if name.startswith("embeddings.") else top).append(param)
+        if not layers:  # e.g. ALBERT's shared layer groups: no stack of layers to count from the top
+            raise ConfigError(f"text encoder '{self.model.config.model_type}' names no `layer.<i>` weights")
         return [s for s in [embeddings, *(layers[i] for i in sorted(layers)), top] if s]
 
     def forward_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -43,6 +42,7 @@ from kickvision.data.prepare import PreparedData
 from kickvision.model.net import MultimodalShoeNet, ShoeNetOutput
 from kickvision.model.predict import predict_logits
 from kickvision.train.augment import PhotoAugment
+from kickvision.train.freeze import frozen, frozen_parameters, hold_frozen_modes
 from kickvision.train.loader import make_loader
 from kickvision.train.losses import LossTerm
 
@@ -194,16 +194,14 @@ def generic_pretrained_encoders(model: MultimodalShoeNet) -> list[torch.nn.Modul
 
 def create_optimizer(model: MultimodalShoeNet, settings: LoopSettings) -> torch.optim.Optimizer:
     """AdamW with two parameter groups: generic pretrained encoders at `encoder_lr`, everything else
-    at `lr`; parameters that do not require a gradient (frozen) are left out. Torch's fused kernel on
-    CPU and CUDA (the same steps to float rounding; ~5x faster than the per-tensor loop on 2 cores)."""
+    at `lr`; parameters that do not require a gradient (frozen) are left out."""
     pretrained_ids = {id(p) for e in generic_pretrained_encoders(model) for p in e.parameters()}
     trained = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in trained if id(p) in pretrained_ids], "lr": settings.encoder_lr or settings.lr},
         {"params": [p for p in trained if id(p) not in pretrained_ids], "lr": settings.lr},
     ]
-    fused = bool(trained) and {p.device.type for p in trained} <= {"cpu", "cuda"}
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay, fused=fused)
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, settings: LoopSettings, steps_per_epoch: int):
@@ -280,7 +278,8 @@ def train_loop(
     model.to(device)
     transform = resolve_image_transform(model.cfg)
     loader = make_loader(data, train_indices, settings.batch_size, seed, settings.balanced_sampling)
-    with frozen(frozen_parameters(model, settings.pretrained_trainable_layers)):  # trainable again afterwards
+    encoders = generic_pretrained_encoders(model)
+    with frozen(frozen_parameters(encoders, settings.pretrained_trainable_layers)):  # trainable again afterwards
         optimizer = create_optimizer(model, settings)
         scheduler = create_scheduler(optimizer, settings, len(loader))
 
@@ -334,36 +333,11 @@ def train_loop(
     return result
 
 
-def frozen_parameters(model: MultimodalShoeNet, trainable_layers: int | None) -> list[torch.nn.Parameter]:
-    """The weights of the generic pretrained encoders below their top `trainable_layers` stages
-    (encoder `stages()`: embeddings or stem, then each layer); all of them with 0, none with None."""
-    if trainable_layers is None:
-        return []
-    stages = [e.stages() for e in generic_pretrained_encoders(model)]
-    return [p for s in stages for stage in s[: max(len(s) - trainable_layers, 0)] for p in stage]
-
-
-@contextmanager
-def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
-    """No gradient into `params` inside the block (autograd then skips the backward pass below the
-    lowest trainable weight); what was trainable before is trainable again after it (for whoever uses
-    the model next: the Fisher)."""
-    params = [p for p in params if p.requires_grad]
-    for param in params:
-        param.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for param in params:
-            param.requires_grad_(True)
-
-
 def _one_epoch(
     forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc
 ):
     model.train()
-    for encoder in generic_pretrained_encoders(model) if settings.pretrained_trainable_layers == 0 else []:
-        encoder.eval()  # frozen whole: they compute as they will serve (no dropout)
+    hold_frozen_modes(generic_pretrained_encoders(model), settings.pretrained_trainable_layers)
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)
     for batch in bar:

@@ -128,7 +128,7 @@ class EWCPenalty:
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
             grad = self._old_slice(param.grad, theta_star)
-            grad.addcmul_(weight, self._old_slice(param, theta_star) - theta_star, value=self.lam)
+            grad.add_(weight * (self._old_slice(param, theta_star) - theta_star), alpha=self.lam)
 
     def epoch_metrics(self) -> dict[str, float]:
         with torch.no_grad():
