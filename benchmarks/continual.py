@@ -14,12 +14,15 @@ and seed:
 The catalog is split once (group-aware train/val/test over all of it), so every recipe is tested on
 the same products: old = the base catalog's test split, new = the drop's test products of new
 categories (A) or all of the drop's (B; C: every drop so far, whether its update was promoted or not),
-overall = both. Forgetting = the base
-model's old top-1 minus the recipe's. The same numbers on the validation split (`val_*`) are what
-recipes are chosen on; test numbers are reported. Wall time of an update covers training plus the
-Fisher/replay refresh; the joint retrain (photo pretraining when the config has it, then training)
-runs from scratch on everything. Base models and joint retrains are cached on disk (--cache), keyed
-by the catalog, the config sections they depend on, the seed and the class order.
+overall = both. Forgetting = the base model's old top-1 minus the recipe's. The same numbers on the
+validation split (`val_*`) are what recipes are chosen on; test numbers are reported. Time of an
+update covers training plus the Fisher/replay refresh; the joint retrain (photo pretraining when the
+config has it, then training) runs from scratch on everything. Both are timed in wall seconds and in
+this process's CPU seconds (user + system, all threads): on a shared machine other tenants stretch
+wall time from one minute to the next, while CPU seconds count only the time this process ran
+(though a shared core still runs it slower); both ratios to the joint retrain are reported. Base
+models and joint retrains are cached on disk (--cache), keyed by the catalog, the config sections
+they depend on, the seed and the class order.
 
     .venv/bin/python benchmarks/continual.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/continual.py                      # the demo catalog (scenario A only)
@@ -32,6 +35,8 @@ import copy
 import hashlib
 import json
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -146,35 +151,64 @@ def cache_key(cfg: RunConfig, data: PreparedData, classes: list[str], seed: int)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def trained(data: PreparedData, cfg: RunConfig, seed: int, cache: Path, label: str) -> tuple[ModelBundle, float]:
+@dataclass
+class Clock:
+    """Wall seconds and process CPU seconds (user + system over all threads) of one timed block;
+    `cpu` is None for a model cached before CPU seconds were recorded."""
+
+    wall: float = 0.0
+    cpu: float | None = 0.0
+
+    def row(self, prefix: str = "") -> dict:
+        return {f"{prefix}seconds": self.wall, f"{prefix}cpu_seconds": self.cpu}
+
+
+@contextmanager
+def clocked():
+    """Times the block; process_time covers every thread of this process, and training runs here
+    (the loaders have no worker processes)."""
+    clock, wall, cpu = Clock(), time.perf_counter(), time.process_time()
+    yield clock
+    clock.wall, clock.cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+
+def trained(data: PreparedData, cfg: RunConfig, seed: int, cache: Path, label: str) -> tuple[ModelBundle, Clock]:
     """A model trained as `kickvision train` would (photo pretraining first when the config asks),
-    and its wall seconds; from the cache when the same model was trained before."""
+    and its wall and CPU seconds; from the cache when the same model was trained before."""
     folder = cache / cache_key(cfg, data, data.classes, seed)
     if (folder / "seconds.json").is_file():
-        seconds = json.loads((folder / "seconds.json").read_text())["seconds"]
-        print(f"  {label}: cached ({folder.name}, trained in {seconds:.0f}s)", flush=True)
-        return load_bundle(folder / "bundle"), seconds
-    started = time.perf_counter()
-    encoders = None
-    if cfg.pretrain.enabled:
-        encoders, _ = pretrain_photos(data, cfg.model, cfg.pretrain, cfg.train, seed, progress=False)
-    tokenizer = _tokenizer(cfg)
-    bundle = fit(
-        data,
-        cfg.model,
-        cfg.train,
-        tokenizer,
-        cfg.data.max_title_tokens,
-        seed=seed,
-        progress=False,
-        text_columns=cfg.data.text_columns,
-        photo_encoders=encoders,
-    ).bundle
-    seconds = time.perf_counter() - started
+        timed = json.loads((folder / "seconds.json").read_text())
+        clock = Clock(timed["seconds"], timed.get("cpu_seconds"))
+        print(f"  {label}: cached ({folder.name}, trained in {clock.wall:.0f}s)", flush=True)
+        return load_bundle(folder / "bundle"), clock
+    with clocked() as clock:
+        encoders = None
+        if cfg.pretrain.enabled:
+            encoders, _ = pretrain_photos(data, cfg.model, cfg.pretrain, cfg.train, seed, progress=False)
+        tokenizer = _tokenizer(cfg)
+        bundle = fit(
+            data,
+            cfg.model,
+            cfg.train,
+            tokenizer,
+            cfg.data.max_title_tokens,
+            seed=seed,
+            progress=False,
+            text_columns=cfg.data.text_columns,
+            photo_encoders=encoders,
+        ).bundle
     save_bundle(bundle, folder / "bundle")
-    (folder / "seconds.json").write_text(json.dumps({"seconds": seconds, "label": label}))
-    print(f"  {label}: trained in {seconds:.0f}s", flush=True)
-    return bundle, seconds
+    (folder / "seconds.json").write_text(json.dumps(clock.row() | {"label": label}))
+    print(f"  {label}: trained in {clock.wall:.0f}s ({clock.cpu:.0f} CPU s)", flush=True)
+    return bundle, clock
+
+
+def relative_times(results: list[dict], joint: Clock) -> None:
+    """Each result's wall and CPU time as a fraction of the joint retrain's (CPU: when both have it)."""
+    for r in results:
+        r["time_vs_joint"] = r["seconds"] / joint.wall
+        if r.get("cpu_seconds") is not None and joint.cpu:
+            r["cpu_vs_joint"] = r["cpu_seconds"] / joint.cpu
 
 
 def _tokenizer(cfg: RunConfig):
@@ -243,7 +277,7 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
         f"{all_classes[len(base_classes) :] or 'none'}",
         flush=True,
     )
-    champion, base_seconds = trained(base, cfg, seed, cache, "base model")
+    champion, base_clock = trained(base, cfg, seed, cache, "base model")
     states: dict = {}
     champion = with_memory(champion, base, cfg.continual, seed, states)
     old = base_mask
@@ -260,16 +294,17 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
             continue
         c = recipe_config(cfg, recipe, base)
         start = with_memory(champion, base, c, seed, states)
-        started = time.perf_counter()
-        result = update_bundle(start, drop, c, cfg.train, seed=seed, progress=False)
-        seconds, updated = time.perf_counter() - started, result.bundle
+        with clocked() as clock:
+            result = update_bundle(start, drop, c, cfg.train, seed=seed, progress=False)
+        updated = result.bundle
         metrics = evaluate_update(start, updated, drop) | {"replay_exemplars": len(start.continual.replay)}
         metrics |= result.metrics  # e.g. weight aligning's scale per class head
         promoted, reason = update_gate(metrics, c.forgetting_tolerance)
         scores = split_scores(updated, everything, old, new, "")
         scores |= forgetting(scores, before["before_val_old"], before["before_test_old"])
         results.append(
-            {"scenario": name, "method": recipe, "seconds": seconds, "promoted": promoted, "gate": reason}
+            {"scenario": name, "method": recipe, "promoted": promoted, "gate": reason}
+            | clock.row()
             | scores
             | metrics
             | {"recipe": c.model_dump(mode="json"), "history": result.history}
@@ -277,15 +312,14 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
         print(_row(results[-1]), flush=True)
 
     if JOINT in recipes:
-        retrained, seconds = trained(joint, cfg, seed, cache, "joint retrain")
+        retrained, clock = trained(joint, cfg, seed, cache, "joint retrain")
         scores = split_scores(retrained, everything, old, new, "")
         scores |= forgetting(scores, before["before_val_old"], before["before_test_old"])
-        results.append({"scenario": name, "method": JOINT, "seconds": seconds, "promoted": None} | scores)
+        results.append({"scenario": name, "method": JOINT, "promoted": None} | clock.row() | scores)
         print(_row(results[-1]), flush=True)
-        for r in results:
-            r["time_vs_joint"] = r["seconds"] / seconds
+        relative_times(results, clock)
     for r in results:
-        r |= before | {"base_train_seconds": base_seconds}
+        r |= before | base_clock.row("base_train_")
     return results
 
 
@@ -304,16 +338,17 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
         for step, mask in enumerate(masks[1:], start=1):
             offered |= mask  # new = every drop so far, learnt or refused: what the catalog now holds
             drop = subset(data, mask, orders[step], f"chain-{step}")
-            started = time.perf_counter()
-            result = update_bundle(champion, drop, c, cfg.train, seed=seed, progress=False)
-            seconds, updated = time.perf_counter() - started, result.bundle
+            with clocked() as clock:
+                result = update_bundle(champion, drop, c, cfg.train, seed=seed, progress=False)
+            updated = result.bundle
             promoted, reason = update_gate(evaluate_update(champion, updated, drop), c.forgetting_tolerance)
             if promoted:
                 champion = updated
             scores = split_scores(champion, everything, masks[0], offered & ~masks[0], "")
             scores |= forgetting(scores, base_old["val_old"], base_old["test_old"])
             results.append(
-                {"scenario": f"C{step}", "method": recipe, "seconds": seconds, "promoted": promoted, "gate": reason}
+                {"scenario": f"C{step}", "method": recipe, "promoted": promoted, "gate": reason}
+                | clock.row()
                 | scores
                 | result.metrics
                 | {"history": result.history}
@@ -321,22 +356,22 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
             print(_row(results[-1]), flush=True)
     if JOINT in recipes:
         joint = subset(data, np.logical_or.reduce(masks), orders[-1], "chain-joint")
-        retrained, seconds = trained(joint, cfg, seed, cache, "joint retrain")
+        retrained, clock = trained(joint, cfg, seed, cache, "joint retrain")
         scores = split_scores(retrained, everything, masks[0], ~masks[0], "")
         scores |= forgetting(scores, base_old["val_old"], base_old["test_old"])
-        results.append({"scenario": "C4", "method": JOINT, "seconds": seconds, "promoted": None} | scores)
+        results.append({"scenario": "C4", "method": JOINT, "promoted": None} | clock.row() | scores)
         print(_row(results[-1]), flush=True)
-        for r in results:
-            r["time_vs_joint"] = r["seconds"] / seconds
+        relative_times(results, clock)
     return results
 
 
 def _row(r: dict) -> str:
     promoted = {True: "promoted", False: "refused", None: ""}[r["promoted"]]
+    cpu = f" ({r['cpu_seconds']:.0f} CPU s)" if r.get("cpu_seconds") is not None else ""
     return (
         f"  {r['scenario']:3s} {r['method']:20s} test old {r['test_old']:.4f} new {r['test_new']:.4f} "
         f"overall {r['test_overall']:.4f} forgetting {r['test_forgetting']:+.4f} | val old {r['val_old']:.4f} "
-        f"new {r['val_new']:.4f} overall {r['val_overall']:.4f} | {r['seconds']:.0f}s {promoted}"
+        f"new {r['val_new']:.4f} overall {r['val_overall']:.4f} | {r['seconds']:.0f}s{cpu} {promoted}"
     )
 
 
@@ -388,15 +423,18 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, {time.perf_counter() - started:.0f}s"
     )
     header = ["scen.", "method", "old top-1", "new top-1", "overall top-1", "forgetting", "val overall", "wall s"]
-    print("| " + " | ".join([*header, "vs joint", "gate"]) + " |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    header += ["wall vs joint", "CPU s", "CPU vs joint", "gate"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for r in results:
         vs_joint = f"{r['time_vs_joint']:.2f}" if "time_vs_joint" in r else "-"
+        cpu = f"{r['cpu_seconds']:.0f}" if r.get("cpu_seconds") is not None else "-"
+        cpu_vs_joint = f"{r['cpu_vs_joint']:.2f}" if "cpu_vs_joint" in r else "-"
         gate = {True: "promoted", False: "refused", None: "-"}[r["promoted"]]
         print(
             f"| {r['scenario']} | {r['method']} | {r['test_old']:.4f} | {r['test_new']:.4f} | "
             f"{r['test_overall']:.4f} | {r['test_forgetting']:+.4f} | {r['val_overall']:.4f} | {r['seconds']:.0f} | "
-            f"{vs_joint} | {gate} |"
+            f"{vs_joint} | {cpu} | {cpu_vs_joint} | {gate} |"
         )
     out = Path(args.out or Path(__file__).parent / "results" / f"continual_{name}_{cfg.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

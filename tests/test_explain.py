@@ -189,4 +189,6 @@ def test_vit_gradcam_points_at_the_region_that_decides_the_class(tiny_config):
             "0_vit_tiny_patch16_224"
         ]
         mass.append(cam[:16, :16].sum() / max(cam.sum(), 1e-9))  # an all-zero map counts as pointing nowhere
-    assert np.mean(mass) > 0.5  # of the map's mass in the deciding quadrant (uniform maps: 0.25)
+    # Of the map's mass in the deciding quadrant (uniform maps: 0.25). Holds for this training seed,
+    # not for every one (0.11-0.74 over seeds 0-3; see evaluate/cam.py).
+    assert np.mean(mass) > 0.5

@@ -19,6 +19,7 @@ from kickvision.data.catalog import read_catalog
 from kickvision.data.corrections import CORRECTIONS_FILE, read_corrections
 from kickvision.data.demo import write_demo_catalog, write_demo_drop
 from kickvision.review.app import FORM_OVERHEAD
+from kickvision.review.drift import AGREEMENT_DROP, RETRAIN_DRIFT
 from kickvision.review.service import ReviewDesk
 from kickvision.serve.predictor import ShoePredictor
 
@@ -219,7 +220,12 @@ def test_a_drop_report_names_new_categories_disagreements_and_advice(server):
     assert drift["advice"].startswith("update") and "1 new category" in drift["advice"]
     assert all(r["predicted"] != r["category"] for r in report["disagreements"])
     strange = requests.get(f"{server}/api/drops/drop-strange").json()["drift"]
-    assert strange["drift"] > drift["drift"] and strange["advice"].startswith("full retrain")
+    # Noise photos and gibberish titles: far from the catalog, or (a fused embedding trained to
+    # separate categories may still place them near catalog products) the model disagrees with their
+    # labels far more than on validation; which signal fires depends on the tiny model's training.
+    far = strange["drift"] > max(drift["drift"], RETRAIN_DRIFT)
+    disagrees = strange["agreement"] < strange["expected_agreement"] - AGREEMENT_DROP
+    assert (far or disagrees) and strange["advice"].startswith("full retrain")
 
 
 def test_the_cli_serves_the_page_on_loopback(shared_trained, learnt_data, folders, mlflow_client):
