@@ -18,9 +18,10 @@ overall = both. Forgetting = the base model's old top-1 minus the recipe's. The 
 validation split (`val_*`) are what recipes are chosen on; test numbers are reported. Time of an
 update covers training plus the Fisher/replay refresh; the joint retrain (photo pretraining when the
 config has it, then training) runs from scratch on everything. Both are timed in wall seconds and in
-this process's CPU seconds (user + system, all threads): on a shared machine other tenants stretch
-wall time from one minute to the next, while CPU seconds count only the time this process ran
-(though a shared core still runs it slower); both ratios to the joint retrain are reported. Base
+this process's CPU seconds (user + system, all threads; on a CPU device only, as GPU work is not
+counted): on a shared machine other tenants stretch wall time from one minute to the next; CPU
+seconds are less sensitive to them but not immune (a shared core runs slower, and torch's threads
+spin while they wait for a stalled one), so both ratios to the joint retrain are reported. Base
 models and joint retrains are cached on disk (--cache), keyed by the catalog, the config sections
 they depend on, the seed and the class order.
 
@@ -34,7 +35,9 @@ import argparse
 import copy
 import hashlib
 import json
+import platform
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,7 @@ from kickvision.evaluate.update import evaluate_update
 from kickvision.model.bundle import ModelBundle, load_bundle, save_bundle
 from kickvision.model.predict import predict_logits
 from kickvision.serve.gates import update_gate
+from kickvision.train.engine import pick_device
 from kickvision.train.fit import fit
 from kickvision.train.pretrain import pretrain_photos
 from kickvision.train.replay import continual_state_after_training
@@ -154,17 +158,26 @@ def cache_key(cfg: RunConfig, data: PreparedData, classes: list[str], seed: int)
 @dataclass
 class Clock:
     """Wall seconds and process CPU seconds (user + system over all threads) of one timed block;
-    `cpu` is None for a model cached before CPU seconds were recorded."""
+    `cpu` is None for a model cached before CPU seconds were recorded; `cached` when read from the
+    cache (timed in an earlier run, maybe on another machine: `where` says which)."""
 
     wall: float = 0.0
     cpu: float | None = 0.0
+    cached: bool = False
+    where: str = ""
 
     def row(self, prefix: str = "") -> dict:
-        return {f"{prefix}seconds": self.wall, f"{prefix}cpu_seconds": self.cpu}
+        timed = {f"{prefix}seconds": self.wall, f"{prefix}cpu_seconds": self.cpu}
+        return timed | ({f"{prefix}timed_in": self.where} if self.cached else {})
+
+
+def machine(cfg: RunConfig) -> str:
+    """Where a time was measured: host, training device and torch threads."""
+    return f"{platform.node()}, {pick_device(cfg.train.device)}, {torch.get_num_threads()} threads"
 
 
 @contextmanager
-def clocked():
+def clocked() -> Iterator[Clock]:
     """Times the block; process_time covers every thread of this process, and training runs here
     (the loaders have no worker processes)."""
     clock, wall, cpu = Clock(), time.perf_counter(), time.process_time()
@@ -178,8 +191,9 @@ def trained(data: PreparedData, cfg: RunConfig, seed: int, cache: Path, label: s
     folder = cache / cache_key(cfg, data, data.classes, seed)
     if (folder / "seconds.json").is_file():
         timed = json.loads((folder / "seconds.json").read_text())
-        clock = Clock(timed["seconds"], timed.get("cpu_seconds"))
-        print(f"  {label}: cached ({folder.name}, trained in {clock.wall:.0f}s)", flush=True)
+        clock = Clock(timed["seconds"], timed.get("cpu_seconds"), cached=True, where=timed.get("machine", "?"))
+        cpu = f", {clock.cpu:.0f} CPU s" if clock.cpu is not None else ""
+        print(f"  {label}: cached ({folder.name}, trained in {clock.wall:.0f}s{cpu} on {clock.where})", flush=True)
         return load_bundle(folder / "bundle"), clock
     with clocked() as clock:
         encoders = None
@@ -198,7 +212,7 @@ def trained(data: PreparedData, cfg: RunConfig, seed: int, cache: Path, label: s
             photo_encoders=encoders,
         ).bundle
     save_bundle(bundle, folder / "bundle")
-    (folder / "seconds.json").write_text(json.dumps(clock.row() | {"label": label}))
+    (folder / "seconds.json").write_text(json.dumps(clock.row() | {"label": label, "machine": machine(cfg)}))
     print(f"  {label}: trained in {clock.wall:.0f}s ({clock.cpu:.0f} CPU s)", flush=True)
     return bundle, clock
 
@@ -439,6 +453,7 @@ def main() -> None:
     out = Path(args.out or Path(__file__).parent / "results" / f"continual_{name}_{cfg.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"catalog": name, "config": cfg.name, "seed": cfg.seed, "train_epochs": cfg.train.epochs}
+    meta["machine"] = machine(cfg)
     out.write_text(json.dumps({"meta": meta | {"continual": cfg.continual.model_dump()}, "results": results}, indent=2))
     print(f"wrote {out}")
 

@@ -179,7 +179,7 @@ def test_vit_gradcam_points_at_the_region_that_decides_the_class(tiny_config):
         }
     )
     data = _quadrant_catalog()
-    bundle = fit(data, model_cfg, train, build_tokenizer(None), 12, progress=False).bundle
+    bundle = fit(data, model_cfg, train, build_tokenizer(None), 12, progress=False, seed=42).bundle
     test = data.indices("test")
     logits, _ = predict_logits(bundle.model, data, test)
     assert (logits.argmax(1) == data.labels()[test]).mean() >= 0.9  # the model did learn the rule
@@ -190,5 +190,5 @@ def test_vit_gradcam_points_at_the_region_that_decides_the_class(tiny_config):
         ]
         mass.append(cam[:16, :16].sum() / max(cam.sum(), 1e-9))  # an all-zero map counts as pointing nowhere
     # Of the map's mass in the deciding quadrant (uniform maps: 0.25). Holds for this training seed,
-    # not for every one (0.11-0.74 over seeds 0-3; see evaluate/cam.py).
+    # not for every one (0.11-0.74 over seeds 0-3, 2026-12-02): a known gap of the ViT's maps (README).
     assert np.mean(mass) > 0.5

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import torch
 from PIL import Image
 
 from kickvision.config import ValidateConfig
@@ -226,6 +227,51 @@ def test_a_drop_report_names_new_categories_disagreements_and_advice(server):
     far = strange["drift"] > max(drift["drift"], RETRAIN_DRIFT)
     disagrees = strange["agreement"] < strange["expected_agreement"] - AGREEMENT_DROP
     assert (far or disagrees) and strange["advice"].startswith("full retrain")
+    assert ("lie far" in strange["advice"]) == far and ("agrees with" in strange["advice"]) == disagrees
+
+
+def _clustered_index(rng, directions: np.ndarray, per_direction: int = 20):
+    """A recommendation index of products in tight clusters around `directions` (half held out)."""
+    from kickvision.model.index import EmbeddingIndex
+
+    n = len(directions) * per_direction
+    points = np.repeat(directions, per_direction, axis=0) + 0.05 * rng.standard_normal((n, directions.shape[1]))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    items = pd.DataFrame({"product_id": [f"c{i}" for i in range(n)], "split": ["train", "test"] * (n // 2)})
+    return EmbeddingIndex(torch.from_numpy(points.astype(np.float32)), items)
+
+
+def test_each_drift_signal_alone_advises_a_full_retrain_and_names_itself():
+    from kickvision.review.drift import drift_report
+
+    rng = np.random.default_rng(0)
+    directions = np.eye(8)[:2]  # two categories, two clusters in 8 dimensions
+    index, classes = _clustered_index(rng, directions), ["Boots", "Flats"]
+    near = np.repeat(directions, 10, axis=0) + 0.05 * rng.standard_normal((20, 8))
+    far = np.eye(8)[np.arange(20) % 6 + 2] + 0.05 * rng.standard_normal((20, 8))  # unlike any product
+    labels = ["Boots"] * 10 + ["Flats"] * 10
+    ids = [f"d{i}" for i in range(20)]
+
+    def report(embeddings, predicted, categories=labels):
+        unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+        return drift_report(unit, ids, categories, predicted, index, classes, val_top1=0.9)
+
+    familiar = report(near, labels)
+    assert familiar.drift <= RETRAIN_DRIFT and familiar.advice.startswith("update")
+    assert familiar.agreement == 1.0 and familiar.new_categories == {}
+
+    moved = report(far, labels)  # the labels still agree: only the far signal fires
+    assert moved.drift == 1.0 and moved.advice.startswith("full retrain")
+    assert "lie far" in moved.advice and "agrees with" not in moved.advice
+
+    relabelled = report(near, labels[10:] + labels[:10])  # familiar products, labels that mean something else
+    assert relabelled.drift <= RETRAIN_DRIFT and relabelled.agreement == 0.0
+    assert relabelled.advice.startswith("full retrain") and "agrees with" in relabelled.advice
+    assert "lie far" not in relabelled.advice
+
+    newcomers = report(far, labels, ["Loafers"] * 20)  # a new category is expected to be far
+    assert newcomers.new_categories == {"Loafers": 20} and newcomers.known_products == 0
+    assert newcomers.advice.startswith("update") and "1 new category" in newcomers.advice
 
 
 def test_the_cli_serves_the_page_on_loopback(shared_trained, learnt_data, folders, mlflow_client):

@@ -11,11 +11,8 @@ output of the last block would carry no gradient to the patches). With average p
 tokens after the last block are exactly what is pooled, like a CNN's last feature map, so the hook
 sits there; on a synthetic catalog whose class is decided by one quadrant of the photo, that moved
 the maps' mass in the deciding quadrant from 0.50 to 0.68 (chance 0.25; tests/test_explain.py).
-That was one training seed: over training seeds 0-3 the same test's mass is 0.11-0.74, and on a
-catalog whose class is only the colour of the top-left square (other quadrants: squares of random
-colour) 0.24-0.36 at 0.92-1.0 accuracy, hooked after the last block, the first, or at the embedded
-patches. Attention moves the evidence between tokens, so a ViT's Grad-CAM++ shows where the evidence
-ended up rather than where it came from (open in issue 15).
+That holds for one training seed, not in general (0.11-0.74 over seeds; README, "ViT maps"):
+attention moves evidence between tokens, so the maps show where it ended up, not where it came from.
 """
 
 from __future__ import annotations
