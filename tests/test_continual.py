@@ -256,11 +256,11 @@ def test_distillation_keeps_the_champions_old_category_outputs_on_its_exemplars(
     """DER++ + LwF: after the same updates the old-category logits on the replay exemplars stay closer
     to the champion's than without them; the recipe (with weight aligning) is reported by the update.
 
-    Summed over four update seeds: on the tiny model the drift distillation cannot remove (modality
-    dropout, augmentation and batch statistics of 4-product batches, none of which the eval-mode
-    targets see) is of the size of the plain update's drift on some seeds: one seed's ratio ranged
-    0.25-1.09 over these seeds under torch's per-tensor and fused AdamW (the tiny champion trained
-    with each), the four-seed ratio 0.44-0.63 (2026-12-02)."""
+    Summed over four update seeds: on the tiny model the drift distillation cannot remove (part of it
+    the batch-norm statistics of 4-product batches, which the eval-mode targets do not see; weight 20
+    or no augmentation leave it as it is) is of the size of the plain update's drift on some seeds:
+    one seed's ratio ranged 0.25-1.09 over these seeds under torch's per-tensor and fused AdamW (the
+    tiny champion trained with each), the four-seed ratio 0.44-0.63 (2026-12-02)."""
     from kickvision.train.update import champion_targets
 
     champion, drop = shared_trained, loafers_drop
