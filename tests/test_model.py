@@ -44,6 +44,28 @@ def test_missing_modality_still_predicts_and_changes_output(tiny_config):
     assert torch.allclose(no_image, no_image_other_pixels, atol=1e-5)  # pixels of a missing photo are ignored
 
 
+def test_the_text_encoder_reads_only_the_token_columns_some_title_in_the_batch_uses(tiny_config):
+    """Titles are padded to max_title_tokens; columns that are padding in every row are dropped
+    before the transformer (its cost grows with them) and the title vectors stay the same."""
+    encoder = build_model(tiny_config.model, n_classes=3).text_encoder.eval()
+    ids = torch.randint(1000, 2000, (3, 40))
+    mask = torch.zeros(3, 40, dtype=torch.long)
+    for row, length in enumerate((5, 9, 2)):
+        mask[row, :length] = 1
+    ids = ids * mask  # 0 = [PAD]
+    widths = []
+    encoder.model.register_forward_pre_hook(
+        lambda _module, _args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    with torch.no_grad():
+        padded_to_40 = encoder(ids, mask)
+        padded_to_12 = encoder(ids[:, :12], mask[:, :12])
+        no_padding = encoder(ids[:, :9], mask[:, :9])
+    assert widths == [9, 9, 9]  # the longest title's tokens, however far the batch was padded
+    assert torch.allclose(padded_to_40, no_padding, atol=1e-5)
+    assert torch.allclose(padded_to_12, no_padding, atol=1e-5)
+
+
 def test_single_modality_models_build(tiny_config):
     image_only = tiny_config.model.model_copy(update={"text_encoder": None})
     text_only = tiny_config.model.model_copy(update={"image_encoders": []})

@@ -191,6 +191,22 @@ class TextEncoder(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        input_ids, attention_mask = trim_padding(input_ids, attention_mask)
         states = self.forward_features(input_ids, attention_mask)
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch without the trailing token columns that are padding in every row.
+
+    Titles are padded to `max_title_tokens` (most are far shorter), and the text encoder's cost grows
+    with the columns it reads. A padded column is masked out of attention and of the mean, and
+    dropping trailing columns moves no token's position, so the title vectors stay the same (to
+    float rounding).
+    """
+    used = attention_mask.bool().any(0).nonzero()
+    width = int(used[-1]) + 1 if len(used) else 1
+    if width == attention_mask.shape[1]:
+        return input_ids, attention_mask
+    return input_ids[:, :width], attention_mask[:, :width]
