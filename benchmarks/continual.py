@@ -46,9 +46,11 @@ import numpy as np
 import pandas as pd
 import torch
 from common import prepared_catalog
+from pydantic import ValidationError
 
 from kickvision.config import RunConfig, deep_merge, dotted_overrides, load_config
 from kickvision.data.prepare import PreparedData
+from kickvision.errors import ConfigError
 from kickvision.evaluate.update import evaluate_update
 from kickvision.model.bundle import ModelBundle, load_bundle, save_bundle
 from kickvision.model.predict import predict_logits
@@ -260,13 +262,23 @@ def forgetting(scores: dict, val_old_before: float, test_old_before: float) -> d
     }
 
 
+def recipe_settings(recipe: str) -> dict:
+    """A method's continual settings: a recipe of RECIPES, or one with settings changed,
+    `NAME[key=value;key=value]` (values as YAML scalars), e.g. `config[batch_size=64;epochs=4]`."""
+    name, bracket, changes = recipe.partition("[")
+    if name not in RECIPES or (bracket and not changes.endswith("]")):
+        raise ValueError(f"unknown method {recipe!r}; choose from {[*RECIPES, JOINT]}, or NAME[key=value;...]")
+    assignments = [a for a in changes[:-1].split(";") if a.strip()] if bracket else []
+    return RECIPES[name] | dotted_overrides([a.strip() for a in assignments])
+
+
 def recipe_config(cfg: RunConfig, recipe: str, data: PreparedData):
-    """The config's continual section with the recipe's settings; replay_bytes -1 = the bytes the raw
-    replay memory takes (replay_per_class photos per category of this catalog), spent on JPEGs."""
-    update = dict(RECIPES[recipe])
+    """The config's continual section with the recipe's settings (validated); replay_bytes -1 = the
+    bytes the raw replay memory takes (replay_per_class photos per category of this catalog), spent on JPEGs."""
+    update = recipe_settings(recipe)
     if update.get("replay_bytes") == -1:
         update["replay_bytes"] = cfg.continual.replay_per_class * len(data.classes) * int(data.images[0].nbytes)
-    return cfg.continual.model_copy(update=update)
+    return type(cfg.continual).model_validate(cfg.continual.model_dump() | update)
 
 
 def with_memory(champion: ModelBundle, data: PreparedData, c, seed: int, states: dict) -> ModelBundle:
@@ -399,7 +411,9 @@ def main() -> None:
         "--scenarios", default="A,B,C", help="A (class-incremental), B (temporal), C (chain); B, C need a year column"
     )
     parser.add_argument(
-        "--methods", default=",".join([*RECIPES, JOINT]), help=f"comma-separated: {', '.join(RECIPES)}, {JOINT}"
+        "--methods",
+        default=",".join([*RECIPES, JOINT]),
+        help=f"comma-separated: {', '.join(RECIPES)}, {JOINT}; NAME[key=value;...] changes a recipe's settings",
     )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
@@ -411,9 +425,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in RECIPES and m != JOINT]
-    if unknown:
-        parser.error(f"unknown method(s) {unknown}; choose from {[*RECIPES, JOINT]}")
 
     overrides: dict = {"continual": {"holdout_per_class": 100_000}}  # the whole base test split is "old"
     if args.epochs:
@@ -422,6 +433,10 @@ def main() -> None:
         overrides["continual"]["epochs"] = args.update_epochs
     cfg = load_config(args.config, overrides=deep_merge(overrides, dotted_overrides(args.set)))
     data, _, name = prepared_catalog(args.catalog, cfg)
+    try:  # every method's settings checked before hours of training
+        [recipe_config(cfg, m, data) for m in methods if m != JOINT]
+    except (ValueError, ConfigError, ValidationError) as exc:
+        parser.error(str(exc))
     scenarios = [s for s in args.scenarios.split(",") if s == "A" or "year" in data.rows]
     cache = Path(args.cache)
     started = time.perf_counter()
