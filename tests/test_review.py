@@ -98,6 +98,7 @@ def test_predict_answers_the_calibrated_category_with_its_explanation_and_simila
     assert body["threshold"] == shared_trained.spec.review_threshold  # chosen on validation at release
     explanation = body["explanation"]
     assert set(explanation["overlays"]) == {"resnet18", "vit_tiny_patch16_224"}
+    assert explanation["overlay_methods"] == {"resnet18": "Grad-CAM++", "vit_tiny_patch16_224": "patch occlusion"}
     for src in [explanation["photo"], *explanation["overlays"].values()]:
         assert src.startswith("data:image/png;base64,")
     assert [w["word"] for w in explanation["words"]] == row["title"].split()
@@ -352,6 +353,8 @@ def test_a_merchandiser_classifies_a_photo_and_accepts_an_audit_row_in_a_real_br
         assert browser.find_element(By.ID, "category").text in classes
         assert browser.find_element(By.ID, "flag").text in ("confident", "uncertain, needs review")
         assert len(browser.find_elements(By.CSS_SELECTOR, "#overlays img")) == 3  # the photo + two branches
+        captions = browser.find_element(By.ID, "overlays").text
+        assert "Grad-CAM++ resnet18" in captions and "patch occlusion vit_tiny_patch16_224" in captions
         assert len(browser.find_elements(By.CSS_SELECTOR, "#similar img")) >= 1
         browser.save_screenshot(str(tmp_path / "classify.png"))
 

@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(recommend)
     recommend.set_defaults(func=cmd_recommend)
 
-    explain = sub.add_parser("explain", help="Grad-CAM++ on each image branch and title-word importance, as a PNG")
+    explain = sub.add_parser(
+        "explain", help="a map per image branch (Grad-CAM++, patch occlusion) and title-word importance, as a PNG"
+    )
     product_args(explain, "")
     explain.add_argument("--target", help="class to explain (default: the predicted one)")
     explain.add_argument("--out", default="explanation.png", help="figure path (default explanation.png)")

@@ -1,23 +1,22 @@
-"""Grad-CAM++ adapters for the image encoders: which layer to hook, and how to read its output as a map.
+"""Maps of where each image branch found its evidence: Grad-CAM++ for the CNNs, patch occlusion for ViTs.
 
-They live with the explainer, not in the network (as pytorch-grad-cam keeps its reshape transforms
-in `utils/reshape_transforms.py`): a ResNet's last residual block already gives [B, C, H, W]; a
-ViT's layers give tokens, so its adapter drops the prefix (class/register) tokens and lays the
-patch tokens out on the patch grid.
+A ResNet's last residual block gives [B, C, H, W] activations whose gradients say which places
+raised the class score; Grad-CAM++ weighs them into a map (hooked at `layer4[-1]`).
 
-Which ViT layer depends on how the ViT pools. With class-token pooling the patch tokens reach the
-output only through the last block's attention, so the hook sits on that block's input norm (the
-output of the last block would carry no gradient to the patches). With average pooling the patch
-tokens after the last block are exactly what is pooled, like a CNN's last feature map, so the hook
-sits there; on a synthetic catalog whose class is decided by one quadrant of the photo, that moved
-the maps' mass in the deciding quadrant from 0.50 to 0.68 (chance 0.25; tests/test_explain.py).
-That holds for one training seed, not in general (0.11-0.74 over seeds; README, "ViT maps"):
-attention moves evidence between tokens, so the maps show where it ended up, not where it came from.
+A ViT is explained by occluding its patches instead. Gradient maps of a ViT's tokens (Grad-CAM++,
+Grad-CAM or LayerCAM, hooked after the last block, after the first, or on the embedded patches) show
+where attention moved the evidence, not where it came from: on synthetic catalogs whose class is
+decided by one quadrant of the photo, their mass in that quadrant ranged 0.01-0.83 over training
+seeds for every method and layer (uniform: 0.25; README, "ViT maps"). Occlusion asks the question
+directly: for each patch, how far does the target class's log-probability fall when the ViT sees
+that patch of a blank photo (white, as a missing photo is) in its place? The patch is replaced
+after the patch embedding, in the ViT alone (the other branches see the whole photo), so the map
+is that branch's own and costs one forward pass of patches + 1 photos, no backward pass. Falls
+below zero (the patch spoke against the class) count as zero; the map is resized to the photo and
+scaled to 0..1 as Grad-CAM++'s is.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -28,30 +27,26 @@ from torch import nn
 from kickvision.model.encoders import ImageEncoder
 from kickvision.model.net import MultimodalShoeNet
 
-ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
+METHOD_NAMES = {"cnn": "Grad-CAM++", "vit": "patch occlusion"}
 
 
-def vit_reshape_transform(grid: tuple[int, int], prefix_tokens: int) -> ReshapeTransform:
-    """[B, prefix + rows·cols, C] tokens -> [B, C, rows, cols] maps."""
-    rows, cols = grid
-
-    def tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
-        patches = tokens[:, prefix_tokens:, :]
-        return patches.reshape(patches.shape[0], rows, cols, patches.shape[2]).permute(0, 3, 1, 2)
-
-    tokens_to_map.tokens = prefix_tokens + rows * cols  # what it expects (see any_branch_reshape)
-    return tokens_to_map
+def is_vit(encoder: ImageEncoder) -> bool:
+    return hasattr(encoder.backbone, "patch_embed") and hasattr(encoder.backbone, "blocks")
 
 
-def any_branch_reshape(transforms: list[ReshapeTransform | None]) -> ReshapeTransform:
-    """One transform for several hooked layers at once (pytorch-grad-cam applies a single one to
-    every layer): maps pass through, token sequences go to the ViT transform of their length."""
-    by_tokens = {t.tokens: t for t in transforms if t is not None}
+def cam_layer(encoder: ImageEncoder) -> nn.Module:
+    """The layer Grad-CAM++ hooks in a CNN branch."""
+    if hasattr(encoder.backbone, "layer4"):  # ResNet family: the last residual block
+        return encoder.backbone.layer4[-1]
+    raise NotImplementedError(f"no Grad-CAM++ target layer known for image encoder '{encoder.name}'")
 
-    def reshape(output: torch.Tensor) -> torch.Tensor:
-        return output if output.ndim == 4 else by_tokens[output.shape[1]](output)
 
-    return reshape
+def explain_methods(model: MultimodalShoeNet) -> dict[str, str]:
+    """Branch name (`<index>_<encoder>`) -> how its map is made ("Grad-CAM++" or "patch occlusion")."""
+    for encoder in model.image_encoders:
+        if not is_vit(encoder):
+            cam_layer(encoder)  # an encoder nothing can explain fails here, by name
+    return {f"{i}_{e.name}": METHOD_NAMES["vit" if is_vit(e) else "cnn"] for i, e in enumerate(model.image_encoders)}
 
 
 class BranchGradCAMPlusPlus(GradCAMPlusPlus):
@@ -63,21 +58,48 @@ class BranchGradCAMPlusPlus(GradCAMPlusPlus):
         return np.stack([scale_cam_image(stacked[:, i]) for i in range(stacked.shape[1])], axis=1)
 
 
-def cam_target(encoder: ImageEncoder) -> tuple[nn.Module, ReshapeTransform | None]:
-    """(the layer Grad-CAM++ hooks, a transform of its output to [B, C, H, W] or None)."""
-    backbone = encoder.backbone
-    if hasattr(backbone, "layer4"):  # ResNet family: the last residual block
-        return backbone.layer4[-1], None
-    if hasattr(backbone, "blocks") and hasattr(backbone, "patch_embed"):  # ViT: see the module docstring
-        transform = vit_reshape_transform(tuple(backbone.patch_embed.grid_size), backbone.num_prefix_tokens)
-        pooled_tokens = getattr(backbone, "global_pool", "token") in ("avg", "avgmax", "max")
-        return (backbone.blocks[-1] if pooled_tokens else backbone.blocks[-1].norm1), transform
-    raise NotImplementedError(f"no Grad-CAM++ target layer known for image encoder '{encoder.name}'")
+@torch.no_grad()
+def patch_occlusion(
+    wrapper: nn.Module, encoder: ImageEncoder, images: torch.Tensor, blank: torch.Tensor, target: int
+) -> np.ndarray:
+    """[1, H, W] in 0..1 for one photo ([1, 3, H, W], normalised): each ViT patch's fall in the target
+    class's log-probability when the ViT sees that patch of `blank` (normalised, same shape) instead."""
+    patch_embed = encoder.backbone.patch_embed
+    rows, cols = patch_embed.grid_size
+    patches = rows * cols
+    blank_tokens = patch_embed(blank).reshape(patches, -1)  # timm gives [1, N, C] or, as NHWC, [1, rows, cols, C]
+
+    def occlude(_module: nn.Module, _args, tokens: torch.Tensor) -> torch.Tensor:
+        flat = tokens.reshape(tokens.shape[0], patches, -1).clone()
+        each = torch.arange(patches)
+        flat[each + 1, each] = blank_tokens  # row 0 keeps the whole photo; row k+1 loses patch k
+        return flat.reshape(tokens.shape)
+
+    handle = patch_embed.register_forward_hook(occlude)
+    try:
+        log_p = wrapper(images.expand(patches + 1, -1, -1, -1)).float().log_softmax(1)[:, target]
+    finally:
+        handle.remove()
+    falls = (log_p[0] - log_p[1:]).clamp(min=0).reshape(1, rows, cols).numpy()
+    return scale_cam_image(falls, target_size=(images.shape[-1], images.shape[-2]))
 
 
-def cam_targets(model: MultimodalShoeNet) -> dict[str, tuple[nn.Module, ReshapeTransform | None]]:
-    """Branch name (`<index>_<encoder>`) -> (target layer, reshape transform or None)."""
-    return {f"{i}_{encoder.name}": cam_target(encoder) for i, encoder in enumerate(model.image_encoders)}
+def branch_maps(
+    model: MultimodalShoeNet, wrapper: nn.Module, images: torch.Tensor, blank: torch.Tensor, target: int, cam_target
+) -> dict[str, np.ndarray]:
+    """Branch name -> [H, W] map in 0..1 for one photo: the CNN branches' Grad-CAM++ of `cam_target`
+    (a pytorch-grad-cam output target) from one forward and backward pass, each ViT's patch occlusion."""
+    methods = explain_methods(model)
+    encoders = dict(zip(methods, model.image_encoders, strict=True))
+    cnns = {name: cam_layer(e) for name, e in encoders.items() if not is_vit(e)}
+    maps = {}
+    if cnns:
+        with BranchGradCAMPlusPlus(model=wrapper, target_layers=list(cnns.values())) as cam:
+            maps = dict(zip(cnns, cam(input_tensor=images, targets=[cam_target])[0], strict=True))
+    for name, encoder in encoders.items():
+        if is_vit(encoder):
+            maps[name] = patch_occlusion(wrapper, encoder, images, blank, target)[0]
+    return {name: maps[name] for name in methods}
 
 
 def branch_family(encoder_name: str) -> str:

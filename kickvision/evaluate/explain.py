@@ -1,4 +1,5 @@
-"""Why a product got its category: Grad-CAM++ on each image branch, occlusion on the title.
+"""Why a product got its category: a map per image branch (Grad-CAM++ for CNNs, patch occlusion for
+ViTs; kickvision/evaluate/cam.py), occlusion on the title.
 
 pytorch-grad-cam's GradCAMPlusPlus runs through the whole fused model via a one-input wrapper
 that holds the title fixed, so each map explains the fused prediction, not a branch in isolation
@@ -8,7 +9,7 @@ probability when that word's tokens are hidden.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch import nn
 
 from kickvision.data.prepare import PreparedData
 from kickvision.data.text import tokenize_titles
-from kickvision.evaluate.cam import BranchGradCAMPlusPlus, any_branch_reshape, cam_targets
+from kickvision.evaluate.cam import branch_maps, explain_methods
 from kickvision.model.bundle import ModelBundle
 from kickvision.model.predict import predict_logits
 
@@ -59,6 +60,7 @@ class Explanation:
     target: str
     cams: dict[str, np.ndarray]  # branch name -> [S, S] in 0..1
     words: list[tuple[str, float]]  # (word, drop in target probability when the word is hidden)
+    cam_methods: dict[str, str] = field(default_factory=dict)  # branch name -> "Grad-CAM++" or "patch occlusion"
 
 
 def encode_product(bundle: ModelBundle, image: Image.Image | None, title: str | None):
@@ -116,15 +118,12 @@ def explain_product(
         raise ValueError(f"unknown class '{target}'; the model knows {', '.join(classes)}")
     target_index = classes.index(target) if target else int(probs.argmax())
 
-    cams = {}
-    if image is not None:  # every branch's map from one forward and backward pass
+    cams, methods = {}, {}
+    if image is not None:
         wrapper = ImageOnlyInput(model, ids, mask, text_present)
-        targets = cam_targets(model)
-        layers = [layer for layer, _ in targets.values()]
-        reshape = any_branch_reshape([transform for _, transform in targets.values()])
-        with BranchGradCAMPlusPlus(model=wrapper, target_layers=layers, reshape_transform=reshape) as cam:
-            maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(target_index)])[0]
-        cams = dict(zip(targets, maps, strict=True))
+        blank = bundle.image_transform().normalise(bundle.image_transform().blank()[None])
+        cams = branch_maps(model, wrapper, images, blank, target_index, ClassifierOutputTarget(target_index))
+        methods = explain_methods(model)
     words = word_occlusion(bundle, images, title, target_index) if title else []
     return Explanation(
         pixels,
@@ -133,6 +132,7 @@ def explain_product(
         classes[target_index],
         cams,
         words,
+        methods,
     )
 
 
@@ -155,7 +155,7 @@ def plot_explanation(explanation: Explanation, path: str | Path) -> Path:
     for i, (name, cam) in enumerate(explanation.cams.items(), start=1):
         ax = fig.add_subplot(grid[0, i])
         ax.imshow(show_cam_on_image(rgb, cam, use_rgb=True))
-        ax.set_title(f"Grad-CAM++ {name.split('_', 1)[1]}", fontsize=9)
+        ax.set_title(f"{explanation.cam_methods.get(name, 'CAM')} {name.split('_', 1)[1]}", fontsize=9)
         ax.axis("off")
     ax = fig.add_subplot(grid[0, panels])
     top = sorted(explanation.probabilities.items(), key=lambda kv: -kv[1])[:3]
@@ -184,7 +184,7 @@ def plot_explanation(explanation: Explanation, path: str | Path) -> Path:
 
 def explanation_gallery(bundle: ModelBundle, data: PreparedData, split: str = "test", per_class: int = 1) -> str:
     """A self-contained HTML page: per class, up to `per_class` correct and wrong products of `split`,
-    each with its Grad-CAM++ overlays and highlighted title (figures inlined as base64 PNG)."""
+    each with its image maps and highlighted title (figures inlined as base64 PNG)."""
     import base64
     import html
     import tempfile
@@ -214,7 +214,6 @@ def explanation_gallery(bundle: ModelBundle, data: PreparedData, split: str = "t
     style = "body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:.5em}img{max-width:900px}"
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>kickvision explanations</title>"
-        f"<style>{style}</style></head><body><h1>Grad-CAM++ gallery ({split} split)</h1>"
-        + "".join(sections)
-        + "</body></html>"
+        f"<style>{style}</style></head><body><h1>Explanations ({split} split): Grad-CAM++ for CNNs, "
+        f"patch occlusion for ViTs</h1>" + "".join(sections) + "</body></html>"
     )

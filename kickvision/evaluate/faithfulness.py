@@ -1,4 +1,4 @@
-"""Do the Grad-CAM++ maps explain the model? ROAD scores against random maps of the same size.
+"""Do the image maps (Grad-CAM++, patch occlusion) explain the model? ROAD scores against random maps of the same size.
 
 ROAD (Rong et al. 2022, pytorch-grad-cam's `ROADCombined`): remove the pixels a map calls most
 relevant (and, separately, least relevant) by noisy linear imputation, at several percentiles, and
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from kickvision.data.prepare import PreparedData
-from kickvision.evaluate.cam import branch_family, cam_targets
+from kickvision.evaluate.cam import branch_family, branch_maps, explain_methods
 from kickvision.evaluate.explain import ImageOnlyInput
 from kickvision.model.bundle import ModelBundle
 
@@ -61,7 +61,7 @@ def cam_faithfulness(
     for key, values in scores.items():
         metrics[f"cam_faithfulness_{key}"] = float(np.mean(values))
         metrics[f"cam_faithfulness_{key}_std"] = float(np.std(values))
-    families = [key for key in scores if key in {branch_family(n.split("_", 1)[1]) for n in cam_targets(model)}]
+    families = [key for key in scores if key in {branch_family(n.split("_", 1)[1]) for n in explain_methods(model)}]
     for condition in CONDITIONS:
         random = np.array(scores[f"random{condition}"])
         for family in families:
@@ -86,8 +86,7 @@ def paired_margin_se(branch: np.ndarray, random: np.ndarray) -> float:
 
 
 def _road_scores(model, data: PreparedData, j: int, transform, road, rng, hide_title: bool) -> dict[str, float]:
-    """Product j's ROAD score for each branch's Grad-CAM++ map and for a random map."""
-    from pytorch_grad_cam import GradCAMPlusPlus
+    """Product j's ROAD score for each branch's map (kickvision/evaluate/cam.py) and for a random map."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     ids = torch.from_numpy(data.input_ids[j : j + 1])
@@ -97,9 +96,8 @@ def _road_scores(model, data: PreparedData, j: int, transform, road, rng, hide_t
     with torch.no_grad():
         target = int(wrapper(images).argmax(1))
     targets = [ClassifierOutputSoftmaxTarget(target)]
-    maps = {}
-    for name, (layer, reshape) in cam_targets(model).items():
-        with GradCAMPlusPlus(model=wrapper, target_layers=[layer], reshape_transform=reshape) as cam:
-            maps[branch_family(name.split("_", 1)[1])] = cam(input_tensor=images, targets=targets)
+    blank = transform.normalise(transform.blank()[None])
+    by_branch = branch_maps(model, wrapper, images, blank, target, targets[0])
+    maps = {branch_family(name.split("_", 1)[1]): cam[None] for name, cam in by_branch.items()}
     maps["random"] = rng.random((1, *images.shape[-2:]), dtype=np.float32)
     return {key: float(road(images, grayscale, targets, wrapper)[0]) for key, grayscale in maps.items()}

@@ -1,7 +1,7 @@
 """The review desk's core, free of any web framework: predict and explain one product, audit a
 catalog, record reviewers' decisions, report on drops.
 
-One lock serialises everything that runs the model: Grad-CAM++ hooks the model's layers, and a
+One lock serialises everything that runs the model: the explainers hook the model's layers, and a
 prediction running beside it would feed the hooks another product's activations. A review desk
 serves a few people at a time, so that costs little; throughput serving is `mlflow models serve`.
 """
@@ -142,7 +142,7 @@ class ReviewDesk:
         self, image: bytes | None, title: str | None, attributes: dict[str, str], explain: bool = True, k: int = 6
     ) -> dict:
         """The champion's answer for one product: calibrated probabilities, the needs-review flag,
-        the k most similar catalog products and, with `explain`, Grad-CAM++ overlays and word weights."""
+        the k most similar catalog products and, with `explain`, a map per image branch and word weights."""
         started = time.perf_counter()
         photo = None
         if image:
@@ -204,6 +204,7 @@ class ReviewDesk:
                 name.split("_", 1)[1]: png_data_url(show_cam_on_image(rgb, cam, use_rgb=True))
                 for name, cam in explanation.cams.items()
             },
+            "overlay_methods": {name.split("_", 1)[1]: method for name, method in explanation.cam_methods.items()},
             "words": [{"word": w, "weight": round(v, 4)} for w, v in explanation.words if any(c.isalnum() for c in w)],
         }
 
