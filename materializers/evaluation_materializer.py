@@ -56,7 +56,7 @@ class EvaluationReportMaterializer(BaseMaterializer):
         with self.artifact_store.open(html, "w") as fh:
             fh.write(data.per_class.to_html(index=False, float_format="%.3f"))
         visualizations = {png: VisualizationType.IMAGE, html: VisualizationType.HTML}
-        if data.gallery_html:  # the Grad-CAM++ gallery, self-contained, in the ZenML dashboard too
+        if data.gallery_html:  # the explanation gallery, self-contained, in the ZenML dashboard too
             gallery = os.path.join(self.uri, "gallery_visualization.html")
             with self.artifact_store.open(gallery, "w") as fh:
                 fh.write(data.gallery_html)

@@ -28,7 +28,7 @@ class EvaluationReport:
     confusion: np.ndarray  # [C, C], rows = true class
     classes: list[str]
     split: str = "test"
-    gallery_html: str | None = None  # the Grad-CAM++ gallery (explain.explanation_gallery), when made
+    gallery_html: str | None = None  # the explanation gallery (explain.explanation_gallery), when made
 
 
 def evaluate_bundle(bundle: ModelBundle, data: PreparedData, split: str = "test") -> EvaluationReport:
