@@ -1,11 +1,11 @@
-"""Explanations that can be trusted: ROAD faithfulness of Grad-CAM++ vs random maps, calibration, CAM cost.
+"""Explanations that can be trusted: ROAD faithfulness of the image maps vs random maps, calibration, map cost.
 
-Trains the config's model once (or loads a saved bundle with --model), then on the test split:
-ROAD (pytorch-grad-cam's ROADCombined: (LeRF - MoRF) / 2 of the target-class probability, higher
-= more faithful) for each image branch's Grad-CAM++ maps and for uniform random maps of the same
-size, per product, with the title held fixed and hidden, and each branch's margin over random maps
-in paired standard errors; test ECE before and
-after temperature scaling (fitted on validation); Grad-CAM++ seconds per product on CPU.
+Trains the config's model once (or loads a saved bundle with --model), then on the test split: ROAD
+(pytorch-grad-cam's ROADCombined: (LeRF - MoRF) / 2 of the target-class probability, higher = more
+faithful) for each image branch's maps (Grad-CAM++ for the CNN, patch occlusion for the ViT) and for
+uniform random maps of the same size, per product, with the title held fixed and hidden, and each
+branch's margin over random maps in paired standard errors; test ECE before and after temperature
+scaling (fitted on validation); explanation seconds per product on CPU.
 
     .venv/bin/python benchmarks/explain.py --catalog ../shared/data/fashion-footwear --epochs 10
     .venv/bin/python benchmarks/explain.py --catalog ../shared/data/fashion-footwear --model /tmp/fashion-bundle
@@ -106,7 +106,7 @@ def main() -> None:
     print(
         f"\ntest ECE {ece_before:.4f} -> {ece_after:.4f} after temperature scaling "
         f"(T = {calibration['temperature']:.3f}, fitted on validation); "
-        f"Grad-CAM++ (both branches + title occlusion) {cam_seconds:.2f} s/product on CPU; "
+        f"image maps (both branches) + title occlusion {cam_seconds:.2f} s/product on CPU; "
         f"ROAD scoring {road_seconds / n:.2f} s/product"
     )
     out = Path(args.out or Path(__file__).parent / "results" / f"explain_{name}.json")

@@ -38,6 +38,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, 
 
 from kickvision.config import ImageEncoderConfig, dotted_overrides, load_config
 from kickvision.data.prepare import PreparedData
+from kickvision.data.synthetic import region_catalog
 from kickvision.evaluate.cam import is_vit, patch_occlusion
 from kickvision.evaluate.explain import ImageOnlyInput, encode_product
 from kickvision.evaluate.faithfulness import PERCENTILES, paired_margin_se
@@ -48,38 +49,6 @@ from kickvision.train.fit import fit
 
 GRADIENT_METHODS = {"Grad-CAM++": GradCAMPlusPlus, "Grad-CAM": GradCAM, "LayerCAM": LayerCAM}
 SIZE = 32
-
-
-def synthetic_catalog(rule: str, n: int = 320, seed: int = 0) -> PreparedData:
-    """The `where` or `colour` catalog of the module docstring, split 70/15/15, titles empty."""
-    rng = np.random.default_rng(seed)
-    images = np.full((n, SIZE, SIZE, 3), 255, np.uint8)
-    labels = np.arange(n) % 2  # 1 = top_left
-    half, side = SIZE // 2, SIZE // 4
-    palette = np.array([[30, 30, 200], [200, 30, 30]])  # elsewhere: blue, top_left: red
-    for i, label in enumerate(labels):
-        for quadrant in [0 if label else int(rng.integers(1, 4))] if rule == "where" else range(4):
-            qy, qx = divmod(quadrant, 2)
-            y, x = qy * half + rng.integers(0, half - side + 1), qx * half + rng.integers(0, half - side + 1)
-            if rule == "where":
-                colour = rng.integers(0, 80, 3)
-            else:
-                colour = palette[label if quadrant == 0 else int(rng.integers(0, 2))] + rng.integers(-20, 21, 3)
-            images[i, y : y + side, x : x + side] = np.clip(colour, 0, 255)
-    split = np.array(["train"] * n, dtype=object)
-    split[int(n * 0.7) : int(n * 0.85)], split[int(n * 0.85) :] = "val", "test"
-    rows = pd.DataFrame(
-        {
-            "product_id": [str(i) for i in range(n)],
-            "title": [""] * n,
-            "image": [f"{i}.png" for i in range(n)],
-            "category": np.array(["elsewhere", "top_left"])[labels],
-            "label": labels,
-            "split": split,
-        }
-    )
-    ids = np.zeros((n, 12), np.int64)
-    return PreparedData(rows, ["elsewhere", "top_left"], images, ids, ids.copy(), "", "")
 
 
 def vit_tokens_to_map(backbone) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -118,7 +87,7 @@ def synthetic_rows(seeds: list[int]) -> list[dict]:
     train = cfg.train.model_copy(update=settings | {"label_smoothing": 0.0, "contrastive_weight": 0.0})
     rows = []
     for rule in ("where", "colour"):
-        data = synthetic_catalog(rule)
+        data = region_catalog(rule, size=SIZE)
         for seed in seeds:
             started = time.perf_counter()
             bundle = fit(data, model_cfg, train, build_tokenizer(None), 12, progress=False, seed=seed).bundle
