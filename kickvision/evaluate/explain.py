@@ -121,7 +121,8 @@ def explain_product(
     cams, methods = {}, {}
     if image is not None:
         wrapper = ImageOnlyInput(model, ids, mask, text_present)
-        blank = bundle.image_transform().normalise(bundle.image_transform().blank()[None])
+        transform = bundle.image_transform()
+        blank = transform.normalise(transform.blank()[None])  # what a patch shows when occluded
         cams = branch_maps(model, wrapper, images, blank, target_index, ClassifierOutputTarget(target_index))
         methods = explain_methods(model)
     words = word_occlusion(bundle, images, title, target_index) if title else []
