@@ -272,6 +272,19 @@ def recipe_settings(recipe: str) -> dict:
     return RECIPES[name] | dotted_overrides([a.strip() for a in assignments])
 
 
+def split_methods(text: str) -> list[str]:
+    """`--methods` split on the commas outside brackets, so `config[interpolation=[0.5,1.0]]` stays one method."""
+    methods, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            methods.append(current)
+            current = ""
+        else:
+            current += ch
+    return [m for m in [*methods, current] if m]
+
+
 def recipe_config(cfg: RunConfig, recipe: str, data: PreparedData):
     """The config's continual section with the recipe's settings (validated); replay_bytes -1 = the
     bytes the raw replay memory takes (replay_per_class photos per category of this catalog), spent on JPEGs."""
@@ -424,7 +437,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    methods = args.methods.split(",")
+    methods = split_methods(args.methods)
 
     overrides: dict = {"continual": {"holdout_per_class": 100_000}}  # the whole base test split is "old"
     if args.epochs:

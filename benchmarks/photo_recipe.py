@@ -27,6 +27,13 @@ RECIPES: dict[str, dict] = {
     "portrait": PORTRAIT,  # 80x64: the 60x80 photos nearly fill it
     "portrait+crop": deep_merge(PORTRAIT, {"train": {"crop_scale": 0.8, "shift": 0.06}}),
     "portrait+crop+colour": deep_merge(PORTRAIT, {"train": {"crop_scale": 0.8, "shift": 0.06, "color_jitter": 0.15}}),
+    # Finer feature maps, ResNet18 only (the recipe names the encoder): at 80x64 its last stage sees 3x2 positions;
+    # output stride 16 (a dilated last stage) keeps 5x4, twice the input keeps everything twice as fine (4x the work)
+    "portrait+os16": deep_merge(
+        PORTRAIT,
+        {"model": {"image_encoders": [{"name": "resnet18", "pretrained": False, "overrides": {"output_stride": 16}}]}},
+    ),
+    "portrait x2": {"model": {"image_size": [160, 128]}},
 }
 
 

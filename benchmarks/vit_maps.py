@@ -36,9 +36,9 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
-from kickvision.config import ImageEncoderConfig, dotted_overrides, load_config
+from kickvision.config import dotted_overrides, load_config
 from kickvision.data.prepare import PreparedData
-from kickvision.data.synthetic import region_catalog
+from kickvision.data.synthetic import TINY_VIT, region_catalog
 from kickvision.evaluate.cam import is_vit, patch_occlusion
 from kickvision.evaluate.explain import ImageOnlyInput, encode_product
 from kickvision.evaluate.faithfulness import PERCENTILES, paired_margin_se
@@ -70,19 +70,9 @@ def gradient_map(method, wrapper, backbone, layer, images, target) -> np.ndarray
 def synthetic_rows(seeds: list[int]) -> list[dict]:
     heads = {"projection_dim": 32, "fusion_hidden": 32, "embedding_dim": 16, "branch_loss_weight": 0.5}
     cfg = load_config("demo", overrides={"model": {"image_size": SIZE} | heads})  # the test's sizes
-    vit = ImageEncoderConfig(
-        name="vit_tiny_patch16_224",
-        pretrained=False,
-        overrides={
-            "patch_size": 8,
-            "depth": 2,
-            "embed_dim": 64,
-            "num_heads": 2,
-            "global_pool": "avg",
-            "class_token": False,
-        },
+    model_cfg = cfg.model.model_copy(
+        update={"image_encoders": [TINY_VIT], "text_encoder": None, "modality_dropout": 0.0}
     )
-    model_cfg = cfg.model.model_copy(update={"image_encoders": [vit], "text_encoder": None, "modality_dropout": 0.0})
     settings = {"epochs": 40, "lr": 0.003, "patience": 40, "batch_size": 16, "augment": False}
     train = cfg.train.model_copy(update=settings | {"label_smoothing": 0.0, "contrastive_weight": 0.0})
     rows = []
@@ -98,7 +88,7 @@ def synthetic_rows(seeds: list[int]) -> list[dict]:
             layers = {"embedded patches": backbone.patch_embed, "first block": backbone.blocks[0]}
             layers["last block"] = backbone.blocks[-1]
             transform = bundle.image_transform()
-            blank = transform.normalise(transform.blank()[None])
+            blank = transform.blank_input()
             for label, category in enumerate(data.classes):
                 mass: dict[str, list[float]] = {}
                 for j in test[data.labels()[test] == label]:
@@ -127,7 +117,7 @@ def road_rows(bundle, data: PreparedData, products: int, seed: int) -> list[dict
     model = bundle.model.eval()
     encoder = next(e for e in model.image_encoders if is_vit(e))
     transform = bundle.image_transform()
-    blank = transform.normalise(transform.blank()[None])
+    blank = transform.blank_input()
     road = ROADCombined(percentiles=list(PERCENTILES))
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(data.indices("test"))[:products]

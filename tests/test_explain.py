@@ -159,25 +159,12 @@ def test_a_margin_over_random_maps_is_counted_in_paired_standard_errors():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_vits_map_points_at_the_region_that_decides_the_class_whatever_the_training_seed(tiny_config, seed):
-    from kickvision.config import ImageEncoderConfig
-    from kickvision.data.synthetic import region_catalog
+    from kickvision.data.synthetic import TINY_VIT, region_catalog
     from kickvision.model.predict import predict_logits
     from kickvision.train.fit import fit
 
-    vit = ImageEncoderConfig(
-        name="vit_tiny_patch16_224",
-        pretrained=False,
-        overrides={
-            "patch_size": 8,
-            "depth": 2,
-            "embed_dim": 64,
-            "num_heads": 2,
-            "global_pool": "avg",
-            "class_token": False,
-        },
-    )
     model_cfg = tiny_config.model.model_copy(
-        update={"image_encoders": [vit], "text_encoder": None, "modality_dropout": 0.0}
+        update={"image_encoders": [TINY_VIT], "text_encoder": None, "modality_dropout": 0.0}
     )
     train = tiny_config.train.model_copy(
         update={

@@ -111,6 +111,10 @@ class ImageTransform:
         """The pixels standing in for a missing photo (the model is told the photo is absent)."""
         return np.full((*self.hw, 3), PAD_COLOUR[0], np.uint8)
 
+    def blank_input(self) -> torch.Tensor:
+        """The blank photo as the model sees it: normalised float [1, 3, H, W] (what an occluded patch shows)."""
+        return self.normalise(self.blank()[None])
+
     def load(self, source: str | Path | IO[bytes]) -> np.ndarray:
         """Decode (bounded) and letterbox one image file."""
         return self.letterbox(open_image_bounded(source, self.max_pixels))

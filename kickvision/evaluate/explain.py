@@ -122,7 +122,7 @@ def explain_product(
     if image is not None:
         wrapper = ImageOnlyInput(model, ids, mask, text_present)
         transform = bundle.image_transform()
-        blank = transform.normalise(transform.blank()[None])  # what a patch shows when occluded
+        blank = transform.blank_input()  # what a patch shows when occluded
         cams = branch_maps(model, wrapper, images, blank, target_index, ClassifierOutputTarget(target_index))
         methods = explain_methods(model)
     words = word_occlusion(bundle, images, title, target_index) if title else []

@@ -96,7 +96,7 @@ def _road_scores(model, data: PreparedData, j: int, transform, road, rng, hide_t
     with torch.no_grad():
         target = int(wrapper(images).argmax(1))
     targets = [ClassifierOutputSoftmaxTarget(target)]
-    blank = transform.normalise(transform.blank()[None])
+    blank = transform.blank_input()
     by_branch = branch_maps(model, wrapper, images, blank, target, targets[0])
     maps = {branch_family(name.split("_", 1)[1]): cam[None] for name, cam in by_branch.items()}
     maps["random"] = rng.random((1, *images.shape[-2:]), dtype=np.float32)
