@@ -27,6 +27,8 @@ they depend on, the seed and the class order.
 
     .venv/bin/python benchmarks/continual.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/continual.py                      # the demo catalog (scenario A only)
+    .venv/bin/python benchmarks/continual.py --catalog ... --config fashion --scenarios A \
+        --methods "config,config[epochs=4]" --update-seeds 42 7 3   # each update three times: mean ± s.e.
 """
 
 from __future__ import annotations
@@ -295,8 +297,8 @@ def recipe_config(cfg: RunConfig, recipe: str, data: PreparedData):
 
 
 def with_memory(champion: ModelBundle, data: PreparedData, c, seed: int, states: dict) -> ModelBundle:
-    """`champion` carrying the replay memory recipe `c` keeps (chosen at registration, so per recipe)."""
-    key = (c.replay_per_class, c.replay_bytes, c.replay_jpeg_quality, c.validation_per_class)
+    """`champion` carrying the replay memory recipe `c` keeps (chosen at registration, so per recipe and seed)."""
+    key = (c.replay_per_class, c.replay_bytes, c.replay_jpeg_quality, c.validation_per_class, seed)
     if key not in states:
         states[key] = continual_state_after_training(champion.model, data, c, seed)
     bundle = copy.copy(champion)
@@ -304,7 +306,9 @@ def with_memory(champion: ModelBundle, data: PreparedData, c, seed: int, states:
     return bundle
 
 
-def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str], cache: Path) -> list:
+def run_single_drop(
+    name: str, data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str], cache: Path, update_seeds: list[int]
+) -> list:
     base_mask, drop_mask = scenario_masks(data, name, seed)
     base_classes, all_classes = class_order(data, [base_mask, drop_mask])
     base = subset(data, base_mask, base_classes, "base")
@@ -328,13 +332,11 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
     before = split_scores(champion, everything, old, new, "before_")
 
     results = []
-    for recipe in recipes:
-        if recipe == JOINT:
-            continue
+    for recipe, update_seed in [(r, u) for r in recipes if r != JOINT for u in update_seeds]:
         c = recipe_config(cfg, recipe, base)
-        start = with_memory(champion, base, c, seed, states)
+        start = with_memory(champion, base, c, update_seed, states)
         with clocked() as clock:
-            result = update_bundle(start, drop, c, cfg.train, seed=seed, progress=False)
+            result = update_bundle(start, drop, c, cfg.train, seed=update_seed, progress=False)
         updated = result.bundle
         metrics = evaluate_update(start, updated, drop) | {"replay_exemplars": len(start.continual.replay)}
         metrics |= result.metrics  # e.g. weight aligning's scale per class head
@@ -342,7 +344,7 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
         scores = split_scores(updated, everything, old, new, "")
         scores |= forgetting(scores, before["before_val_old"], before["before_test_old"])
         results.append(
-            {"scenario": name, "method": recipe, "promoted": promoted, "gate": reason}
+            {"scenario": name, "method": recipe, "update_seed": update_seed, "promoted": promoted, "gate": reason}
             | clock.row()
             | scores
             | metrics
@@ -362,7 +364,9 @@ def run_single_drop(name: str, data: PreparedData, cfg: RunConfig, seed: int, re
     return results
 
 
-def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str], cache: Path) -> list:
+def run_chain(
+    data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str], cache: Path, update_seeds: list[int]
+) -> list:
     masks = scenario_masks(data, "C", seed)
     orders = class_order(data, masks)
     everything = subset(data, np.ones(len(data.rows), bool), orders[-1], "all")
@@ -371,14 +375,14 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
     start, _ = trained(base, cfg, seed, cache, "chain base model")
     base_old = split_scores(start, everything, masks[0], np.zeros(len(masks[0]), bool), "")
     results, states = [], {}
-    for recipe in [r for r in recipes if r != JOINT]:
+    for recipe, update_seed in [(r, u) for r in recipes if r != JOINT for u in update_seeds]:
         c = recipe_config(cfg, recipe, base)
-        champion, offered = with_memory(start, base, c, seed, states), masks[0].copy()
+        champion, offered = with_memory(start, base, c, update_seed, states), masks[0].copy()
         for step, mask in enumerate(masks[1:], start=1):
             offered |= mask  # new = every drop so far, learnt or refused: what the catalog now holds
             drop = subset(data, mask, orders[step], f"chain-{step}")
             with clocked() as clock:
-                result = update_bundle(champion, drop, c, cfg.train, seed=seed, progress=False)
+                result = update_bundle(champion, drop, c, cfg.train, seed=update_seed, progress=False)
             updated = result.bundle
             promoted, reason = update_gate(evaluate_update(champion, updated, drop), c.forgetting_tolerance)
             if promoted:
@@ -386,7 +390,8 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
             scores = split_scores(champion, everything, masks[0], offered & ~masks[0], "")
             scores |= forgetting(scores, base_old["val_old"], base_old["test_old"])
             results.append(
-                {"scenario": f"C{step}", "method": recipe, "promoted": promoted, "gate": reason}
+                {"scenario": f"C{step}", "method": recipe, "update_seed": update_seed, "promoted": promoted}
+                | {"gate": reason}
                 | clock.row()
                 | scores
                 | result.metrics
@@ -404,11 +409,40 @@ def run_chain(data: PreparedData, cfg: RunConfig, seed: int, recipes: list[str],
     return results
 
 
+def _seed(r: dict) -> str:
+    return f"seed {r['update_seed']} " if "update_seed" in r else ""
+
+
+def seed_summary(results: list[dict]) -> list[str]:
+    """Markdown rows: per scenario and update recipe over its update seeds, mean and standard error of
+    the mean of test new / overall top-1, forgetting, validation overall top-1 and wall seconds."""
+    lines = ["| scen. | method | seeds | new top-1 | overall top-1 | forgetting | val overall | wall s | promoted |"]
+    lines.append("|" + "---|" * 9)
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        if "update_seed" in r:
+            groups.setdefault((r["scenario"], r["method"]), []).append(r)
+
+    def cell(rows: list[dict], key: str, fmt: str = ".4f") -> str:
+        values = np.array([r[key] for r in rows], float)
+        se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+        return f"{values.mean():{fmt}} ± {se:{fmt}}"
+
+    for (scenario, method), rows in groups.items():
+        promoted = sum(bool(r["promoted"]) for r in rows)
+        lines.append(
+            f"| {scenario} | {method} | {len(rows)} | {cell(rows, 'test_new')} | {cell(rows, 'test_overall')} | "
+            f"{cell(rows, 'test_forgetting')} | {cell(rows, 'val_overall')} | {cell(rows, 'seconds', '.0f')} | "
+            f"{promoted}/{len(rows)} |"
+        )
+    return lines
+
+
 def _row(r: dict) -> str:
     promoted = {True: "promoted", False: "refused", None: ""}[r["promoted"]]
     cpu = f" ({r['cpu_seconds']:.0f} CPU s)" if r.get("cpu_seconds") is not None else ""
     return (
-        f"  {r['scenario']:3s} {r['method']:20s} test old {r['test_old']:.4f} new {r['test_new']:.4f} "
+        f"  {r['scenario']:3s} {r['method']:20s} {_seed(r)}test old {r['test_old']:.4f} new {r['test_new']:.4f} "
         f"overall {r['test_overall']:.4f} forgetting {r['test_forgetting']:+.4f} | val old {r['val_old']:.4f} "
         f"new {r['val_new']:.4f} overall {r['val_overall']:.4f} | {r['seconds']:.0f}s{cpu} {promoted}"
     )
@@ -427,6 +461,13 @@ def main() -> None:
         "--methods",
         default=",".join([*RECIPES, JOINT]),
         help=f"comma-separated: {', '.join(RECIPES)}, {JOINT}; NAME[key=value;...] changes a recipe's settings",
+    )
+    parser.add_argument(
+        "--update-seeds",
+        type=int,
+        nargs="+",
+        help="run every update recipe once per seed (its memory and training order); base and joint models keep "
+        "the config's seed; a summary gives mean ± standard error per recipe (default: the config's seed)",
     )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
@@ -452,19 +493,30 @@ def main() -> None:
         parser.error(str(exc))
     scenarios = [s for s in args.scenarios.split(",") if s == "A" or "year" in data.rows]
     cache = Path(args.cache)
+    update_seeds = args.update_seeds or [cfg.seed]
     started = time.perf_counter()
     results = []
     for s in scenarios:
         if s == "C":
-            results += run_chain(data, cfg, cfg.seed, methods, cache)
+            results += run_chain(data, cfg, cfg.seed, methods, cache, update_seeds)
         else:
-            results += run_single_drop(s, data, cfg, cfg.seed, methods, cache)
+            results += run_single_drop(s, data, cfg, cfg.seed, methods, cache, update_seeds)
     print(
         f"\n{name}: {cfg.name} config, seed {cfg.seed}, train epochs {cfg.train.epochs}, update epochs "
         f"{cfg.continual.epochs}, λ {cfg.continual.ewc_lambda}, replay {cfg.continual.replay_per_class}/class, "
         f"{torch.get_num_threads()} threads, {time.perf_counter() - started:.0f}s"
     )
-    header = ["scen.", "method", "old top-1", "new top-1", "overall top-1", "forgetting", "val overall", "wall s"]
+    header = [
+        "scen.",
+        "method",
+        "update seed",
+        "old top-1",
+        "new top-1",
+        "overall top-1",
+        "forgetting",
+        "val overall",
+        "wall s",
+    ]
     header += ["wall vs joint", "CPU s", "CPU vs joint", "gate"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -474,13 +526,18 @@ def main() -> None:
         cpu_vs_joint = f"{r['cpu_vs_joint']:.2f}" if "cpu_vs_joint" in r else "-"
         gate = {True: "promoted", False: "refused", None: "-"}[r["promoted"]]
         print(
-            f"| {r['scenario']} | {r['method']} | {r['test_old']:.4f} | {r['test_new']:.4f} | "
+            f"| {r['scenario']} | {r['method']} | {r.get('update_seed', '-')} | {r['test_old']:.4f} | "
+            f"{r['test_new']:.4f} | "
             f"{r['test_overall']:.4f} | {r['test_forgetting']:+.4f} | {r['val_overall']:.4f} | {r['seconds']:.0f} | "
             f"{vs_joint} | {cpu} | {cpu_vs_joint} | {gate} |"
         )
+    if len(update_seeds) > 1:
+        print("\nOver the update seeds (mean ± standard error of the mean):")
+        print("\n".join(seed_summary(results)))
     out = Path(args.out or Path(__file__).parent / "results" / f"continual_{name}_{cfg.name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"catalog": name, "config": cfg.name, "seed": cfg.seed, "train_epochs": cfg.train.epochs}
+    meta = {"catalog": name, "config": cfg.name, "seed": cfg.seed, "update_seeds": update_seeds}
+    meta["train_epochs"] = cfg.train.epochs
     meta["machine"] = machine(cfg)
     out.write_text(json.dumps({"meta": meta | {"continual": cfg.continual.model_dump()}, "results": results}, indent=2))
     print(f"wrote {out}")
