@@ -121,8 +121,7 @@ def explain_product(
     cams, methods = {}, {}
     if image is not None:
         wrapper = ImageOnlyInput(model, ids, mask, text_present)
-        transform = bundle.image_transform()
-        blank = transform.blank_input()  # what a patch shows when occluded
+        blank = bundle.image_transform().blank_input()  # what a patch shows when occluded
         cams = branch_maps(model, wrapper, images, blank, target_index, ClassifierOutputTarget(target_index))
         methods = explain_methods(model)
     words = word_occlusion(bundle, images, title, target_index) if title else []
