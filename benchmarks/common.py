@@ -15,7 +15,7 @@ from kickvision.data.images import resolve_image_transform
 from kickvision.data.prepare import PreparedData, prepare_catalog
 from kickvision.data.validation import quarantine_bad_rows
 from kickvision.model.encoders import build_tokenizer
-from kickvision.model.predict import predict_logits
+from kickvision.model.predict import predict_arrays, predict_logits
 from kickvision.train.engine import classification_scores
 from kickvision.train.fit import FitResult, fit
 
@@ -57,12 +57,20 @@ def fit_quietly(data: PreparedData, cfg: RunConfig, model_cfg, tokenizer, seed: 
 
 
 def image_only_scores(data: PreparedData, cfg: RunConfig, tokenizer, seed: int, photo_encoders=None) -> dict:
-    """The config's model without its text branch, fitted and scored on the test split (+ kept epoch, seconds)."""
+    """The config's model without its text branch, fitted and scored on the test split (+ with flip
+    test-time averaging, the kept epoch and the fit's seconds)."""
     started = time.perf_counter()
     bundle = fit_quietly(
         data, cfg, cfg.model.model_copy(update={"text_encoder": None}), tokenizer, seed, photo_encoders
     ).bundle
+    seconds = time.perf_counter() - started
     test = data.indices("test")
+    labels = data.labels()[test]
     logits, _ = predict_logits(bundle.model, data, test)
-    scores = classification_scores(data.labels()[test], logits.argmax(1))
-    return {**scores, "best_epoch": bundle.spec.training.best_epoch, "seconds": time.perf_counter() - started}
+    scores = classification_scores(labels, logits.argmax(1))
+    # flip test-time averaging: the logits of each photo and of its mirror image, averaged
+    mirrored = data.images[test][:, :, ::-1]
+    flipped, _ = predict_arrays(bundle.model, mirrored, data.input_ids[test], data.attention_mask[test])
+    flip = classification_scores(labels, (logits + flipped).argmax(1))
+    flip = {"top1_flip_tta": flip["top1"], "macro_f1_flip_tta": flip["macro_f1"]}
+    return {**scores, **flip, "best_epoch": bundle.spec.training.best_epoch, "seconds": seconds}

@@ -28,9 +28,10 @@ from kickvision.data.images import resolve_image_transform
 from kickvision.model.encoders import TextEncoder
 from kickvision.model.net import build_model
 from kickvision.model.predict import predict_logits
-from kickvision.train.engine import create_optimizer, fit_settings
+from kickvision.train.engine import create_optimizer
 from kickvision.train.loader import make_loader
 from kickvision.train.losses import ClassificationLoss
+from kickvision.train.settings import fit_settings
 
 
 def every_column(encoder: TextEncoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

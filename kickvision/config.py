@@ -149,6 +149,15 @@ class TrainConfig(_Section):
     crop_scale: float = Field(1.0, gt=0, le=1, description="random crops keep at least this share of the area")
     shift: float = Field(0.0, ge=0, le=0.5, description="random shifts of up to this share of each side")
     color_jitter: float = Field(0.0, ge=0, lt=1, description="brightness/contrast/saturation factors in 1 ± this")
+    mixup_alpha: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="mixup of the photos, Beta(α, α) (0 = off); image-only models"
+    )
+    cutmix_alpha: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="CutMix of the photos, Beta(α, α) (0 = off); image-only models"
+    )
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="validate and keep a moving average of the weights (timm ModelEmaV3)"
+    )
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA only
@@ -197,6 +206,9 @@ class PretrainConfig(_Section):
     views_crop_scale: float = Field(0.35, gt=0, le=1, description="smallest area share a `views` crop keeps")
     views_color_jitter: float = Field(0.4, ge=0, lt=1, description="brightness/contrast/saturation change of `views`")
     knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
+    mixup_alpha: float = Field(0.0, ge=0, allow_inf_nan=False, description="mixup of the photos (`labels` only)")
+    cutmix_alpha: float = Field(0.0, ge=0, allow_inf_nan=False, description="CutMix of the photos (`labels` only)")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="keep a moving average of the weights")
 
     @field_validator("method")
     @classmethod
@@ -208,6 +220,15 @@ class PretrainConfig(_Section):
                 f"objectives are {', '.join(PRETRAIN_OBJECTIVES)}, each once, joined by '+'; got {value!r}"
             )
         return "+".join(o for o in PRETRAIN_OBJECTIVES if o in parts)  # one spelling per combination
+
+    @model_validator(mode="after")
+    def _mixing_needs_labels_alone(self) -> PretrainConfig:
+        if (self.mixup_alpha or self.cutmix_alpha) and self.objectives != ("labels",):
+            raise ValueError(
+                f"pretrain.mixup_alpha and pretrain.cutmix_alpha need method 'labels' alone, got {self.method!r}: "
+                "a mixed photo's target is a blend of two labels, but it has no title or twin view of its own"
+            )
+        return self
 
     @property
     def objectives(self) -> tuple[str, ...]:

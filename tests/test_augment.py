@@ -1,11 +1,13 @@
 """Photo augmentation: flips exactly, crops and shifts keep the shoe and fill with the background,
-colour jitter stays modest; the train section's knobs reach the engine."""
+colour jitter stays modest, mixup and CutMix blend photos and targets alike; the train section's
+knobs reach the engine."""
 
+import numpy as np
 import pytest
 import torch
 
-from kickvision.train.augment import PhotoAugment
-from kickvision.train.engine import fit_settings
+from kickvision.train.augment import PhotoAugment, PhotoMix
+from kickvision.train.settings import finetune_settings, fit_settings, pretrain_settings, update_settings
 
 
 def _shoe_on_white(n: int = 64, height: int = 20, width: int = 16) -> torch.Tensor:
@@ -61,3 +63,69 @@ def test_out_of_range_augmentation_is_a_config_error_naming_it(setting):
 
     with pytest.raises(ConfigError, match=f"train.{next(iter(setting))}"):
         load_config("demo", overrides={"train": setting})
+
+
+def _black_and_white(height: int = 16, width: int = 12) -> torch.Tensor:
+    return torch.stack([torch.zeros(3, height, width), torch.ones(3, height, width)])
+
+
+def test_mixup_blends_two_photos_and_their_labels_with_the_same_weight():
+    np.random.seed(0)  # timm draws the blend weight from numpy's generator
+    images, labels = _black_and_white(), torch.tensor([0, 2])
+    mixed, target = PhotoMix(mixup_alpha=0.4)(images, labels, 3)
+    white_in_first = float(mixed[0].mean())  # the black photo's share of the white one
+    assert 0 < white_in_first < 1 and torch.equal(images, _black_and_white())  # the batch itself is untouched
+    assert target[0].tolist() == pytest.approx([1 - white_in_first, 0.0, white_in_first])
+    assert target[1].tolist() == pytest.approx([1 - float(mixed[1].mean()), 0.0, float(mixed[1].mean())])
+
+
+def test_cutmix_pastes_a_box_and_the_target_is_the_share_of_area_each_photo_keeps():
+    np.random.seed(1)
+    shares = []
+    for _ in range(6):
+        mixed, target = PhotoMix(cutmix_alpha=1.0)(_black_and_white(), torch.tensor([0, 2]), 3)
+        assert set(mixed.unique().tolist()) <= {0.0, 1.0}  # whole pixels of one photo or the other
+        pasted = float(mixed[0].mean())  # the box of white in the black photo
+        assert target[0].tolist() == pytest.approx([1 - pasted, 0.0, pasted])
+        shares.append(pasted)
+    assert sum(0 < share < 1 for share in shares) >= 3  # boxes of many sizes (an empty one, drawn at the edge)
+
+
+def test_mixed_targets_fold_in_label_smoothing_and_an_odd_batch_stays_unmixed():
+    np.random.seed(0)
+    images, labels = torch.rand(3, 3, 8, 6), torch.tensor([0, 1, 2])
+    same, target = PhotoMix(mixup_alpha=0.4, label_smoothing=0.3)(images, labels, 3)
+    assert torch.equal(same, images)
+    assert torch.allclose(target, torch.full((3, 3), 0.1) + 0.7 * torch.eye(3))
+    _, mixed = PhotoMix(mixup_alpha=0.4, label_smoothing=0.3)(images[:2], labels[:2], 3)
+    assert mixed.sum(1).tolist() == pytest.approx([1.0, 1.0]) and float(mixed.min()) >= 0.1 - 1e-6
+
+
+def test_mixing_is_set_by_its_own_section_and_never_reaches_updates_or_fine_tunes(tiny_config):
+    train = tiny_config.train.model_copy(update={"cutmix_alpha": 1.0, "ema_decay": 0.99})
+    assert fit_settings(train).mix == PhotoMix(cutmix_alpha=1.0, label_smoothing=train.label_smoothing)
+    assert fit_settings(train).ema_decay == 0.99 and fit_settings(tiny_config.train).mix is None
+    for loop in (update_settings(tiny_config.continual, train), finetune_settings(tiny_config.prune, train)):
+        assert loop.mix is None and loop.ema_decay is None
+    pretrain = tiny_config.pretrain.model_copy(update={"method": "labels", "mixup_alpha": 0.2, "ema_decay": 0.9})
+    assert pretrain_settings(pretrain, train).mix == PhotoMix(mixup_alpha=0.2)
+    assert pretrain_settings(pretrain, train).ema_decay == 0.9
+    assert pretrain_settings(tiny_config.pretrain, train).mix is None  # train's mixing is not pretraining's
+
+
+def test_mixing_photos_in_pretraining_needs_the_labels_objective_alone():
+    from kickvision.config import load_config
+    from kickvision.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pretrain.mixup_alpha.*'labels' alone.*title_alignment"):
+        load_config("demo", overrides={"pretrain": {"method": "title_alignment+labels", "mixup_alpha": 0.2}})
+    assert load_config("demo", overrides={"pretrain": {"method": "labels", "cutmix_alpha": 1.0}}).pretrain.cutmix_alpha
+
+
+def test_a_model_that_reads_titles_refuses_mixed_photos(tiny_config, demo_data):
+    from kickvision.errors import ConfigError
+    from kickvision.train.fit import fit
+
+    train = tiny_config.train.model_copy(update={"mixup_alpha": 0.2})
+    with pytest.raises(ConfigError, match="train.mixup_alpha.*reads titles"):
+        fit(demo_data, tiny_config.model, train, None, tiny_config.data.max_title_tokens, progress=False)

@@ -1,6 +1,7 @@
 """The training engine: one optimizer/schedule factory, best-epoch keeping and early stopping for every loop."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,17 +9,9 @@ import torch
 from kickvision.config import TextEncoderConfig
 from kickvision.model.net import build_model
 from kickvision.train.augment import PhotoAugment
-from kickvision.train.engine import (
-    LoopSettings,
-    create_optimizer,
-    create_scheduler,
-    finetune_settings,
-    fit_settings,
-    split_validator,
-    train_loop,
-    update_settings,
-)
+from kickvision.train.engine import create_optimizer, create_scheduler, split_validator, train_loop
 from kickvision.train.losses import ClassificationLoss
+from kickvision.train.settings import LoopSettings, finetune_settings, fit_settings, update_settings
 
 
 def _scripted(values, key="val_top1"):
@@ -93,6 +86,19 @@ def test_without_a_monitor_the_last_epoch_is_kept(tiny_config, demo_data):
     )
     assert result.best_epoch == 2 and _same(model.state_dict(), snapshots[2])
     assert {"train_loss", "val_top1", "val_macro_f1", "val_loss"} <= set(result.history[-1])
+
+
+def test_with_a_weight_average_the_average_is_what_is_validated_and_kept(tiny_config, demo_data):
+    validate = split_validator(demo_data, demo_data.indices("val"))
+    plain = LoopSettings(epochs=2, batch_size=16, lr=0.01, monitor=None)
+    last, _ = _run(tiny_config, demo_data, plain, validate, [])
+    live = []  # the weights the optimizer moves, after each epoch
+    averaged, result = _run(tiny_config, demo_data, replace(plain, ema_decay=0.9), validate, live)
+    # the average does not change the steps taken: the live weights end where the plain run's do
+    assert all(torch.allclose(live[2][k].cpu(), v, atol=1e-6) for k, v in last.state_dict().items())
+    assert not _same(averaged.state_dict(), last.state_dict())  # ... but the average is what is kept
+    assert result.history[-1]["val_loss"] == pytest.approx(validate(averaged)["val_loss"])
+    assert result.history[-1]["val_loss"] != pytest.approx(validate(last)["val_loss"])
 
 
 def test_pretrained_encoders_get_encoder_lr_and_the_schedule_warms_up_each_group(tiny_config):

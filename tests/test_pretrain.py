@@ -112,9 +112,19 @@ def test_an_update_keeps_naming_the_photo_encoders_its_champion_started_from(
     assert updated.spec.lineage.photo_pretraining == encoders.record
 
 
-@pytest.mark.parametrize("method", ["views", "labels", "title_alignment+views+labels"])
-def test_each_pretraining_objective_learns_from_the_training_photos_and_is_recorded(method, tiny_config, learnt_data):
-    update = {"enabled": True, "epochs": 6, "batch_size": 32, "lr": 3e-3, "method": method}
+@pytest.mark.parametrize(
+    "method,recipe",
+    [
+        ("views", {}),
+        ("labels", {}),
+        ("title_alignment+views+labels", {}),
+        ("labels", {"mixup_alpha": 0.2, "ema_decay": 0.8}),  # mixed photos, weights averaged
+    ],
+)
+def test_each_pretraining_objective_learns_from_the_training_photos_and_is_recorded(
+    method, recipe, tiny_config, learnt_data
+):
+    update = {"enabled": True, "epochs": 6, "batch_size": 32, "lr": 3e-3, "method": method, **recipe}
     cfg = tiny_config.pretrain.model_copy(update=update)
     titles = (
         embed_titles(learnt_data.rows["title"].fillna("").tolist(), cfg.text_encoder) if "title" in method else None

@@ -11,8 +11,15 @@ Applied to a whole batch on its device (GPU-friendly: the data never leaves it),
 - colour jitter: brightness, contrast and saturation each scaled by a factor drawn from
   [1 - `color_jitter`, 1 + `color_jitter`] (a photo studio's variation, not a different colour).
 
-`kickvision.train.engine.photo_augment` reads the train section's knobs; with everything but the
+`kickvision.train.settings.photo_augment` reads the train section's knobs; with everything but the
 flip off the batch is only flipped, exactly.
+
+`PhotoMix` mixes a batch's photos with each other after augmentation, by timm's `Mixup` (one draw
+per batch, the batch mixed with itself reversed): mixup (Zhang et al. 2018) blends two photos with a
+weight λ ~ Beta(α, α), CutMix (Yun et al. 2019) pastes a box of one into the other (λ = the share of
+area kept); the targets become the same blend of the two one-hot labels (label smoothing folded in),
+which the loss terms read from `batch["target"]`. Only for what the photo alone decides: a title
+cannot be mixed with its photo.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from timm.data.mixup import Mixup, mixup_target
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -72,3 +80,25 @@ class PhotoAugment:
         grey = (images * luma).sum(1, keepdim=True)
         images = grey + (images - grey) * saturation
         return images.clamp_(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class PhotoMix:
+    mixup_alpha: float = 0.0  # Beta(α, α) of mixup's blend weight; 0 = no mixup
+    cutmix_alpha: float = 0.0  # Beta(α, α) of CutMix's kept area; 0 = no CutMix (both > 0: either, even odds)
+    label_smoothing: float = 0.0
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """float [N, 3, H, W] in [0, 1] and int labels [N] -> mixed photos and soft targets [N, n_classes].
+
+        A batch of odd size is left unmixed (its targets still soft): timm pairs photo i with N - 1 - i."""
+        if len(images) % 2:
+            return images, mixup_target(labels, n_classes, 1.0, self.label_smoothing)
+        mix = Mixup(
+            mixup_alpha=self.mixup_alpha,
+            cutmix_alpha=self.cutmix_alpha,
+            mode="batch",
+            label_smoothing=self.label_smoothing,
+            num_classes=n_classes,
+        )
+        return mix(images.clone(), labels)

@@ -1,12 +1,12 @@
 """The one training engine: every loop that changes weights runs through `train_loop`.
 
-Fitting a fresh model, a catalog-drop update, a pruning fine-tune (and the photo pretraining to
-come) differ in data, not in code:
+Fitting a fresh model, a catalog-drop update, a pruning fine-tune and photo pretraining differ in
+data, not in code:
 
-- `LoopSettings`, built from the run config's sections (`fit_settings`, `update_settings`,
-  `finetune_settings`): epochs, batch size, learning rates, warm-up share, gradient clipping,
-  sampling, which validation metric keeps the best epoch and how long to wait for it. No literal
-  lives in a loop.
+- `LoopSettings` (settings.py), built from the run config's sections (`fit_settings`,
+  `update_settings`, `finetune_settings`, `pretrain_settings`): epochs, batch size, learning rates,
+  warm-up share, gradient clipping, sampling, photo augmentation and mixing, weight averaging, which
+  validation metric keeps the best epoch and how long to wait for it. No literal lives in a loop.
 - loss terms `(batch, output) -> tensor`, summed (losses.py), and gradient hooks that act between
   backward and the optimizer step (the EWC penalty, ewc.py).
 
@@ -14,10 +14,13 @@ Per epoch: one pass of AdamW over parameter groups (generic pretrained encoders 
 only their top `pretrained_trainable_layers` layers if set: no gradient below, so no backward pass
 through them; 0 freezes them whole, in eval mode; the rest at `lr`, after timm's
 create_optimizer_v2) under a one-cycle schedule, gradients clipped to `grad_clip`, bf16 autocast on
-CUDA; then validation. The epoch with the best `monitor` value is kept (on a tie the earlier one, or
-the later with `later_wins_ties`); training stops after `patience` epochs without a strictly better
-value. Callers seed (`seed_everything`) before building what the loop trains, since model
-initialisation draws from the same generator as dropout.
+CUDA; photos augmented and, with `mix`, mixed (augment.py; the loss terms then read the soft
+targets in `batch["target"]`); then validation. With `ema_decay` a moving average of the weights
+(timm's ModelEmaV3, its decay warmed up from 0) follows every optimizer step, and the average is
+what is validated and kept. The epoch with the best `monitor` value is kept (on a tie the earlier
+one, or the later with `later_wins_ties`); training stops after `patience` epochs without a
+strictly better value. Callers seed (`seed_everything`) before building what the loop trains,
+since model initialisation draws from the same generator as dropout.
 """
 
 from __future__ import annotations
@@ -27,24 +30,24 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
+from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from kickvision.config import ContinualConfig, PretrainConfig, PruneConfig, TrainConfig
 from kickvision.data.images import resolve_image_transform
 from kickvision.data.prepare import PreparedData
 from kickvision.model.net import MultimodalShoeNet, ShoeNetOutput
 from kickvision.model.predict import predict_logits
-from kickvision.train.augment import PhotoAugment
 from kickvision.train.freeze import frozen, frozen_parameters, hold_frozen_modes
 from kickvision.train.loader import make_loader
 from kickvision.train.losses import LossTerm
+from kickvision.train.settings import LoopSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,104 +67,6 @@ class GradientHook(Protocol):
     def after_backward(self) -> None: ...
 
     def epoch_metrics(self) -> dict[str, float]: ...
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """Everything a training loop needs besides the model, the data and the loss terms."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    encoder_lr: float | None = None  # pretrained encoders; None = lr
-    pretrained_trainable_layers: int | None = None  # generic pretrained encoders train their top N only; None: all
-    weight_decay: float = 0.05
-    pct_start: float = 0.15
-    grad_clip: float | None = 1.0
-    balanced_sampling: bool = False
-    augment: PhotoAugment | None = PhotoAugment()  # None: photos as they are
-    monitor: str | None = "val_macro_f1"  # None: keep the last epoch
-    patience: int | None = None  # None: never stop early
-    score_start: bool = False  # validate before the first epoch; the starting weights compete too
-    later_wins_ties: bool = False  # on an equal `monitor` value keep the later weights (they saw more data)
-    device: str = "auto"
-    amp: bool = True
-    num_threads: int = 0
-
-
-def fit_settings(train: TrainConfig) -> LoopSettings:
-    """Training a fresh model: early stopping on `train.monitor`."""
-    return LoopSettings(
-        epochs=train.epochs,
-        batch_size=train.batch_size,
-        lr=train.lr,
-        encoder_lr=train.encoder_lr,
-        weight_decay=train.weight_decay,
-        pct_start=train.pct_start,
-        grad_clip=train.grad_clip,
-        balanced_sampling=train.balanced_sampling,
-        augment=photo_augment(train),
-        monitor=train.monitor,
-        patience=train.patience,
-        device=train.device,
-        amp=train.amp,
-        num_threads=train.num_threads,
-    )
-
-
-def photo_augment(train: TrainConfig) -> PhotoAugment | None:
-    """The train section's photo augmentation (None with `augment: false`)."""
-    if not train.augment:
-        return None
-    return PhotoAugment(crop_scale=train.crop_scale, shift=train.shift, color_jitter=train.color_jitter)
-
-
-def _secondary(train: TrainConfig, epochs: int, lr: float, **changes) -> LoopSettings:
-    """A loop after or beside the main fit: its own epochs and learning rate (for every parameter unless
-    `changes` names an encoder_lr), no early stop; device, precision, clipping, augmentation and weight
-    decay as in `train`."""
-    return replace(
-        fit_settings(train), **({"epochs": epochs, "lr": lr, "encoder_lr": None, "patience": None} | changes)
-    )
-
-
-def update_settings(
-    continual: ContinualConfig, train: TrainConfig, choose_epoch: bool = False, new_categories: bool = True
-) -> LoopSettings:
-    """A catalog-drop update. With `choose_epoch` (validation on old and new products together) the
-    epoch with the best validation top-1 is kept (on a tie the later one), stopping after
-    `continual.patience` epochs without a better one; when the drop brings no new category the
-    starting weights compete too (with one they cannot predict it, so they never stand in for an
-    update). Without, the last epoch (the drop's validation split alone cannot see forgetting; the
-    update gate measures that on the champion's holdout)."""
-    return _secondary(
-        train,
-        continual.epochs,
-        continual.lr,
-        encoder_lr=continual.encoder_lr,
-        pretrained_trainable_layers=continual.pretrained_trainable_layers,
-        batch_size=continual.batch_size,
-        pct_start=continual.pct_start,
-        balanced_sampling=continual.balanced_sampling,
-        monitor="val_top1" if choose_epoch else None,
-        patience=continual.patience if choose_epoch else None,
-        score_start=choose_epoch and not new_categories,
-        later_wins_ties=True,
-    )
-
-
-def finetune_settings(prune: PruneConfig, train: TrainConfig) -> LoopSettings:
-    """A pruning fine-tune: the best validation top-1 among the pruned starting point and each epoch
-    (on a tie the later one: the same top-1 after more fine-tuning)."""
-    changes = {"pct_start": prune.pct_start, "monitor": "val_top1", "score_start": True, "later_wins_ties": True}
-    return _secondary(train, prune.finetune_epochs, prune.lr, **changes)
-
-
-def pretrain_settings(pretrain: PretrainConfig, train: TrainConfig) -> LoopSettings:
-    """Photo pretraining: the epoch with the lowest validation alignment loss is kept."""
-    return _secondary(
-        train, pretrain.epochs, pretrain.lr, batch_size=pretrain.batch_size, balanced_sampling=False, monitor="val_loss"
-    )
 
 
 @dataclass
@@ -282,12 +187,14 @@ def train_loop(
     with frozen(frozen_parameters(encoders, settings.pretrained_trainable_layers)):  # trainable again afterwards
         optimizer = create_optimizer(model, settings)
         scheduler = create_scheduler(optimizer, settings, len(loader))
+        ema = ModelEmaV3(model, decay=settings.ema_decay, use_warmup=True) if settings.ema_decay else None
+        scored = ema.module if ema is not None else model  # what is validated and kept
 
         result, best_state, stale = LoopResult(), None, 0
         if settings.score_start and settings.monitor is not None:
-            result.start_metrics = validate(model)
+            result.start_metrics = validate(scored)
             result.best_score = result.start_metrics[settings.monitor]
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(scored.state_dict())
         for epoch in range(1, settings.epochs + 1):
             metrics = _one_epoch(
                 forward,
@@ -302,10 +209,12 @@ def train_loop(
                 device,
                 progress,
                 f"{desc} {epoch}/{settings.epochs}",
+                len(data.classes),
+                ema,
             )
             for hook in hooks:
                 metrics.update(hook.epoch_metrics())
-            metrics.update(validate(model))
+            metrics.update(validate(scored))
             result.history.append({"epoch": epoch, **metrics})
             log.info("%s %d: %s", desc, epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             if on_epoch_end:
@@ -316,7 +225,7 @@ def train_loop(
             as_good, improved = _compare(metrics[settings.monitor], result.best_score, settings.monitor)
             if improved or (as_good and settings.later_wins_ties):
                 result.best_score, result.best_epoch = metrics[settings.monitor], epoch
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()})
             stale = 0 if improved else stale + 1
             if settings.patience is not None and stale >= settings.patience:
                 log.info(
@@ -327,6 +236,8 @@ def train_loop(
                     result.best_score,
                 )
                 break
+        if best_state is None and ema is not None:  # no monitor: the last epoch's average
+            best_state = ema.module.state_dict()
         if best_state is not None:
             model.load_state_dict(best_state)
     model.to("cpu").eval()
@@ -334,7 +245,20 @@ def train_loop(
 
 
 def _one_epoch(
-    forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device, progress, desc
+    forward,
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    loss_terms,
+    hooks,
+    transform,
+    settings,
+    device,
+    progress,
+    desc,
+    n_classes,
+    ema,
 ):
     model.train()
     hold_frozen_modes(generic_pretrained_encoders(model), settings.pretrained_trainable_layers)
@@ -344,7 +268,10 @@ def _one_epoch(
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         images = transform.to_unit(batch["image"])
         batch["pixels"] = images  # [0, 1], before augmentation: for forwards that draw views of their own
-        batch["image"] = transform.standardise(settings.augment(images) if settings.augment else images)
+        images = settings.augment(images) if settings.augment else images
+        if settings.mix is not None:
+            images, batch["target"] = settings.mix(images, batch["label"], n_classes)
+        batch["image"] = transform.standardise(images)
         with _autocast(device, settings.amp):
             out = forward(model, batch)
             loss = loss_terms[0](batch, out)
@@ -358,6 +285,8 @@ def _one_epoch(
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model, step=scheduler.last_epoch)
         n = batch["label"].shape[0]
         seen += n
         loss_sum += loss.item() * n

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 
 from kickvision.config import ModelConfig, TrainConfig
 from kickvision.data.prepare import PreparedData
+from kickvision.errors import ConfigError
 from kickvision.model.bundle import BundleSpec, Lineage, ModelBundle, TrainingRecord
 from kickvision.model.net import build_model, count_parameters
 from kickvision.model.photo_encoders import PhotoEncoders
-from kickvision.train.engine import EpochCallback, fit_settings, seed_everything, split_validator, train_loop
+from kickvision.train.engine import EpochCallback, seed_everything, split_validator, train_loop
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss
+from kickvision.train.settings import fit_settings
 
 
 @dataclass
@@ -40,12 +42,18 @@ def fit(
 
     With `photo_encoders` (train/pretrain.py) the image encoders start from those weights.
     """
+    settings = fit_settings(cfg)
+    if settings.mix is not None and model_cfg.text_encoder is not None:
+        raise ConfigError(
+            "train.mixup_alpha and train.cutmix_alpha mix photos, which only an image-only model can learn from: "
+            "this model reads titles too (model.text_encoder), and a title cannot be mixed with its photo "
+            "(for the photo encoders alone: pretrain.mixup_alpha with pretrain.method: labels)"
+        )
     started = time.perf_counter()
     seed_everything(seed)
     model = build_model(model_cfg, len(data.classes))
     if photo_encoders is not None:
         photo_encoders.apply_to(model)
-    settings = fit_settings(cfg)
     result = train_loop(
         model,
         data,

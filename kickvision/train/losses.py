@@ -2,7 +2,9 @@
 
 - `ClassificationLoss`: the objective every loop optimises: cross-entropy with label smoothing on
   the fused head, the per-branch heads' cross-entropy (ModelConfig.branch_loss_weight) and
-  supervised contrastive loss on the embedding (TrainConfig.contrastive_weight).
+  supervised contrastive loss on the embedding (TrainConfig.contrastive_weight). On mixed photos
+  (mixup / CutMix, `batch["target"]`) the cross-entropies take the blended targets and the
+  contrastive term is left out.
 - `Distillation`: Hinton et al.'s soft targets from a frozen teacher (pruning fine-tunes).
 - `LogitReplay` and `OldClassDistillation`: what a catalog-drop update keeps of the champion, from
   its logits per training row computed once before the update (fused head, un-augmented photos):
@@ -69,15 +71,18 @@ class ClassificationLoss:
             train.label_smoothing, model.branch_loss_weight, train.contrastive_weight, train.contrastive_temperature
         )
 
+    def _cross_entropy(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if "target" in batch:  # mixed photos: soft targets, smoothing folded in (train/augment.py PhotoMix)
+            return F.cross_entropy(logits.float(), batch["target"].float())
+        return F.cross_entropy(logits.float(), batch["label"], label_smoothing=self.label_smoothing)
+
     def __call__(self, batch: Batch, out: ShoeNetOutput) -> torch.Tensor:
         labels = batch["label"]
-        loss = F.cross_entropy(out.logits.float(), labels, label_smoothing=self.label_smoothing)
+        loss = self._cross_entropy(out.logits, batch)
         if out.branch_logits:  # each branch on its own (ModelConfig.branch_loss_weight)
-            branch = torch.stack(
-                [F.cross_entropy(b.float(), labels, label_smoothing=self.label_smoothing) for b in out.branch_logits]
-            ).mean()
+            branch = torch.stack([self._cross_entropy(b, batch) for b in out.branch_logits]).mean()
             loss = loss + self.branch_weight * branch
-        if self.contrastive_weight > 0:
+        if self.contrastive_weight > 0 and "target" not in batch:  # a mixed photo has no one category to pull to
             loss = loss + self.contrastive_weight * supervised_contrastive_loss(
                 out.embedding, labels, self.contrastive_temperature
             )

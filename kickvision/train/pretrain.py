@@ -12,7 +12,9 @@ Objectives (`pretrain.method`, one or several joined by "+", their losses added)
   a unit sphere where NT-Xent makes each view find its twin among the batch's 2B views. With `views`
   the other objectives read both views too (no third forward pass).
 - `labels`: a linear classifier per encoder learns the train split's categories from the photo
-  alone: the supervised warm start, where labels exist.
+  alone: the supervised warm start, where labels exist. It alone may mix photos
+  (`pretrain.mixup_alpha`, `pretrain.cutmix_alpha`: a mixed photo's target is the same blend of
+  its two labels).
 
 It is one more user of the training engine, with a forward (`pretrain_forward`) and loss terms of
 its own; it trains on the train split's photos only (no validation or test photo is seen) and keeps
@@ -43,7 +45,8 @@ from kickvision.model.bundle import PhotoPretrainingRecord
 from kickvision.model.encoders import ImageEncoder, TextEncoder, build_tokenizer
 from kickvision.model.photo_encoders import PhotoEncoders
 from kickvision.train.augment import PhotoAugment
-from kickvision.train.engine import EpochCallback, pretrain_settings, seed_everything, train_loop
+from kickvision.train.engine import EpochCallback, seed_everything, train_loop
+from kickvision.train.settings import pretrain_settings
 
 TITLE_TOKENS = 32
 VIEW_DIM = 128  # SimCLR's projection width
@@ -146,10 +149,12 @@ class ViewAgreementLoss:
 
 
 class PhotoLabelLoss:
-    """Cross-entropy of each encoder's linear classifier on the batch's categories."""
+    """Cross-entropy of each encoder's linear classifier on the batch's categories (or, for mixed
+    photos, their blended targets `batch["target"]`)."""
 
     def __call__(self, batch: dict[str, torch.Tensor], out: PhotoOutputs) -> torch.Tensor:
-        return torch.stack([F.cross_entropy(logits.float(), batch["label"]) for logits in out.logits]).mean()
+        target = batch["target"].float() if "target" in batch else batch["label"]
+        return torch.stack([F.cross_entropy(logits.float(), target) for logits in out.logits]).mean()
 
 
 def objective_losses(cfg: PretrainConfig, title_embeddings: torch.Tensor | None) -> list:

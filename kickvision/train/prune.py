@@ -29,7 +29,6 @@ from kickvision.model.net import MultimodalShoeNet
 from kickvision.model.shapes import changed_shapes
 from kickvision.train.engine import (
     EpochCallback,
-    finetune_settings,
     pick_device,
     seed_everything,
     split_validator,
@@ -37,6 +36,7 @@ from kickvision.train.engine import (
 )
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss, Distillation, LossTerm
+from kickvision.train.settings import finetune_settings
 
 log = logging.getLogger(__name__)
 

@@ -57,12 +57,12 @@ from kickvision.train.engine import (
     seed_everything,
     split_validator,
     train_loop,
-    update_settings,
 )
 from kickvision.train.ewc import EWCPenalty, normalise_fisher
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss, LogitReplay, OldClassDistillation
 from kickvision.train.replay import build_continual_state, capped_memory
+from kickvision.train.settings import update_settings
 
 log = logging.getLogger(__name__)
 
