@@ -37,7 +37,8 @@ RECIPES: dict[str, dict] = {
     ),
     "portrait x2": {"model": {"image_size": [160, 128]}},
     # the training recipe (train/augment.py PhotoMix, the engine's weight average): a moving average of the
-    # weights (time constant 200 steps, ~2.5 epochs of 5,044 photos), mixup, CutMix, and CutMix over twice the epochs
+    # weights (ceiling 0.995; timm's warm-up keeps the decay below it: ~0.99, a time constant of ~100 steps or
+    # 1.3 epochs of 5,044 photos, by the end of 12 epochs), mixup, CutMix, and CutMix over twice the epochs
     "portrait+ema": deep_merge(PORTRAIT, {"train": {"ema_decay": 0.995}}),
     "portrait+mixup": deep_merge(PORTRAIT, {"train": {"mixup_alpha": 0.2}}),
     "portrait+cutmix": deep_merge(PORTRAIT, {"train": {"cutmix_alpha": 1.0}}),

@@ -156,7 +156,11 @@ class TrainConfig(_Section):
         0.0, ge=0, allow_inf_nan=False, description="CutMix of the photos, Beta(α, α) (0 = off); image-only models"
     )
     ema_decay: float | None = Field(
-        None, gt=0, lt=1, description="validate and keep a moving average of the weights (timm ModelEmaV3)"
+        None,
+        gt=0,
+        lt=1,
+        description="validate and keep a moving average of the weights (timm ModelEmaV3; "
+        "the decay warms up to this ceiling: 1 - (1 + step)^(-2/3))",
     )
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
     device: str = "auto"

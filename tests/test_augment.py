@@ -91,14 +91,17 @@ def test_cutmix_pastes_a_box_and_the_target_is_the_share_of_area_each_photo_keep
     assert sum(0 < share < 1 for share in shares) >= 3  # boxes of many sizes (an empty one, drawn at the edge)
 
 
-def test_mixed_targets_fold_in_label_smoothing_and_an_odd_batch_stays_unmixed():
+def test_mixed_targets_fold_in_label_smoothing_and_an_odd_batch_mixes_all_but_its_last_photo():
     np.random.seed(0)
+    smoothed = torch.full((3, 3), 0.1) + 0.7 * torch.eye(3)  # smoothing 0.3 over 3 categories
     images, labels = torch.rand(3, 3, 8, 6), torch.tensor([0, 1, 2])
-    same, target = PhotoMix(mixup_alpha=0.4, label_smoothing=0.3)(images, labels, 3)
-    assert torch.equal(same, images)
-    assert torch.allclose(target, torch.full((3, 3), 0.1) + 0.7 * torch.eye(3))
-    _, mixed = PhotoMix(mixup_alpha=0.4, label_smoothing=0.3)(images[:2], labels[:2], 3)
-    assert mixed.sum(1).tolist() == pytest.approx([1.0, 1.0]) and float(mixed.min()) >= 0.1 - 1e-6
+    mix = PhotoMix(mixup_alpha=0.4, label_smoothing=0.3)
+    alone, target = mix(images[:1], labels[:1], 3)
+    assert torch.equal(alone, images[:1]) and torch.allclose(target, smoothed[:1])
+    mixed, target = mix(images, labels, 3)
+    assert not torch.equal(mixed[:2], images[:2]) and torch.equal(mixed[2], images[2])
+    assert torch.allclose(target[2], smoothed[2]) and not torch.allclose(target[:2], smoothed[:2])
+    assert target.sum(1).tolist() == pytest.approx([1.0, 1.0, 1.0]) and float(target.min()) >= 0.1 - 1e-6
 
 
 def test_mixing_is_set_by_its_own_section_and_never_reaches_updates_or_fine_tunes(tiny_config):

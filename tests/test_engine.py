@@ -8,7 +8,7 @@ import torch
 
 from kickvision.config import TextEncoderConfig
 from kickvision.model.net import build_model
-from kickvision.train.augment import PhotoAugment
+from kickvision.train.augment import PhotoAugment, PhotoMix
 from kickvision.train.engine import create_optimizer, create_scheduler, split_validator, train_loop
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.settings import LoopSettings, finetune_settings, fit_settings, update_settings
@@ -99,6 +99,35 @@ def test_with_a_weight_average_the_average_is_what_is_validated_and_kept(tiny_co
     assert not _same(averaged.state_dict(), last.state_dict())  # ... but the average is what is kept
     assert result.history[-1]["val_loss"] == pytest.approx(validate(averaged)["val_loss"])
     assert result.history[-1]["val_loss"] != pytest.approx(validate(last)["val_loss"])
+
+
+def test_with_a_weight_average_the_best_epochs_average_is_kept_not_its_live_weights(tiny_config, demo_data):
+    settings = LoopSettings(epochs=3, batch_size=16, lr=0.01, monitor="val_loss", ema_decay=0.9)
+    live = []
+    model, result = _run(tiny_config, demo_data, settings, _scripted([0.9, 0.4, 0.7], "val_loss"), live)
+    assert result.best_epoch == 2
+    assert not any(_same(model.state_dict(), weights) for weights in live)  # an average, not a step's weights
+
+
+def test_the_loop_trains_on_mixed_photos_with_the_targets_the_mix_made(tiny_config, demo_data):
+    seen = []
+
+    class Recorded(PhotoMix):
+        def __call__(self, images, labels, n_classes):
+            mixed, target = super().__call__(images, labels, n_classes)
+            seen.append((images.shape[0], n_classes, target))
+            return mixed, target
+
+    def loss(batch, out):
+        assert batch["target"] is seen[-1][2]  # the loss reads what the mix made
+        return ClassificationLoss(0.0)(batch, out)
+
+    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, mix=Recorded(mixup_alpha=0.4))
+    model = build_model(tiny_config.model, len(demo_data.classes))
+    train = demo_data.indices("train")
+    result = train_loop(model, demo_data, train, settings, [loss], lambda m: {}, progress=False)
+    assert [(n, c) for n, c, _ in seen] == [(16, len(demo_data.classes))] * (len(train) // 16)
+    assert result.history[0]["train_loss"] > 0
 
 
 def test_pretrained_encoders_get_encoder_lr_and_the_schedule_warms_up_each_group(tiny_config):

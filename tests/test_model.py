@@ -112,6 +112,20 @@ def test_the_training_objective_adds_each_branch_heads_cross_entropy(tiny_config
     torch.testing.assert_close(loss, F.cross_entropy(out.logits, batch["label"]) + 0.5 * branches)
 
 
+def test_on_mixed_photos_the_objective_reads_the_blended_targets_and_leaves_out_the_contrastive_term(tiny_config):
+    model_cfg = tiny_config.model.model_copy(update={"branch_loss_weight": 0.5})
+    model = build_model(model_cfg, n_classes=5).train()
+    images, ids, mask = _inputs(model_cfg)
+    labels = torch.tensor([0, 1, 2, 3])
+    target = torch.tensor([[0.0, 0.0, 0.0, 0.7, 0.3]]).repeat(4, 1)  # nothing like the labels
+    batch = {"image": images, "input_ids": ids, "attention_mask": mask, "label": labels, "target": target}
+    out = model(images, ids, mask)
+    train = tiny_config.train.model_copy(update={"contrastive_weight": 5.0, "label_smoothing": 0.2})
+    loss = ClassificationLoss.from_config(train, model_cfg)(batch, out)
+    branches = torch.stack([F.cross_entropy(b, target) for b in out.branch_logits]).mean()
+    torch.testing.assert_close(loss, F.cross_entropy(out.logits, target) + 0.5 * branches)
+
+
 def test_a_model_with_branch_heads_survives_save_load(tiny_config, demo_data, tmp_path):
     model_cfg = tiny_config.model.model_copy(update={"branch_loss_weight": 1.0})
     tokenizer = build_tokenizer(model_cfg.text_encoder)

@@ -16,6 +16,7 @@ from kickvision.model.photo_encoders import PhotoEncoders
 from kickvision.train.engine import seed_everything
 from kickvision.train.fit import fit
 from kickvision.train.pretrain import (
+    PhotoLabelLoss,
     PhotoOutputs,
     PhotoPretrainer,
     ViewAgreementLoss,
@@ -154,3 +155,13 @@ def test_the_views_objective_refuses_a_batch_without_its_pixels(tiny_config):
     cfg = tiny_config.pretrain.model_copy(update={"method": "views"})
     with pytest.raises(ValueError, match="pixels"):
         PhotoPretrainer(tiny_config.model, cfg, 0, 7)(torch.zeros(2, 3, 32, 32))
+
+
+def test_the_labels_objective_learns_mixed_photos_by_their_blended_targets():
+    logits = [torch.randn(4, 3), torch.randn(4, 3)]  # two encoders' classifiers
+    labels, target = torch.tensor([0, 0, 1, 1]), torch.tensor([[0.0, 0.4, 0.6]]).repeat(4, 1)
+    out = PhotoOutputs(logits=logits)
+    expected = torch.stack([torch.nn.functional.cross_entropy(x, target) for x in logits]).mean()
+    torch.testing.assert_close(PhotoLabelLoss()({"label": labels, "target": target}, out), expected)
+    plain = torch.stack([torch.nn.functional.cross_entropy(x, labels) for x in logits]).mean()
+    torch.testing.assert_close(PhotoLabelLoss()({"label": labels}, out), plain)

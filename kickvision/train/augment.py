@@ -91,9 +91,14 @@ class PhotoMix:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """float [N, 3, H, W] in [0, 1] and int labels [N] -> mixed photos and soft targets [N, n_classes].
 
-        A batch of odd size is left unmixed (its targets still soft): timm pairs photo i with N - 1 - i."""
-        if len(images) % 2:
-            return images, mixup_target(labels, n_classes, 1.0, self.label_smoothing)
+        timm pairs photo i with photo N - 1 - i, so in a batch of odd size the last photo stays as it is."""
+        even = len(images) - len(images) % 2
+        if even < len(images):
+            alone = mixup_target(labels[even:], n_classes, 1.0, self.label_smoothing)
+            if not even:
+                return images, alone
+            mixed, target = self(images[:even], labels[:even], n_classes)
+            return torch.cat([mixed, images[even:]]), torch.cat([target, alone])
         mix = Mixup(
             mixup_alpha=self.mixup_alpha,
             cutmix_alpha=self.cutmix_alpha,

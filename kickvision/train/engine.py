@@ -16,8 +16,9 @@ through them; 0 freezes them whole, in eval mode; the rest at `lr`, after timm's
 create_optimizer_v2) under a one-cycle schedule, gradients clipped to `grad_clip`, bf16 autocast on
 CUDA; photos augmented and, with `mix`, mixed (augment.py; the loss terms then read the soft
 targets in `batch["target"]`); then validation. With `ema_decay` a moving average of the weights
-(timm's ModelEmaV3, its decay warmed up from 0) follows every optimizer step, and the average is
-what is validated and kept. The epoch with the best `monitor` value is kept (on a tie the earlier
+(timm's ModelEmaV3) follows every optimizer step, and the average is what is validated and kept;
+its decay warms up from 0 as min(ema_decay, 1 - (1 + step)^(-2/3)), so `ema_decay` is a ceiling
+(0.99 is reached after ~1,000 steps). The epoch with the best `monitor` value is kept (on a tie the earlier
 one, or the later with `later_wins_ties`); training stops after `patience` epochs without a
 strictly better value. Callers seed (`seed_everything`) before building what the loop trains,
 since model initialisation draws from the same generator as dropout.
@@ -290,8 +291,9 @@ def _one_epoch(
         n = batch["label"].shape[0]
         seen += n
         loss_sum += loss.item() * n
-        if forward is classify:
-            correct += (out.logits.argmax(1) == batch["label"]).sum().item()
+        if forward is classify:  # on mixed photos: the larger share
+            truth = batch["target"].argmax(1) if "target" in batch else batch["label"]
+            correct += (out.logits.argmax(1) == truth).sum().item()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     elapsed = time.perf_counter() - started
     metrics = {"train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1)}
