@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--out", help="JSON path (default benchmarks/results/photo_recipe_<catalog>_<config>.json)")
     args = parser.parse_args()
 
-    base = dotted_overrides(args.set)
+    base = deep_merge({"model": {"text_encoder": None}}, dotted_overrides(args.set))  # image-only models
     prepared: dict[str, tuple] = {}  # one decode per input shape
     rows = []
     for recipe in args.recipes.split(","):

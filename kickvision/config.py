@@ -345,6 +345,16 @@ class RunConfig(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _mixed_photos_need_an_image_only_model(self) -> RunConfig:
+        if (self.train.mixup_alpha or self.train.cutmix_alpha) and self.model.text_encoder is not None:
+            raise ValueError(
+                "train.mixup_alpha and train.cutmix_alpha mix photos, which only an image-only model can learn from "
+                "(model.text_encoder: null); this model reads titles too, and a title cannot be mixed with its "
+                "photo (for the photo encoders alone: pretrain.mixup_alpha with pretrain.method: labels)"
+            )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
@@ -394,7 +404,10 @@ def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = Non
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: setting '{where}': {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if not where:  # a rule across sections names its settings itself
+            raise ConfigError(f"{path}: {message}") from None
+        raise ConfigError(f"{path}: setting '{where}': {message}") from None
 
 
 def dotted_overrides(assignments: list[str]) -> dict[str, Any]:

@@ -126,9 +126,14 @@ def test_mixing_photos_in_pretraining_needs_the_labels_objective_alone():
 
 
 def test_a_model_that_reads_titles_refuses_mixed_photos(tiny_config, demo_data):
+    from kickvision.config import load_config
     from kickvision.errors import ConfigError
     from kickvision.train.fit import fit
 
+    with pytest.raises(ConfigError, match=r"demo.yaml: train.mixup_alpha .* \(model.text_encoder: null\)"):
+        load_config("demo", overrides={"train": {"mixup_alpha": 0.2}})  # before any pipeline starts
+    image_only = load_config("demo", overrides={"train": {"cutmix_alpha": 1.0}, "model": {"text_encoder": None}})
+    assert image_only.train.cutmix_alpha == 1.0
     train = tiny_config.train.model_copy(update={"mixup_alpha": 0.2})
     with pytest.raises(ConfigError, match="train.mixup_alpha.*reads titles"):
         fit(demo_data, tiny_config.model, train, None, tiny_config.data.max_title_tokens, progress=False)
