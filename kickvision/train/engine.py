@@ -190,6 +190,8 @@ def train_loop(
         scheduler = create_scheduler(optimizer, settings, len(loader))
         ema = ModelEmaV3(model, decay=settings.ema_decay, use_warmup=True) if settings.ema_decay else None
         scored = ema.module if ema is not None else model  # what is validated and kept
+        fixed = (forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device)
+        steps = _Steps(*fixed, encoders=encoders, n_classes=len(data.classes), ema=ema, progress=progress)
 
         result, best_state, stale = LoopResult(), None, 0
         if settings.score_start and settings.monitor is not None:
@@ -197,22 +199,7 @@ def train_loop(
             result.best_score = result.start_metrics[settings.monitor]
             best_state = copy.deepcopy(scored.state_dict())
         for epoch in range(1, settings.epochs + 1):
-            metrics = _one_epoch(
-                forward,
-                model,
-                loader,
-                optimizer,
-                scheduler,
-                loss_terms,
-                hooks,
-                transform,
-                settings,
-                device,
-                progress,
-                f"{desc} {epoch}/{settings.epochs}",
-                len(data.classes),
-                ema,
-            )
+            metrics = _one_epoch(steps, f"{desc} {epoch}/{settings.epochs}")
             for hook in hooks:
                 metrics.update(hook.epoch_metrics())
             metrics.update(validate(scored))
@@ -245,49 +232,61 @@ def train_loop(
     return result
 
 
-def _one_epoch(
-    forward,
-    model,
-    loader,
-    optimizer,
-    scheduler,
-    loss_terms,
-    hooks,
-    transform,
-    settings,
-    device,
-    progress,
-    desc,
-    n_classes,
-    ema,
-):
+@dataclass
+class _Steps:
+    """What every epoch of one `train_loop` call works with, set up once."""
+
+    forward: Forward
+    model: MultimodalShoeNet
+    loader: torch.utils.data.DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_terms: Sequence[LossTerm]
+    hooks: Sequence[GradientHook]
+    transform: Any  # the model's ImageTransform
+    settings: LoopSettings
+    device: torch.device
+    encoders: list[torch.nn.Module]  # generic pretrained encoders (frozen ones stay in eval mode)
+    n_classes: int
+    ema: ModelEmaV3 | None
+    progress: bool
+
+
+def _one_epoch(steps: _Steps, desc: str) -> dict[str, float]:
+    forward, model, settings, device, transform = (
+        steps.forward,
+        steps.model,
+        steps.settings,
+        steps.device,
+        steps.transform,
+    )
     model.train()
-    hold_frozen_modes(generic_pretrained_encoders(model), settings.pretrained_trainable_layers)
+    hold_frozen_modes(steps.encoders, settings.pretrained_trainable_layers)
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-    bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True)
+    bar = tqdm(steps.loader, desc=desc, leave=False, disable=None if steps.progress else True)
     for batch in bar:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         images = transform.to_unit(batch["image"])
         batch["pixels"] = images  # [0, 1], before augmentation: for forwards that draw views of their own
         images = settings.augment(images) if settings.augment else images
         if settings.mix is not None:
-            images, batch["target"] = settings.mix(images, batch["label"], n_classes)
+            images, batch["target"] = settings.mix(images, batch["label"], steps.n_classes)
         batch["image"] = transform.standardise(images)
         with _autocast(device, settings.amp):
             out = forward(model, batch)
-            loss = loss_terms[0](batch, out)
-            for term in loss_terms[1:]:
+            loss = steps.loss_terms[0](batch, out)
+            for term in steps.loss_terms[1:]:
                 loss = loss + term(batch, out)
-        optimizer.zero_grad(set_to_none=True)
+        steps.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for hook in hooks:
+        for hook in steps.hooks:
             hook.after_backward()
         if settings.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update(model, step=scheduler.last_epoch)
+        steps.optimizer.step()
+        steps.scheduler.step()
+        if steps.ema is not None:
+            steps.ema.update(model, step=steps.scheduler.last_epoch)
         n = batch["label"].shape[0]
         seen += n
         loss_sum += loss.item() * n
