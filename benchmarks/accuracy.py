@@ -7,8 +7,9 @@ makes that meaningful). With `--photos scratch,pretrained` each model with photo
 photo encoders from scratch, and from the config's photo pretraining (run once per seed). TF-IDF
 (word 1-2 grams + character 2-5 grams) + logistic regression on the same text the model reads (the
 title and `data.text_columns`) is the classical baseline (C chosen on validation). Prints top-1 and macro-F1 (mean ±
-std over seeds), per-class F1, training wall time and peak RSS during training, plus where a
-training step's CPU time goes per branch; writes JSON.
+std over seeds), top-1 with flip test-time averaging (each product's logits averaged with those of
+its photo's mirror image; where the photo is read), per-class F1, training wall time and peak RSS
+during training, plus where a training step's CPU time goes per branch; writes JSON.
 
     .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config demo --seeds 42 7 1
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import benchmark_parser, fit_quietly, prepared_catalog
+from common import benchmark_parser, fit_quietly, flip_tta_scores, prepared_catalog
 from sklearn.metrics import f1_score
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
@@ -133,9 +134,11 @@ def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, 
         if hide.pop("silent", False):
             model.branch_head_weights.zero_()
         logits, _ = predict_logits(model, data, test, **hide)
+        scores = scores_with_per_class(labels[test], logits.argmax(1), n_classes)
+        if hide.get("use_image", True):  # with a photo: also averaged with its mirror image
+            scores |= flip_tta_scores(model, data, test, logits, **hide)
         if votes is not None:
             model.branch_head_weights.copy_(votes)
-        scores = scores_with_per_class(labels[test], logits.argmax(1), n_classes)
         row = {"model": label + suffix, "seed": seed, **scores}
         if label == variant:
             row |= {"train_seconds": seconds, "peak_rss_gb": memory.peak / 1e9, "epochs": len(fitted.history)}
@@ -191,8 +194,8 @@ def main() -> None:
         f"\n{name}, config {cfg.name} ({'x'.join(map(str, cfg.model.image_hw))} px), "
         f"{len(test)} test products, seeds {args.seeds}"
     )
-    print("| model | top-1 | macro-F1 | train s | peak RSS GB | " + " | ".join(data.classes) + " |")
-    print("|---|---|---|---|---|" + "---|" * n_classes)
+    print("| model | top-1 | macro-F1 | top-1, flip TTA | train s | peak RSS GB | " + " | ".join(data.classes) + " |")
+    print("|---|---|---|---|---|---|" + "---|" * n_classes)
     summary = []
     for model in dict.fromkeys(r["model"] for r in rows):
         group = [r for r in rows if r["model"] == model]
@@ -201,9 +204,11 @@ def main() -> None:
         per_class = np.mean([r["per_class_f1"] for r in group], axis=0)
         seconds = np.mean([r["train_seconds"] for r in group if "train_seconds" in r] or [np.nan])
         peak = np.max([r["peak_rss_gb"] for r in group if "peak_rss_gb" in r] or [np.nan])
+        flip = np.mean([r["top1_flip_tta"] for r in group if "top1_flip_tta" in r] or [np.nan])
         summary.append({"model": model, "top1_mean": top1.mean(), "top1_std": top1.std(), "macro_f1_mean": f1.mean()})
         print(
-            f"| {model} | {top1.mean():.4f} ± {top1.std():.4f} | {f1.mean():.4f} ± {f1.std():.4f} | {seconds:.0f} | "
+            f"| {model} | {top1.mean():.4f} ± {top1.std():.4f} | {f1.mean():.4f} ± {f1.std():.4f} | {flip:.4f} | "
+            f"{seconds:.0f} | "
             f"{peak:.2f} | " + " | ".join(f"{x:.3f}" for x in per_class) + " |"
         )
     out = Path(args.out or Path(__file__).parent / "results" / f"accuracy_{name}_{cfg.name}.json")

@@ -68,9 +68,14 @@ def image_only_scores(data: PreparedData, cfg: RunConfig, tokenizer, seed: int, 
     labels = data.labels()[test]
     logits, _ = predict_logits(bundle.model, data, test)
     scores = classification_scores(labels, logits.argmax(1))
-    # flip test-time averaging: the logits of each photo and of its mirror image, averaged
-    mirrored = data.images[test][:, :, ::-1]
-    flipped, _ = predict_arrays(bundle.model, mirrored, data.input_ids[test], data.attention_mask[test])
-    flip = classification_scores(labels, (logits + flipped).argmax(1))
-    flip = {"top1_flip_tta": flip["top1"], "macro_f1_flip_tta": flip["macro_f1"]}
+    flip = flip_tta_scores(bundle.model, data, test, logits)
     return {**scores, **flip, "best_epoch": bundle.spec.training.best_epoch, "seconds": seconds}
+
+
+def flip_tta_scores(model, data: PreparedData, rows, logits, **hide) -> dict[str, float]:
+    """Test-time averaging of flips: top-1 and macro-F1 of `logits` (the products as they are, with the
+    modalities `hide` names hidden) averaged with the logits of their photos' mirror images."""
+    mirrored = data.images[rows][:, :, ::-1]  # NHWC: the width axis
+    flipped, _ = predict_arrays(model, mirrored, data.input_ids[rows], data.attention_mask[rows], **hide)
+    scores = classification_scores(data.labels()[rows], (logits + flipped).argmax(1))
+    return {"top1_flip_tta": scores["top1"], "macro_f1_flip_tta": scores["macro_f1"]}
