@@ -15,6 +15,7 @@ during training, plus where a training step's CPU time goes per branch; writes J
     .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config demo --seeds 42 7 1
     .venv/bin/python benchmarks/accuracy.py ... --variants fused --set model.branch_loss_weight=0.5
     .venv/bin/python benchmarks/accuracy.py ... --variants fused,"image only" --photos scratch,pretrained
+    .venv/bin/python benchmarks/accuracy.py ... --model path/to/saved/model   # score it on val + test, no training
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from common import benchmark_parser, fit_quietly, flip_tta_scores, prepared_cata
 from sklearn.metrics import f1_score
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
+from kickvision.data.prepare import PreparedData
 from kickvision.data.text import product_texts
 from kickvision.evaluate.catalog_audit import tfidf_text_model
+from kickvision.model.bundle import load_bundle
 from kickvision.model.net import build_model
 from kickvision.model.predict import predict_logits
 from kickvision.train.engine import classification_scores
@@ -115,17 +118,30 @@ def tfidf_baseline(data, text_columns=()) -> dict:
 
 def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, photo_encoders) -> list[dict]:
     """Fit one variant (photo encoders from scratch, or from `photo_encoders`) and score it on the test
-    split; the fused model also with the photo hidden and with the title hidden."""
-    labels, test, n_classes = data.labels(), data.indices("test"), len(data.classes)
+    split (see score_probes), its own row also with its validation top-1."""
     model_cfg = cfg.model.model_copy(update=VARIANTS[variant])
     started = time.perf_counter()
     with PeakRSS() as memory:
         fitted = fit_quietly(data, cfg, model_cfg, tokenizer, seed, photo_encoders)
     seconds = time.perf_counter() - started
+    rows = score_probes(fitted.bundle.model, data, data.indices("test"), variant, suffix, seed)
+    rows[0] |= {"train_seconds": seconds, "peak_rss_gb": memory.peak / 1e9, "epochs": len(fitted.history)}
+    rows[0] |= {"best_epoch": fitted.bundle.spec.training.best_epoch}
+    rows[0] |= {"branch_head_weights": fitted.bundle.spec.training.branch_head_weights}
+    val = data.indices("val")  # what recipes are chosen on
+    val_logits, _ = predict_logits(fitted.bundle.model, data, val)
+    rows[0] |= {"val_top1": float((val_logits.argmax(1) == data.labels()[val]).mean())}
+    return rows
+
+
+def score_probes(model, data, rows_in_split, variant: str, suffix: str, seed: int | None) -> list[dict]:
+    """Top-1, macro-F1 and per-class F1 of `model` on `rows_in_split`, plus flip test-time averaging where
+    the photo is read; the fused model also with the photo hidden, with the title hidden and with its
+    branch heads silent (when they vote). The model's own row comes first."""
+    labels, n_classes = data.labels(), len(data.classes)
     probes = {variant: {}}
     if variant == "fused":
         probes |= {"fused, photo removed": {"use_image": False}, "fused, title removed": {"use_text": False}}
-    model = fitted.bundle.model
     votes = model.branch_head_weights.clone() if model.branch_classifiers is not None else None
     if votes is not None and bool(votes.any()):  # what the branch heads' votes (train/fusion.py) add
         probes[f"{variant}, branch heads silent"] = {"silent": True}
@@ -133,20 +149,49 @@ def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, 
     for label, hide in probes.items():
         if hide.pop("silent", False):
             model.branch_head_weights.zero_()
-        logits, _ = predict_logits(model, data, test, **hide)
-        scores = scores_with_per_class(labels[test], logits.argmax(1), n_classes)
+        logits, _ = predict_logits(model, data, rows_in_split, **hide)
+        scores = scores_with_per_class(labels[rows_in_split], logits.argmax(1), n_classes)
         if hide.get("use_image", True):  # with a photo: also averaged with its mirror image
-            scores |= flip_tta_scores(model, data, test, logits, **hide)
+            scores |= flip_tta_scores(model, data, rows_in_split, logits, **hide)
         if votes is not None:
             model.branch_head_weights.copy_(votes)
         row = {"model": label + suffix, "seed": seed, **scores}
-        if label == variant:
-            row |= {"train_seconds": seconds, "peak_rss_gb": memory.peak / 1e9, "epochs": len(fitted.history)}
-            row |= {"best_epoch": fitted.bundle.spec.training.best_epoch}
-            row |= {"branch_head_weights": fitted.bundle.spec.training.branch_head_weights}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "per_class_f1"}), flush=True)
     return rows
+
+
+def score_saved_model(folder: str, catalog: str, config: str, overrides: list[str], out: str | None) -> None:
+    """Score a saved model (a champion's bundle, a benchmark's cached model) on the validation and the test
+    split of `catalog`, split as `config` splits it; nothing is trained."""
+    cfg = load_config(config, overrides=dotted_overrides(overrides))
+    data, _, name = prepared_catalog(catalog, cfg)
+    bundle = load_bundle(folder)
+    if sorted(bundle.classes) != sorted(data.classes):
+        raise SystemExit(f"error: the model's classes {bundle.classes} are not the catalog's {data.classes}")
+    read = (bundle.spec.text_columns, bundle.spec.max_title_tokens)
+    if read != (cfg.data.text_columns, cfg.data.max_title_tokens):
+        raise SystemExit(f"error: the model reads (text columns, tokens) {read}; config {cfg.name} encodes otherwise")
+    if bundle.classes != data.classes:  # the same categories in the model's order (an update appends new ones)
+        order = {c: i for i, c in enumerate(bundle.classes)}
+        rows = data.rows.assign(label=data.rows["category"].map(order).astype(np.int64))
+        parts = (data.images, data.input_ids, data.attention_mask, data.catalog_root, data.catalog_hash)
+        data = PreparedData(rows, list(bundle.classes), *parts)
+    variant = "fused" if bundle.model.image_encoders and bundle.model.text_encoder is not None else "model"
+    results = {}
+    print(f"{name}: {data.split_counts()} products; model {folder}", flush=True)
+    for split in ("val", "test"):
+        results[split] = score_probes(bundle.model, data, data.indices(split), variant, "", None)
+    print("| split | model | top-1 | macro-F1 | top-1, flip TTA | macro-F1, flip TTA |\n|---|---|---|---|---|---|")
+    for split, rows in results.items():
+        for r in rows:
+            flip = f"{r['top1_flip_tta']:.4f} | {r['macro_f1_flip_tta']:.4f}" if "top1_flip_tta" in r else "– | –"
+            print(f"| {split} | {r['model']} | {r['top1']:.4f} | {r['macro_f1']:.4f} | {flip} |")
+    path = Path(out or Path(__file__).parent / "results" / f"accuracy_{name}_{cfg.name}_saved_model.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"catalog": name, "config": cfg.name, "overrides": overrides, "model": str(folder), "classes": data.classes}
+    path.write_text(json.dumps({"meta": meta, **results}, indent=2, default=float))
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -159,7 +204,10 @@ def main() -> None:
         help="photo encoders: scratch, pretrained (the config's pretrain section, run per seed) or scratch,pretrained",
     )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/accuracy_<catalog>_<config>.json)")
+    parser.add_argument("--model", help="a saved model's folder: score it on val and test instead of training")
     args = parser.parse_args()
+    if args.model:
+        return score_saved_model(args.model, args.catalog, args.config, args.set, args.out)
 
     overrides = dotted_overrides(args.set)
     if args.epochs:
@@ -194,8 +242,9 @@ def main() -> None:
         f"\n{name}, config {cfg.name} ({'x'.join(map(str, cfg.model.image_hw))} px), "
         f"{len(test)} test products, seeds {args.seeds}"
     )
-    print("| model | top-1 | macro-F1 | top-1, flip TTA | train s | peak RSS GB | " + " | ".join(data.classes) + " |")
-    print("|---|---|---|---|---|---|" + "---|" * n_classes)
+    header = "| model | top-1 | macro-F1 | top-1, flip TTA | val top-1 | train s | peak RSS GB | "
+    print(header + " | ".join(data.classes) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * n_classes)
     summary = []
     for model in dict.fromkeys(r["model"] for r in rows):
         group = [r for r in rows if r["model"] == model]
@@ -205,9 +254,11 @@ def main() -> None:
         seconds = np.mean([r["train_seconds"] for r in group if "train_seconds" in r] or [np.nan])
         peak = np.max([r["peak_rss_gb"] for r in group if "peak_rss_gb" in r] or [np.nan])
         flip = np.mean([r["top1_flip_tta"] for r in group if "top1_flip_tta" in r] or [np.nan])
+        val = np.mean([r["val_top1"] for r in group if "val_top1" in r] or [np.nan])
         summary.append({"model": model, "top1_mean": top1.mean(), "top1_std": top1.std(), "macro_f1_mean": f1.mean()})
         print(
             f"| {model} | {top1.mean():.4f} ± {top1.std():.4f} | {f1.mean():.4f} ± {f1.std():.4f} | {flip:.4f} | "
+            f"{val:.4f} | "
             f"{seconds:.0f} | "
             f"{peak:.2f} | " + " | ".join(f"{x:.3f}" for x in per_class) + " |"
         )

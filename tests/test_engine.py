@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from kickvision.config import TextEncoderConfig
 from kickvision.model.net import build_model
@@ -107,6 +108,18 @@ def test_with_a_weight_average_the_best_epochs_average_is_kept_not_its_live_weig
     model, result = _run(tiny_config, demo_data, settings, _scripted([0.9, 0.4, 0.7], "val_loss"), live)
     assert result.best_epoch == 2
     assert not any(_same(model.state_dict(), weights) for weights in live)  # an average, not a step's weights
+
+
+def test_a_model_comes_back_from_the_loop_contiguous_so_safetensors_can_save_it(tiny_config, demo_data, tmp_path):
+    """On a GPU the loop keeps the weights channels-last (NHWC); what it hands back is always contiguous."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model, len(demo_data.classes)).to(memory_format=torch.channels_last)
+    assert not all(t.is_contiguous() for t in model.state_dict().values())
+    loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
+    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None)
+    train_loop(model, demo_data, demo_data.indices("train")[:32], settings, loss, _scripted([0.5]), progress=False)
+    assert all(t.is_contiguous() for t in model.state_dict().values())
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
 
 
 def test_the_loop_trains_on_mixed_photos_with_the_targets_the_mix_made(tiny_config, demo_data):
@@ -260,6 +273,12 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
         train.amp,
         train.num_threads,
         PhotoAugment(),
+    )
+    no_nhwc = train.model_copy(update={"channels_last": False})
+    assert (
+        fit.channels_last
+        and not fit_settings(no_nhwc).channels_last
+        and not update_settings(continual, no_nhwc).channels_last
     )
     update = update_settings(continual, train)
     assert (update.epochs, update.batch_size, update.lr, update.pct_start) == (

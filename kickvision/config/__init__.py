@@ -164,6 +164,7 @@ class TrainConfig(_Section):
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA only
+    channels_last: bool = True  # on CUDA only: the weights and photos in NHWC, what cuDNN's fast convolutions read
 
 
 class PruneConfig(_Section):

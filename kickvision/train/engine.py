@@ -107,7 +107,10 @@ def create_optimizer(model: MultimodalShoeNet, settings: LoopSettings) -> torch.
         {"params": [p for p in trained if id(p) in pretrained_ids], "lr": settings.encoder_lr or settings.lr},
         {"params": [p for p in trained if id(p) not in pretrained_ids], "lr": settings.lr},
     ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
+    on_cuda = any(p.is_cuda for p in trained)  # CUDA: the fused kernel, one launch per step for every tensor
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], weight_decay=settings.weight_decay, fused=True if on_cuda else None
+    )
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, settings: LoopSettings, steps_per_epoch: int):
@@ -181,7 +184,8 @@ def train_loop(
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     device = pick_device(settings.device)
-    model.to(device)
+    channels_last = device.type == "cuda" and settings.channels_last
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     transform = resolve_image_transform(model.cfg)
     loader = make_loader(data, train_indices, settings.batch_size, seed, settings.balanced_sampling)
     encoders = generic_pretrained_encoders(model)
@@ -191,7 +195,7 @@ def train_loop(
         ema = ModelEmaV3(model, decay=settings.ema_decay, use_warmup=True) if settings.ema_decay else None
         scored = ema.module if ema is not None else model  # what is validated and kept
         fixed = (forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device)
-        steps = _Steps(*fixed, encoders=encoders, n_classes=len(data.classes), ema=ema, progress=progress)
+        steps = _Steps(*fixed, encoders, len(data.classes), ema, progress, channels_last)
 
         result, best_state, stale = LoopResult(), None, 0
         if settings.score_start and settings.monitor is not None:
@@ -228,7 +232,7 @@ def train_loop(
             best_state = ema.module.state_dict()
         if best_state is not None:
             model.load_state_dict(best_state)
-    model.to("cpu").eval()
+    model.to("cpu", memory_format=torch.contiguous_format).eval()  # safetensors saves contiguous tensors only
     return result
 
 
@@ -250,6 +254,7 @@ class _Steps:
     n_classes: int
     ema: ModelEmaV3 | None
     progress: bool
+    channels_last: bool  # photos in NHWC, as the weights
 
 
 def _one_epoch(steps: _Steps, desc: str) -> dict[str, float]:
@@ -272,6 +277,8 @@ def _one_epoch(steps: _Steps, desc: str) -> dict[str, float]:
         if settings.mix is not None:
             images, batch["target"] = settings.mix(images, batch["label"], steps.n_classes)
         batch["image"] = transform.standardise(images)
+        if steps.channels_last:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         with _autocast(device, settings.amp):
             out = forward(model, batch)
             loss = steps.loss_terms[0](batch, out)

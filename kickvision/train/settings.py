@@ -36,6 +36,7 @@ class LoopSettings:
     later_wins_ties: bool = False  # on an equal `monitor` value keep the later weights (they saw more data)
     device: str = "auto"
     amp: bool = True
+    channels_last: bool = True  # on CUDA only
     num_threads: int = 0
 
 
@@ -57,6 +58,7 @@ def fit_settings(train: TrainConfig) -> LoopSettings:
         patience=train.patience,
         device=train.device,
         amp=train.amp,
+        channels_last=train.channels_last,
         num_threads=train.num_threads,
     )
 
