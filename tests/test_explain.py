@@ -31,6 +31,26 @@ def test_wrapper_gives_the_fused_models_logits(tiny_bundle, photo):
     torch.testing.assert_close(direct, wrapped)
 
 
+def test_the_wrapper_reads_the_title_once_however_many_photos_it_scores(tiny_bundle, photo):
+    _, image, ids, mask = encode_product(tiny_bundle, photo, "Stride Women Black Heels")
+    photos = torch.cat([image, image.flip(-1), torch.zeros_like(image)])
+    model, reads = tiny_bundle.model, []
+    hook = model.text_encoder.register_forward_hook(lambda *_: reads.append(1))
+    try:
+        with torch.no_grad():
+            for hidden in (None, torch.zeros(1)):
+                reads.clear()
+                wrapper = ImageOnlyInput(model, ids, mask, hidden)
+                wrapped = [wrapper(photos), wrapper(photos[:1])]
+                assert len(reads) == 1  # when the wrapper was made, not per call
+                present = None if hidden is None else hidden.expand(3)
+                direct = model(photos, ids.expand(3, -1), mask.expand(3, -1), text_present=present).logits
+                torch.testing.assert_close(wrapped[0], direct)
+                torch.testing.assert_close(wrapped[1], direct[:1])
+    finally:
+        hook.remove()
+
+
 def test_each_image_branch_gets_a_map_grad_cam_plus_plus_for_the_cnn_patch_occlusion_for_the_vit(tiny_bundle, photo):
     explanation = explain_product(tiny_bundle, photo, "Stride Women Black Party Heels")
     assert explanation.cam_methods == {"0_resnet18": "Grad-CAM++", "1_vit_tiny_patch16_224": "patch occlusion"}
@@ -146,6 +166,31 @@ def test_road_faithfulness_is_scored_per_branch_against_random_maps_on_the_same_
     assert metrics["cam_faithfulness_products"] == 3 and all(np.isfinite(v) for v in metrics.values())
     assert metrics == cam_faithfulness(shared_trained, learnt_data, n=3)  # same products, same random maps
     assert cam_faithfulness(shared_trained, learnt_data, n=0) == {"cam_faithfulness_products": 0.0}
+
+
+def test_road_is_pytorch_grad_cams_combined_score_with_half_the_forwards(tiny_bundle, photo):
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    from kickvision.evaluate.faithfulness import PERCENTILES, road_combined
+
+    _, image, ids, mask = encode_product(tiny_bundle, photo, "Stride Women Black Heels")
+    wrapper, calls = ImageOnlyInput(tiny_bundle.model, ids, mask, torch.zeros(1)), []
+    hook = wrapper.register_forward_hook(lambda *_: calls.append(1))
+    images = torch.cat([image, image.flip(-1)])
+    cams = np.random.default_rng(0).random((2, *images.shape[-2:]), dtype=np.float32)
+    targets = [ClassifierOutputSoftmaxTarget(0), ClassifierOutputSoftmaxTarget(2)]
+    scores = {}
+    try:
+        for name, road in (("library", ROADCombined(percentiles=list(PERCENTILES))), ("ours", road_combined)):
+            torch.manual_seed(7)  # the imputation noise
+            before = len(calls)
+            scores[name] = (road(images, cams, targets, wrapper), len(calls) - before)
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(scores["ours"][0], scores["library"][0], atol=1e-6)
+    assert np.abs(scores["ours"][0]).max() > 1e-4  # (scores that say something, not zeros agreeing)
+    assert (scores["library"][1], scores["ours"][1]) == (4 * len(PERCENTILES), 2 * len(PERCENTILES))
 
 
 def test_a_margin_over_random_maps_is_counted_in_paired_standard_errors():

@@ -25,7 +25,10 @@ from kickvision.model.predict import predict_logits
 
 
 class ImageOnlyInput(nn.Module):
-    """The fused model as a function of the photo alone (title tokens fixed): grad-cam's input."""
+    """The fused model as a function of the photo alone (title tokens fixed): grad-cam's input.
+
+    The title's text-encoder output is computed once, when the wrapper is made (the model in eval
+    mode), and reused for every photo: ROAD alone runs the wrapper dozens of times per product."""
 
     def __init__(
         self,
@@ -41,13 +44,17 @@ class ImageOnlyInput(nn.Module):
             attention_mask,
             text_present,
         )
+        self.text_features = None
+        if model.text_encoder is not None:
+            with torch.no_grad():
+                self.text_features = model.text_encoder(input_ids, attention_mask)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n = images.shape[0]
         present = None if self.text_present is None else self.text_present.expand(n)
-        return self.model(
-            images, self.input_ids.expand(n, -1), self.attention_mask.expand(n, -1), text_present=present
-        ).logits
+        title = None if self.text_features is None else self.text_features.expand(n, -1)
+        ids, mask = self.input_ids.expand(n, -1), self.attention_mask.expand(n, -1)
+        return self.model(images, ids, mask, text_present=present, text_features=title).logits
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """Do the image maps (Grad-CAM++, patch occlusion) explain the model? ROAD scores against random maps of the same size.
 
-ROAD (Rong et al. 2022, pytorch-grad-cam's `ROADCombined`): remove the pixels a map calls most
-relevant (and, separately, least relevant) by noisy linear imputation, at several percentiles, and
-watch the target class probability: a faithful map makes it fall when its top pixels go and hold
-when its bottom pixels go. The combined score (LeRF - MoRF) / 2 is higher for a more faithful map;
-the same score for uniform random maps is the floor a real map must clear.
+ROAD (Rong et al. 2022, pytorch-grad-cam's `ROADCombined`, computed by `road_combined`): remove the
+pixels a map calls most relevant (and, separately, least relevant) by noisy linear imputation, at
+several percentiles, and watch the target class probability: a faithful map makes it fall when its
+top pixels go and hold when its bottom pixels go. The combined score (LeRF - MoRF) / 2 is higher
+for a more faithful map; the same score for uniform random maps is the floor a real map must clear.
 
 Each product is scored twice: with its title held fixed (the fused prediction a user sees, where a
 confident title leaves the photo little to move) and with the title hidden (`_photo_only`: what the
@@ -38,8 +38,6 @@ def cam_faithfulness(
     ROAD's imputation noise is drawn from a generator seeded with `seed`, so the scores repeat run to
     run (the global generator is left as it was).
     """
-    from pytorch_grad_cam.metrics.road import ROADCombined
-
     model = bundle.model.eval()
     if not model.image_encoders:
         return {}
@@ -48,14 +46,13 @@ def cam_faithfulness(
     chosen = np.random.default_rng(seed).permutation(indices)[:n]
     if not len(chosen):
         return {"cam_faithfulness_products": 0.0}
-    road = ROADCombined(percentiles=list(PERCENTILES))
     scores: dict[str, list[float]] = {}
     for condition, hide_title in CONDITIONS.items():
         rng = np.random.default_rng(seed)  # the same random maps and imputation noise in each condition
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             for j in chosen:
-                for key, score in _road_scores(model, data, int(j), transform, road, rng, hide_title).items():
+                for key, score in _road_scores(model, data, int(j), transform, rng, hide_title).items():
                     scores.setdefault(f"{key}{condition}", []).append(score)
     metrics = {}
     for key, values in scores.items():
@@ -85,7 +82,7 @@ def paired_margin_se(branch: np.ndarray, random: np.ndarray) -> float:
     return float(differences.mean() / se) if se > 0 else float("nan")
 
 
-def _road_scores(model, data: PreparedData, j: int, transform, road, rng, hide_title: bool) -> dict[str, float]:
+def _road_scores(model, data: PreparedData, j: int, transform, rng, hide_title: bool) -> dict[str, float]:
     """Product j's ROAD score for each branch's map (kickvision/evaluate/cam.py) and for a random map."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
@@ -100,4 +97,17 @@ def _road_scores(model, data: PreparedData, j: int, transform, road, rng, hide_t
     by_branch = branch_maps(model, wrapper, images, blank, target, targets[0])
     maps = {branch_family(name.split("_", 1)[1]): cam[None] for name, cam in by_branch.items()}
     maps["random"] = rng.random((1, *images.shape[-2:]), dtype=np.float32)
-    return {key: float(road(images, grayscale, targets, wrapper)[0]) for key, grayscale in maps.items()}
+    return {key: float(road_combined(images, grayscale, targets, wrapper)[0]) for key, grayscale in maps.items()}
+
+
+def road_combined(images: torch.Tensor, cams: np.ndarray, targets, model) -> np.ndarray:
+    """pytorch-grad-cam's `ROADCombined` score, (LeRF - MoRF) / 2 over PERCENTILES, per image, without its
+    forwards of the unperturbed photos: each side is the perturbed target probability minus the same
+    unperturbed one, which cancels in the difference. Half the forwards; the same imputations, drawn in
+    the same order (LeRF at each percentile, then MoRF)."""
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+
+    def mean_after(metric) -> np.ndarray:
+        return np.mean([metric(p)(images, cams, targets, model, return_diff=False) for p in PERCENTILES], axis=0)
+
+    return (mean_after(ROADLeastRelevantFirst) - mean_after(ROADMostRelevantFirst)) / 2

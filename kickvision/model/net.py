@@ -88,11 +88,15 @@ class MultimodalShoeNet(nn.Module):
         return names + (["text"] if self.text_encoder is not None else [])
 
     def branch_vectors(
-        self, images: torch.Tensor | None, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
+        self,
+        images: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        text_features: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         vectors = [enc(images) for enc in self.image_encoders] if self.image_encoders else []
         if self.text_encoder is not None:
-            vectors.append(self.text_encoder(input_ids, attention_mask))
+            vectors.append(self.text_encoder(input_ids, attention_mask) if text_features is None else text_features)
         return [proj(v) for proj, v in zip(self.projections, vectors, strict=True)]
 
     def forward(
@@ -102,9 +106,12 @@ class MultimodalShoeNet(nn.Module):
         attention_mask: torch.Tensor,
         image_present: torch.Tensor | None = None,
         text_present: torch.Tensor | None = None,
+        text_features: torch.Tensor | None = None,
     ) -> ShoeNetOutput:
-        """`image_present` / `text_present` ([B] bools) zero a missing modality's branches."""
-        vectors = self.branch_vectors(images, input_ids, attention_mask)
+        """`image_present` / `text_present` ([B] bools) zero a missing modality's branches. `text_features`
+        ([B, text encoder width]): the text encoder's output for these titles, already computed (an
+        explainer holds one title fixed over many photos); the encoder is then not run."""
+        vectors = self.branch_vectors(images, input_ids, attention_mask, text_features)
         branch_logits = (
             [head(v) for head, v in zip(self.branch_classifiers, vectors, strict=True)]
             if self.branch_classifiers is not None
