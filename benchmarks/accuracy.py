@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import benchmark_parser, fit_quietly, flip_tta_scores, prepared_catalog
+from common import benchmark_parser, data_for_model, fit_quietly, flip_tta_scores, prepared_catalog
 from sklearn.metrics import f1_score
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
-from kickvision.data.prepare import PreparedData
 from kickvision.data.text import product_texts
 from kickvision.evaluate.catalog_audit import tfidf_text_model
 from kickvision.model.bundle import load_bundle
@@ -167,16 +166,7 @@ def score_saved_model(folder: str, catalog: str, config: str, overrides: list[st
     cfg = load_config(config, overrides=dotted_overrides(overrides))
     data, _, name = prepared_catalog(catalog, cfg)
     bundle = load_bundle(folder)
-    if sorted(bundle.classes) != sorted(data.classes):
-        raise SystemExit(f"error: the model's classes {bundle.classes} are not the catalog's {data.classes}")
-    read = (bundle.spec.text_columns, bundle.spec.max_title_tokens)
-    if read != (cfg.data.text_columns, cfg.data.max_title_tokens):
-        raise SystemExit(f"error: the model reads (text columns, tokens) {read}; config {cfg.name} encodes otherwise")
-    if bundle.classes != data.classes:  # the same categories in the model's order (an update appends new ones)
-        order = {c: i for i, c in enumerate(bundle.classes)}
-        rows = data.rows.assign(label=data.rows["category"].map(order).astype(np.int64))
-        parts = (data.images, data.input_ids, data.attention_mask, data.catalog_root, data.catalog_hash)
-        data = PreparedData(rows, list(bundle.classes), *parts)
+    data = data_for_model(data, bundle, cfg)
     variant = "fused" if bundle.model.image_encoders and bundle.model.text_encoder is not None else "model"
     results = {}
     print(f"{name}: {data.split_counts()} products; model {folder}", flush=True)

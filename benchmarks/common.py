@@ -40,6 +40,22 @@ def prepared_catalog(catalog: str | None, cfg: RunConfig):
     return data, tokenizer, source.name if catalog else "demo"
 
 
+def data_for_model(data: PreparedData, bundle, cfg: RunConfig) -> PreparedData:
+    """`data` labelled in a saved model's class order (a catalog-drop update appends its new categories),
+    after checking that the model reads the text the config encodes; exits with one line otherwise."""
+    if sorted(bundle.classes) != sorted(data.classes):
+        raise SystemExit(f"error: the model's classes {bundle.classes} are not the catalog's {data.classes}")
+    read = (bundle.spec.text_columns, bundle.spec.max_title_tokens)
+    if read != (cfg.data.text_columns, cfg.data.max_title_tokens):
+        raise SystemExit(f"error: the model reads (text columns, tokens) {read}; config {cfg.name} encodes otherwise")
+    if bundle.classes == data.classes:
+        return data
+    order = {c: i for i, c in enumerate(bundle.classes)}
+    rows = data.rows.assign(label=data.rows["category"].map(order).astype("int64"))
+    parts = (data.images, data.input_ids, data.attention_mask, data.catalog_root, data.catalog_hash)
+    return PreparedData(rows, list(bundle.classes), *parts)
+
+
 def fit_quietly(data: PreparedData, cfg: RunConfig, model_cfg, tokenizer, seed: int, photo_encoders=None) -> FitResult:
     """`model_cfg` fitted with the run config's train and data sections, no progress bars."""
     tokens, columns = cfg.data.max_title_tokens, cfg.data.text_columns

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import prepared_catalog
+from common import data_for_model, prepared_catalog
 from PIL import Image
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
@@ -53,6 +53,7 @@ def main() -> None:
     data, tokenizer, name = prepared_catalog(args.catalog, cfg)
     if args.model:
         bundle = load_bundle(args.model)
+        data = data_for_model(data, bundle, cfg)
     else:
         bundle = fit(data, cfg.model, cfg.train, tokenizer, cfg.data.max_title_tokens, seed=cfg.seed).bundle
         if args.save_model:
