@@ -1,0 +1,116 @@
+"""What ROAD costs per product: pytorch-grad-cam's `ROADCombined` on the whole fused model vs kickvision's
+`road_combined` on the explainer's wrapper, side by side in one process, with the scores compared.
+
+The reference is the library's metric through a wrapper that runs every branch on every call (the title
+through the text encoder too); kickvision's leaves out the forwards of the unperturbed photo (they cancel
+in (LeRF - MoRF) / 2) and reads the title once. Each product is scored as the evaluate step scores it:
+title fixed and hidden, each image branch's map and a random map, the same imputation noise for both
+(seeded). Prints seconds per product, their ratio and the largest score difference; writes JSON.
+
+    .venv/bin/python benchmarks/road_cost.py --catalog ../shared/data/fashion-footwear --config fashion \
+        --model DIR --products 4 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import data_for_model, prepared_catalog
+from pytorch_grad_cam.metrics.road import ROADCombined
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+from kickvision.config import load_config
+from kickvision.evaluate.cam import branch_maps
+from kickvision.evaluate.explain import ImageOnlyInput
+from kickvision.evaluate.faithfulness import PERCENTILES, road_combined
+
+REFERENCE, OURS = "ROADCombined, whole model per call", "road_combined, title read once"
+
+
+class WholeModel(ImageOnlyInput):
+    """The fused model as a function of the photo, every branch run on every call."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n = images.shape[0]
+        present = None if self.text_present is None else self.text_present.expand(n)
+        ids, mask = self.input_ids.expand(n, -1), self.attention_mask.expand(n, -1)
+        return self.model(images, ids, mask, text_present=present).logits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalog", required=True)
+    parser.add_argument("--config", default="fashion")
+    parser.add_argument("--model", required=True, help="a saved bundle folder trained with --config on --catalog")
+    parser.add_argument("--products", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/road_cost_<catalog>.json)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from kickvision.model.bundle import load_bundle
+
+    cfg = load_config(args.config)
+    data, _, name = prepared_catalog(args.catalog, cfg)
+    bundle = load_bundle(args.model)
+    data = data_for_model(data, bundle, cfg)
+    model, transform = bundle.model.eval(), bundle.image_transform()
+    chosen = np.random.default_rng(cfg.seed).permutation(data.indices("test"))[: args.products]
+    seconds, differences = {REFERENCE: 0.0, OURS: 0.0}, []
+    for j in chosen:
+        ids, mask = torch.from_numpy(data.input_ids[j : j + 1]), torch.from_numpy(data.attention_mask[j : j + 1])
+        images = transform.normalise(data.images[j : j + 1])
+        for hidden in (None, torch.zeros(1)):
+            wrapper = ImageOnlyInput(model, ids, mask, hidden)
+            with torch.no_grad():
+                target = int(wrapper(images).argmax(1))
+            targets = [ClassifierOutputSoftmaxTarget(target)]
+            maps = [
+                m[None]
+                for m in branch_maps(model, wrapper, images, transform.blank_input(), target, targets[0]).values()
+            ]
+            maps.append(np.random.default_rng(0).random((1, *images.shape[-2:]), dtype=np.float32))
+            for cam in maps:
+                scores = {}
+                for label, road, wrap in (
+                    (REFERENCE, ROADCombined(percentiles=list(PERCENTILES)), WholeModel),
+                    (OURS, road_combined, ImageOnlyInput),
+                ):
+                    torch.manual_seed(0)  # the same imputation noise
+                    started = time.perf_counter()
+                    scores[label] = float(road(images, cam, targets, wrap(model, ids, mask, hidden))[0])
+                    seconds[label] += time.perf_counter() - started
+                differences.append(abs(scores[REFERENCE] - scores[OURS]))
+    n = len(chosen)
+    print(
+        f"\n{name}: {n} test products, both title conditions, {len(maps)} maps each, {torch.get_num_threads()} threads"
+    )
+    print("| ROAD | s per product |\n|---|---|")
+    for label, total in seconds.items():
+        print(f"| {label} | {total / n:.2f} |")
+    ratio = seconds[REFERENCE] / seconds[OURS]
+    print(f"speed-up {ratio:.2f}x; largest score difference {max(differences):.1e}")
+    out = Path(args.out or Path(__file__).parent / "results" / f"road_cost_{name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "catalog": name,
+        "config": cfg.name,
+        "model": args.model,
+        "products": n,
+        "threads": torch.get_num_threads(),
+        "seconds_per_product": {k: v / n for k, v in seconds.items()},
+        "speed_up": ratio,
+        "largest_score_difference": max(differences),
+    }
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
