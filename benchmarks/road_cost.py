@@ -35,6 +35,15 @@ REFERENCE, OURS = "ROADCombined, whole model per call", "road_combined, title re
 class WholeModel(ImageOnlyInput):
     """The fused model as a function of the photo, every branch run on every call."""
 
+    def __init__(self, model, input_ids, attention_mask, text_present=None):
+        torch.nn.Module.__init__(self)  # not ImageOnlyInput's: nothing read ahead
+        self.model, self.input_ids, self.attention_mask, self.text_present = (
+            model,
+            input_ids,
+            attention_mask,
+            text_present,
+        )
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n = images.shape[0]
         present = None if self.text_present is None else self.text_present.expand(n)

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from kickvision.config import TextEncoderConfig
 from kickvision.model.net import build_model
 from kickvision.train.augment import PhotoAugment, PhotoMix
-from kickvision.train.engine import create_optimizer, create_scheduler, split_validator, train_loop
+from kickvision.train.engine import classify, create_optimizer, create_scheduler, split_validator, train_loop
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.settings import LoopSettings, finetune_settings, fit_settings, update_settings
 
@@ -120,6 +120,28 @@ def test_a_model_comes_back_from_the_loop_contiguous_so_safetensors_can_save_it(
     train_loop(model, demo_data, demo_data.indices("train")[:32], settings, loss, _scripted([0.5]), progress=False)
     assert all(t.is_contiguous() for t in model.state_dict().values())
     save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the CPU path keeps torch's defaults)")
+def test_on_cuda_the_loop_steps_with_the_fused_adamw_on_channels_last_weights_and_photos(tiny_config, demo_data):
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model, len(demo_data.classes))
+    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, device="cuda")
+    assert create_optimizer(model.cuda(), settings).defaults["fused"]
+    seen = []
+
+    def forward(model, batch):
+        stem = model.image_encoders[0].backbone.conv1.weight
+        seen.append((batch["image"], stem))
+        return classify(model, batch)
+
+    loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
+    rows = demo_data.indices("train")[:32]
+    train_loop(model, demo_data, rows, settings, loss, _scripted([0.5]), progress=False, forward=forward)
+    assert seen and all(t.is_contiguous(memory_format=torch.channels_last) for pair in seen for t in pair)
+    no_nhwc, seen[:] = replace(settings, channels_last=False), []
+    train_loop(model, demo_data, rows, no_nhwc, loss, _scripted([0.5]), progress=False, forward=forward)
+    assert seen and all(t.is_contiguous() for pair in seen for t in pair)
 
 
 def test_the_loop_trains_on_mixed_photos_with_the_targets_the_mix_made(tiny_config, demo_data):

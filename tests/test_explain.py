@@ -47,7 +47,12 @@ def test_the_wrapper_reads_the_title_once_however_many_photos_it_scores(tiny_bun
                 direct = model(photos, ids.expand(3, -1), mask.expand(3, -1), text_present=present).logits
                 torch.testing.assert_close(wrapped[0], direct)
                 torch.testing.assert_close(wrapped[1], direct[:1])
+        reads.clear()
+        model.train()  # dropout draws anew each call: nothing to reuse
+        ImageOnlyInput(model, ids, mask)(photos)
+        assert len(reads) == 1
     finally:
+        model.eval()
         hook.remove()
 
 

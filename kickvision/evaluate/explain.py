@@ -27,8 +27,9 @@ from kickvision.model.predict import predict_logits
 class ImageOnlyInput(nn.Module):
     """The fused model as a function of the photo alone (title tokens fixed): grad-cam's input.
 
-    The title's text-encoder output is computed once, when the wrapper is made (the model in eval
-    mode), and reused for every photo: ROAD alone runs the wrapper dozens of times per product."""
+    The title's text-encoder output is computed once, when the wrapper is made, and reused for every
+    photo (ROAD alone runs the wrapper dozens of times per product); a model in training mode (dropout
+    draws anew each call) reads it on every call."""
 
     def __init__(
         self,
@@ -45,7 +46,7 @@ class ImageOnlyInput(nn.Module):
             text_present,
         )
         self.text_features = None
-        if model.text_encoder is not None:
+        if model.text_encoder is not None and not model.training:
             with torch.no_grad():
                 self.text_features = model.text_encoder(input_ids, attention_mask)
 
