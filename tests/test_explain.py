@@ -49,8 +49,9 @@ def test_the_wrapper_reads_the_title_once_however_many_photos_it_scores(tiny_bun
                 torch.testing.assert_close(wrapped[1], direct[:1])
         reads.clear()
         model.train()  # dropout draws anew each call: nothing to reuse
-        ImageOnlyInput(model, ids, mask)(photos)
-        assert len(reads) == 1
+        training = ImageOnlyInput(model, ids, mask)
+        training(photos), training(photos)
+        assert len(reads) == 2
     finally:
         model.eval()
         hook.remove()
