@@ -129,7 +129,7 @@ def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, 
     rows[0] |= {"branch_head_weights": fitted.bundle.spec.training.branch_head_weights}
     val = data.indices("val")  # what recipes are chosen on
     val_logits, _ = predict_logits(fitted.bundle.model, data, val)
-    rows[0] |= {"val_top1": float((val_logits.argmax(1) == data.labels()[val]).mean())}
+    rows[0] |= {"val_top1": classification_scores(data.labels()[val], val_logits.argmax(1))["top1"]}
     return rows
 
 
