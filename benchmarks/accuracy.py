@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import benchmark_parser, data_for_model, fit_quietly, flip_tta_scores, prepared_catalog
+from common import benchmark_parser, data_for_model, fit_quietly, flip_tta_scores, prepared_catalog, write_result
 from sklearn.metrics import f1_score
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
@@ -177,11 +177,8 @@ def score_saved_model(folder: str, catalog: str, config: str, overrides: list[st
         for r in rows:
             flip = f"{r['top1_flip_tta']:.4f} | {r['macro_f1_flip_tta']:.4f}" if "top1_flip_tta" in r else "– | –"
             print(f"| {split} | {r['model']} | {r['top1']:.4f} | {r['macro_f1']:.4f} | {flip} |")
-    path = Path(out or Path(__file__).parent / "results" / f"accuracy_{name}_{cfg.name}_saved_model.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"catalog": name, "config": cfg.name, "overrides": overrides, "model": str(folder), "classes": data.classes}
-    path.write_text(json.dumps({"meta": meta, **results}, indent=2, default=float))
-    print(f"wrote {path}")
+    write_result({"meta": meta, **results}, out, f"accuracy_{name}_{cfg.name}_saved_model.json")
 
 
 def main() -> None:
@@ -252,8 +249,6 @@ def main() -> None:
             f"{seconds:.0f} | "
             f"{peak:.2f} | " + " | ".join(f"{x:.3f}" for x in per_class) + " |"
         )
-    out = Path(args.out or Path(__file__).parent / "results" / f"accuracy_{name}_{cfg.name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "catalog": name,
         "config": cfg.name,
@@ -263,8 +258,7 @@ def main() -> None:
         "classes": data.classes,
         "branch_costs": costs,
     }
-    out.write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=2, default=float))
-    print(f"wrote {out}")
+    write_result({"meta": meta, "summary": summary, "rows": rows}, args.out, f"accuracy_{name}_{cfg.name}.json")
 
 
 if __name__ == "__main__":

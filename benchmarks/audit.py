@@ -29,11 +29,10 @@ for a merchandiser. Writes JSON.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from common import benchmark_parser, prepared_catalog
+from common import benchmark_parser, prepared_catalog, write_result
 
 from kickvision.config import dotted_overrides, load_config
 from kickvision.data.text import product_texts
@@ -173,7 +172,6 @@ def main() -> None:
             f"({row.suspicion:.3f}; {row.disagrees or 'neither branch disagrees'})  {row.title}"
         )
     suffix = "" if args.split == "test" else f"_{args.split}"
-    out = Path(args.out or Path(__file__).parent / "results" / f"audit_{name}{suffix}.json")
     meta = {
         "catalog": name,
         "config": cfg.name,
@@ -184,8 +182,8 @@ def main() -> None:
         "draws": args.draws,
     }
     own = own_errors[["product_id", "category", "predicted", "suspicion", "disagrees", "title"]].to_dict("records")
-    out.write_text(json.dumps({"meta": meta, "rankings": summary, "unflipped_top": own}, indent=2, default=float))
-    print(f"wrote {out}")
+    result = {"meta": meta, "rankings": summary, "unflipped_top": own}
+    write_result(result, args.out, f"audit_{name}{suffix}.json")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the demo), and a model fitted and scored the same way."""
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,17 @@ from kickvision.model.encoders import build_tokenizer
 from kickvision.model.predict import predict_arrays, predict_logits
 from kickvision.train.engine import classification_scores
 from kickvision.train.fit import FitResult, fit
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def write_result(result: dict, out: str | None, default_name: str) -> Path:
+    """A benchmark's result as JSON at `out` (default benchmarks/results/<default_name>); says where."""
+    path = Path(out or RESULTS / default_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=float))
+    print(f"wrote {path}")
+    return path
 
 
 def benchmark_parser(doc: str, config: str = "demo", seeds: tuple[int, ...] = (42,)) -> argparse.ArgumentParser:

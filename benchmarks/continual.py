@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from common import prepared_catalog
+from common import prepared_catalog, write_result
 from pydantic import ValidationError
 
 from kickvision.config import RunConfig, deep_merge, dotted_overrides, load_config
@@ -534,13 +534,11 @@ def main() -> None:
     if len(update_seeds) > 1:
         print("\nOver the update seeds (mean ± standard error of the mean):")
         print("\n".join(seed_summary(results)))
-    out = Path(args.out or Path(__file__).parent / "results" / f"continual_{name}_{cfg.name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"catalog": name, "config": cfg.name, "seed": cfg.seed, "update_seeds": update_seeds}
     meta["train_epochs"] = cfg.train.epochs
     meta["machine"] = machine(cfg)
-    out.write_text(json.dumps({"meta": meta | {"continual": cfg.continual.model_dump()}, "results": results}, indent=2))
-    print(f"wrote {out}")
+    result = {"meta": meta | {"continual": cfg.continual.model_dump()}, "results": results}
+    write_result(result, args.out, f"continual_{name}_{cfg.name}.json")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,11 @@ scaling (fitted on validation); explanation seconds per product on CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from common import data_for_model, prepared_catalog
+from common import data_for_model, prepared_catalog, write_result
 from PIL import Image
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
@@ -110,8 +108,6 @@ def main() -> None:
         f"image maps (both branches) + title occlusion {cam_seconds:.2f} s/product on CPU; "
         f"ROAD scoring {road_seconds / n:.2f} s/product"
     )
-    out = Path(args.out or Path(__file__).parent / "results" / f"explain_{name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "catalog": name,
         "config": cfg.name,
@@ -122,8 +118,7 @@ def main() -> None:
         "cam_seconds_per_product": cam_seconds,
         "road_seconds_per_product": road_seconds / n,
     }
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out, f"explain_{name}.json")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ writes JSON.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-from common import benchmark_parser, image_only_scores, prepared_catalog
+from common import benchmark_parser, image_only_scores, prepared_catalog, write_result
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
 
@@ -86,10 +85,9 @@ def main() -> None:
             f"{f1.mean():.4f} ± {f1.std():.4f} | {flip.mean():.4f} | {'/'.join(str(r['best_epoch']) for r in group)} | "
             f"{np.mean([r['seconds'] for r in group]):.0f} |"
         )
-    out = Path(args.out or Path(__file__).parent / "results" / f"photo_recipe_{name}_{args.config}.json")
     meta = {"catalog": name, "config": args.config, "overrides": args.set, "recipes": RECIPES, "seeds": args.seeds}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=float))
-    print(f"\nwrote {out}")
+    print()
+    write_result({"meta": meta, "rows": rows}, args.out, f"photo_recipe_{name}_{args.config}.json")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-from common import benchmark_parser, image_only_scores, prepared_catalog
+from common import benchmark_parser, image_only_scores, prepared_catalog, write_result
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
 from kickvision.train.pretrain import pretrain_photos
@@ -82,10 +81,9 @@ def main() -> None:
                 f"{row[p + 'best_epoch']:>8} {row[p + 'seconds']:>8.0f}"
             )
         print(f"{row['seed']:>5} {'(pretraining)':<30} {'':>7} {'':>9} {'':>8} {row['pretrain_seconds']:>8.0f}")
-    out = Path(args.out or Path(__file__).parent / "results" / f"pretrain_{name}_{cfg.name}.json")
     meta = {"catalog": name, "config": cfg.name, "overrides": args.set, "splits": data.split_counts()}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=float))
-    print(f"\nwrote {out}")
+    print()
+    write_result({"meta": meta, "rows": rows}, args.out, f"pretrain_{name}_{cfg.name}.json")
 
 
 if __name__ == "__main__":

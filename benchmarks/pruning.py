@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import prepared_catalog
+from common import prepared_catalog, write_result
 
 from kickvision.config import load_config
 from kickvision.model.bundle import load_bundle, save_bundle
@@ -164,11 +163,8 @@ def main() -> None:
             f"{r['top1_no_finetune']:.4f} | {r['top1']:.4f} | {(r['top1'] - b['top1']) * 100:+.2f} pt | "
             f"{r['macro_f1']:.4f} |"
         )
-    out = Path(args.out or Path(__file__).parent / "results" / f"pruning_{name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"catalog": name, "config": cfg.name, "train_epochs": cfg.train.epochs, "prune": cfg.prune.model_dump()}
-    out.write_text(json.dumps({"meta": meta, "train_seconds": train_seconds, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_result({"meta": meta, "train_seconds": train_seconds, "rows": rows}, args.out, f"pruning_{name}.json")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ catalog's size and on synthetic 10k and 100k indexes. Prints tables and writes J
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from common import write_result
 
 from kickvision.config import load_config
 from kickvision.data.catalog import read_catalog
@@ -93,23 +93,16 @@ def main() -> None:
     print(f"{'items':>10} {'p50 ms':>8} {'p95 ms':>8}")
     for n, (p50, p95) in latency.items():
         print(f"{n:>10} {p50:>8.3f} {p95:>8.3f}")
-    out = Path(args.out or Path(__file__).parent / "results" / f"recommend_{name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "catalog": name,
-                "config": args.config,
-                "overrides": overrides,
-                "products": len(data.rows),
-                "train_seconds": train_seconds,
-                "quality": quality,
-                "latency_ms": {str(n): {"p50": a, "p95": b} for n, (a, b) in latency.items()},
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {out}")
+    result = {
+        "catalog": name,
+        "config": args.config,
+        "overrides": overrides,
+        "products": len(data.rows),
+        "train_seconds": train_seconds,
+        "quality": quality,
+        "latency_ms": {str(n): {"p50": a, "p95": b} for n, (a, b) in latency.items()},
+    }
+    write_result(result, args.out, f"recommend_{name}.json")
 
 
 if __name__ == "__main__":

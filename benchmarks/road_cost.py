@@ -14,13 +14,11 @@ title fixed and hidden, each image branch's map and a random map, the same imput
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from common import data_for_model, prepared_catalog
+from common import data_for_model, prepared_catalog, write_result
 from pytorch_grad_cam.metrics.road import ROADCombined
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
@@ -105,8 +103,6 @@ def main() -> None:
         print(f"| {label} | {total / n:.2f} |")
     ratio = seconds[REFERENCE] / seconds[OURS]
     print(f"speed-up {ratio:.2f}x; largest score difference {max(differences):.1e}")
-    out = Path(args.out or Path(__file__).parent / "results" / f"road_cost_{name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "catalog": name,
         "config": cfg.name,
@@ -117,8 +113,7 @@ def main() -> None:
         "speed_up": ratio,
         "largest_score_difference": max(differences),
     }
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out, f"road_cost_{name}.json")
 
 
 if __name__ == "__main__":

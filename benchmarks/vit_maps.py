@@ -23,15 +23,13 @@ test products with the title hidden; margins over random in paired standard erro
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from common import benchmark_parser, prepared_catalog
+from common import benchmark_parser, prepared_catalog, write_result
 from PIL import Image
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
@@ -194,10 +192,7 @@ def main() -> None:
             print(f"| {r['maps']} | {r['road']:.4f} | {r['std']:.4f} | {se} |")
         result |= {"catalog": name, "config": cfg.name, "model": args.model, "road": rows}
     suffix = f"_{result['catalog']}" if "catalog" in result else ""
-    out = Path(args.out or Path(__file__).parent / "results" / f"vit_maps{suffix}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out, f"vit_maps{suffix}.json")
 
 
 if __name__ == "__main__":
