@@ -2,26 +2,29 @@
 
 Trains (forward, the training loss, backward, AdamW step) on batches of the train split in the
 loader's order, and predicts (kickvision.model.predict) on the validation split, for each batch size
-asked, two ways in one process (measured in the order A B B A and averaged): with the text encoder
-reading only the token columns some title of the batch uses (`trim_padding`, as kickvision runs) and
-reading every column up to `max_title_tokens` (as it ran before). Prints samples per second and the
-ratio; writes JSON.
+asked, two ways in one process (measured in the order A B B A and averaged). Prints samples per
+second and the ratio; writes JSON. What the two ways are (`--compare`):
+
+- `trim`: the text encoder reading only the token columns some title of the batch uses
+  (`trim_padding`, as kickvision runs) vs every column up to `max_title_tokens` (as it ran before);
+- `optimizer`: torch's fused AdamW kernel (`create_optimizer`, as kickvision runs) vs AdamW stepping
+  each tensor in turn (torch's own choice on a CPU, as it ran before); training only.
 
     .venv/bin/python benchmarks/throughput.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/throughput.py --catalog ../shared/data/fashion-footwear --config fashion \
         --set 'data.text_columns=[]'          # titles alone
+    .venv/bin/python benchmarks/throughput.py --catalog ../shared/data/fashion-footwear --config fashion \
+        --compare optimizer --batch-sizes 32
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from common import benchmark_parser, prepared_catalog
+from common import benchmark_parser, prepared_catalog, write_result
 
 from kickvision.config import dotted_overrides, load_config
 from kickvision.data.images import resolve_image_transform
@@ -33,6 +36,8 @@ from kickvision.train.loader import make_loader
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.settings import fit_settings
 
+WAYS = {"trim": ("every column", "trimmed"), "optimizer": ("per tensor", "fused")}  # (before, as kickvision runs)
+
 
 def every_column(encoder: TextEncoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """TextEncoder.forward as it was before `trim_padding`: every padded column through the transformer."""
@@ -41,10 +46,16 @@ def every_column(encoder: TextEncoder, input_ids: torch.Tensor, attention_mask: 
     return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-def train_rate(model, data, cfg, batch_size: int, seconds: float) -> float:
+def per_tensor_adamw(model, settings) -> torch.optim.Optimizer:
+    """`create_optimizer`'s groups and settings, stepped one tensor at a time (torch's CPU default)."""
+    groups = create_optimizer(model, settings).param_groups
+    return torch.optim.AdamW([g | {"fused": None, "foreach": False} for g in groups])
+
+
+def train_rate(model, data, cfg, batch_size: int, seconds: float, optimizer_factory=create_optimizer) -> float:
     """Training samples per second over about `seconds` of steps (after one warm-up step)."""
     settings = fit_settings(cfg.train)
-    optimizer = create_optimizer(model, settings)
+    optimizer = optimizer_factory(model, settings)
     loss_fn = ClassificationLoss.from_config(cfg.train, cfg.model)
     transform = resolve_image_transform(cfg.model)
     model.train()
@@ -77,6 +88,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__, config="fashion")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--seconds", type=float, default=30.0, help="training time per measurement")
+    parser.add_argument("--compare", choices=sorted(WAYS), default="trim", help="which two ways (see above)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/throughput_<catalog>_<config>.json)")
     args = parser.parse_args()
     cfg = load_config(args.config, overrides=dotted_overrides(args.set))
@@ -90,36 +102,48 @@ def main() -> None:
     )
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes))
+    a, b = WAYS[args.compare]
     rows = []
     for batch_size in args.batch_sizes:
         row = {"batch_size": batch_size}
         rates: dict[str, list[float]] = {}
-        for way in ("every column", "trimmed", "trimmed", "every column"):  # ABBA: drift hits both ways alike
+        for way in (a, b, b, a):  # ABBA: drift hits both ways alike
+            factory = create_optimizer
             if way == "every column":
                 model.text_encoder.forward = lambda ids, mask: every_column(model.text_encoder, ids, mask)
             elif "forward" in vars(model.text_encoder):
                 del model.text_encoder.forward  # back to the class's own (trimming) forward
-            rates.setdefault(f"train_{way}", []).append(train_rate(model, data, cfg, batch_size, args.seconds))
-            rates.setdefault(f"predict_{way}", []).append(predict_rate(model, data, batch_size))
+            if way == "per tensor":
+                factory = per_tensor_adamw
+            rates.setdefault(f"train_{way}", []).append(train_rate(model, data, cfg, batch_size, args.seconds, factory))
+            if args.compare == "trim":
+                rates.setdefault(f"predict_{way}", []).append(predict_rate(model, data, batch_size))
         row |= {key: float(np.mean(values)) for key, values in rates.items()}
-        row["train_ratio"] = row["train_trimmed"] / row["train_every column"]
-        row["predict_ratio"] = row["predict_trimmed"] / row["predict_every column"]
+        row["train_ratio"] = row[f"train_{b}"] / row[f"train_{a}"]
+        if args.compare == "trim":
+            row["predict_ratio"] = row[f"predict_{b}"] / row[f"predict_{a}"]
         rows.append(row)
         print(row, flush=True)
-    print("| batch | train, every column | train, trimmed | ratio | predict, every column | predict, trimmed | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| batch | train, {a} | train, {b} | ratio |"
+        + (f" predict, {a} | predict, {b} | ratio |" * (args.compare == "trim"))
+    )
+    print("|---|---|---|---|" + "---|---|---|" * (args.compare == "trim"))
     for r in rows:
-        print(
-            f"| {r['batch_size']} | {r['train_every column']:.1f}/s | {r['train_trimmed']:.1f}/s | "
-            f"{r['train_ratio']:.2f} | {r['predict_every column']:.0f}/s | {r['predict_trimmed']:.0f}/s | "
-            f"{r['predict_ratio']:.2f} |"
-        )
-    out = Path(args.out or Path(__file__).parent / "results" / f"throughput_{name}_{cfg.name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"catalog": name, "config": cfg.name, "overrides": args.set, "host": platform.node()}
+        line = f"| {r['batch_size']} | {r[f'train_{a}']:.1f}/s | {r[f'train_{b}']:.1f}/s | {r['train_ratio']:.2f} |"
+        if args.compare == "trim":
+            line += f" {r[f'predict_{a}']:.0f}/s | {r[f'predict_{b}']:.0f}/s | {r['predict_ratio']:.2f} |"
+        print(line)
+    meta = {
+        "catalog": name,
+        "config": cfg.name,
+        "overrides": args.set,
+        "compare": args.compare,
+        "host": platform.node(),
+    }
     meta |= {"threads": torch.get_num_threads(), "tokens_median": float(np.median(lengths))}
-    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
-    print(f"wrote {out}")
+    suffix = "" if args.compare == "trim" else f"_{args.compare}"
+    write_result({"meta": meta, "results": rows}, args.out, f"throughput_{name}_{cfg.name}{suffix}.json")
 
 
 if __name__ == "__main__":
