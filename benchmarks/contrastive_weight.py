@@ -10,6 +10,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from common import write_result
+
 from kickvision.config import load_config
 from kickvision.data.catalog import read_catalog
 from kickvision.data.demo import write_demo_catalog
@@ -28,7 +30,7 @@ def main() -> None:
     parser.add_argument("--config", default="demo")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 0.2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7])
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "contrastive_weight.json"))
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/contrastive_weight.json)")
     args = parser.parse_args()
 
     base = load_config(args.config)
@@ -47,7 +49,7 @@ def main() -> None:
     print(f"\n{'weight':>6} {'seed':>5}" + "".join(f"{m:>15}" for m in METRICS))
     for r in rows:
         print(f"{r['weight']:>6} {r['seed']:>5}" + "".join(f"{r[m]:>15.4f}" for m in METRICS))
-    Path(args.out).write_text(json.dumps({"config": args.config, "results": rows}, indent=2))
+    write_result({"config": args.config, "results": rows}, args.out, "contrastive_weight.json")
 
 
 if __name__ == "__main__":

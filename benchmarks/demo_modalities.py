@@ -9,10 +9,11 @@ exist, and reports test top-1 / macro-F1 side by side. Prints a table, writes JS
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from common import write_result
 
 from kickvision.config import load_config
 from kickvision.data.catalog import read_catalog
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--config", default="demo")
     parser.add_argument("--per-class", type=int, default=120)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "demo_modalities.json"))
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/demo_modalities.json)")
     args = parser.parse_args()
 
     cfg = load_config(args.config)
@@ -72,14 +73,9 @@ def main() -> None:
             f"{r['variant']:<38} {r['seed']:>4} {r['test_top1']:>7.4f} "
             f"{r['test_macro_f1']:>9.4f} {r['train_seconds']:>8.1f}"
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps(
-            {"config": args.config, "per_class": args.per_class, "split": data.split_counts(), "results": results},
-            indent=2,
-        )
-    )
-    print(f"\nwrote {args.out}")
+    result = {"config": args.config, "per_class": args.per_class, "split": data.split_counts(), "results": results}
+    print()
+    write_result(result, args.out, "demo_modalities.json")
 
 
 if __name__ == "__main__":

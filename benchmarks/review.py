@@ -16,7 +16,6 @@ and writes JSON. With `--screenshots DIR`, headless Chromium captures Classify, 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import threading
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from common import write_result
 
 from kickvision.config import load_config
 from kickvision.data.catalog import read_catalog, resolve_inside, write_catalog
@@ -170,9 +170,9 @@ def main() -> None:
     print(f"{'':<24}{'n':>5}{'p50':>9}{'p90':>9}{'p99':>9}")
     for label, stats in result["requests"].items():
         print(f"{label:<24}{stats['n']:>5}{stats['p50']:>9}{stats['p90']:>9}{stats['p99']:>9}")
-    out = Path(args.out or f"benchmarks/results/review_{Path(args.catalog).name}_{args.config}.json")
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}" + (f"; screenshots: {', '.join(shots)}" if shots else ""))
+    write_result(result, args.out, f"review_{Path(args.catalog).name}_{args.config}.json")
+    if shots:
+        print(f"screenshots: {', '.join(shots)}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from common import write_result
 
 BAD_PAYLOADS = [
     {"dataframe_split": {"columns": ["image", "title"], "data": [["bm90IGFuIGltYWdl", "x"]]}},  # "not an image"
@@ -238,12 +239,10 @@ def main() -> None:
             f"{r['bad_answered_5xx_or_dropped']} |"
         )
     name = label.replace(":/", "_").replace("/", "_").replace("@", "_")
-    out = Path(args.out or Path(__file__).parent / "results" / f"serving_{name}.json")
     meta = {"model_uri": label, "clients": args.clients, "seconds": args.seconds, "workers": args.workers}
     meta["server_threads"] = args.server_threads
     clean = {k: {m: (None if isinstance(v, float) and v != v else v) for m, v in r.items()} for k, r in table.items()}
-    out.write_text(json.dumps({"meta": meta, "scenarios": clean}, indent=2))
-    print(f"wrote {out}")
+    write_result({"meta": meta, "scenarios": clean}, args.out, f"serving_{name}.json")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ champion.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_result
 
 from kickvision.data.catalog import link_or_copy, read_catalog, resolve_inside
 
@@ -115,10 +115,7 @@ def main() -> None:
             f"| {name} | {r['seconds'] / 60:.1f} min | {r['test_top1']} | {r['old_top1'] or '-'} | "
             f"{r['new_top1'] or '-'} | {r['registered']} |"
         )
-    out = Path(args.out or REPO / "benchmarks" / "results" / f"update_as_a_user_{args.config}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
-    print(f"wrote {out}")
+    write_result({"args": vars(args), "results": results}, args.out, f"update_as_a_user_{args.config}.json")
 
 
 if __name__ == "__main__":
