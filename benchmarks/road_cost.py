@@ -4,14 +4,16 @@ scores compared.
 
 - the library's metric through a wrapper that runs every branch on every call (the title through the
   text encoder too): a forward per percentile and direction, and of the unperturbed photos each time;
-- per percentile (kickvision's `road_combined` of 2026-12-02): the library's per-percentile metrics with
-  `return_diff=False` (the unperturbed forwards cancel in (LeRF - MoRF) / 2) on the wrapper that reads
-  the title once;
+- per map and percentile (how the evaluate step scored on 2026-12-02, kickvision's `road_combined` then):
+  the library's per-percentile metrics with `return_diff=False` (the unperturbed forwards cancel in
+  (LeRF - MoRF) / 2) on the wrapper that reads the title once, called once per map; its imputation noise
+  is drawn in another order, so its scores differ from the other two by noise, and are not compared;
 - kickvision's `road_combined`: the same imputations, every perturbed photo in one forward.
 
 Each product is scored as the evaluate step scores it: title fixed and hidden, each image branch's map
-and a random map as one batch, the same imputation noise for every way (seeded). Prints seconds per
-product, the ratios and the largest score difference; writes JSON.
+and a random map (as one batch but for the per-map way), the same imputation noise for every way
+(seeded), after one product scored untimed by every way (warm-up). Prints seconds per product, the
+ratios and the largest score difference; writes JSON.
 
     .venv/bin/python benchmarks/road_cost.py --catalog ../shared/data/fashion-footwear --config fashion \
         --model DIR --products 4 --threads 1
@@ -33,16 +35,20 @@ from kickvision.evaluate.cam import branch_maps
 from kickvision.evaluate.explain import ImageOnlyInput
 from kickvision.evaluate.faithfulness import PERCENTILES, road_combined
 
-REFERENCE, BEFORE, OURS = "ROADCombined, whole model", "per percentile, title read once", "road_combined, one forward"
+REFERENCE, BEFORE, OURS = "ROADCombined, whole model", "per map and percentile (before)", "road_combined, one forward"
 
 
-def per_percentile(images: torch.Tensor, cams: np.ndarray, targets, model) -> np.ndarray:
-    """`road_combined` as of 2026-12-02: one forward per percentile and direction, none of the unperturbed photos."""
+def per_map_and_percentile(images: torch.Tensor, cams: np.ndarray, targets, model) -> np.ndarray:
+    """The evaluate step's ROAD as of 2026-12-02: each map on its own, one forward per percentile and
+    direction, none of the unperturbed photos."""
 
-    def mean_after(metric) -> np.ndarray:
-        return np.mean([metric(p)(images, cams, targets, model, return_diff=False) for p in PERCENTILES], axis=0)
+    def mean_after(metric, i: int) -> np.ndarray:
+        args = images[i : i + 1], cams[i : i + 1], targets[i : i + 1], model
+        return np.mean([metric(p)(*args, return_diff=False) for p in PERCENTILES], axis=0)
 
-    return (mean_after(ROADLeastRelevantFirst) - mean_after(ROADMostRelevantFirst)) / 2
+    return np.concatenate(
+        [(mean_after(ROADLeastRelevantFirst, i) - mean_after(ROADMostRelevantFirst, i)) / 2 for i in range(len(images))]
+    )
 
 
 class WholeModel(ImageOnlyInput):
@@ -83,9 +89,9 @@ def main() -> None:
     bundle = load_bundle(args.model)
     data = data_for_model(data, bundle, cfg)
     model, transform = bundle.model.eval(), bundle.image_transform()
-    chosen = np.random.default_rng(cfg.seed).permutation(data.indices("test"))[: args.products]
+    chosen = np.random.default_rng(cfg.seed).permutation(data.indices("test"))[: args.products + 1]
     seconds, differences = dict.fromkeys((REFERENCE, BEFORE, OURS), 0.0), []
-    for j in chosen:
+    for warm_up, j in zip([True] + [False] * args.products, chosen, strict=False):
         ids, mask = torch.from_numpy(data.input_ids[j : j + 1]), torch.from_numpy(data.attention_mask[j : j + 1])
         images = transform.normalise(data.images[j : j + 1])
         for hidden in (None, torch.zeros(1)):
@@ -99,15 +105,15 @@ def main() -> None:
             scores = {}
             for label, road, wrap in (
                 (REFERENCE, ROADCombined(percentiles=list(PERCENTILES)), WholeModel),
-                (BEFORE, per_percentile, ImageOnlyInput),
+                (BEFORE, per_map_and_percentile, ImageOnlyInput),
                 (OURS, road_combined, ImageOnlyInput),
             ):
                 torch.manual_seed(0)  # the same imputation noise
                 started = time.perf_counter()
                 scores[label] = road(batch, cams, targets * len(maps), wrap(model, ids, mask, hidden))
-                seconds[label] += time.perf_counter() - started
-            differences.append(max(np.abs(scores[label] - scores[OURS]).max() for label in (REFERENCE, BEFORE)))
-    n = len(chosen)
+                seconds[label] += 0.0 if warm_up else time.perf_counter() - started
+            differences.append(float(np.abs(scores[REFERENCE] - scores[OURS]).max()))
+    n = len(chosen) - 1
     print(
         f"\n{name}: {n} test products, both title conditions, {len(maps)} maps each, {torch.get_num_threads()} threads"
     )
@@ -116,8 +122,8 @@ def main() -> None:
         print(f"| {label} | {total / n:.2f} | {seconds[REFERENCE] / total:.2f}x |")
     ratio = seconds[REFERENCE] / seconds[OURS]
     print(
-        f"speed-up {ratio:.2f}x ({seconds[BEFORE] / seconds[OURS]:.2f}x over per percentile); "
-        f"largest score difference {max(differences):.1e}"
+        f"speed-up {ratio:.2f}x ({seconds[BEFORE] / seconds[OURS]:.2f}x over the per-map way); "
+        f"largest score difference from the library {max(differences):.1e}"
     )
     result = {
         "catalog": name,
@@ -127,7 +133,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "seconds_per_product": {k: v / n for k, v in seconds.items()},
         "speed_up": ratio,
-        "speed_up_over_per_percentile": seconds[BEFORE] / seconds[OURS],
+        "speed_up_over_per_map_and_percentile": seconds[BEFORE] / seconds[OURS],
         "largest_score_difference": max(differences),
     }
     write_result(result, args.out, f"road_cost_{name}.json")
