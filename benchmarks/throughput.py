@@ -89,7 +89,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--seconds", type=float, default=30.0, help="training time per measurement")
     parser.add_argument("--compare", choices=sorted(WAYS), default="trim", help="which two ways (see above)")
-    parser.add_argument("--out", help="JSON path (default benchmarks/results/throughput_<catalog>_<config>.json)")
+    parser.add_argument(
+        "--out", help="JSON path (default benchmarks/results/throughput_<catalog>_<config>[_optimizer].json)"
+    )
     args = parser.parse_args()
     cfg = load_config(args.config, overrides=dotted_overrides(args.set))
     data, _, name = prepared_catalog(args.catalog, cfg)
