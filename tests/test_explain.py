@@ -174,13 +174,16 @@ def test_road_faithfulness_is_scored_per_branch_against_random_maps_on_the_same_
     assert cam_faithfulness(shared_trained, learnt_data, n=0) == {"cam_faithfulness_products": 0.0}
 
 
-def test_road_is_pytorch_grad_cams_combined_score_in_one_forward(tiny_bundle, photo):
+def test_road_is_pytorch_grad_cams_combined_score_in_one_forward(tiny_bundle, photo, monkeypatch):
+    from pytorch_grad_cam.metrics import road as road_module
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     from kickvision.evaluate.faithfulness import PERCENTILES, road_combined
 
     _, image, ids, mask = encode_product(tiny_bundle, photo, "Stride Women Black Heels")
+    # imputation noise 50x the library's 0.01, so that drawing it in another order shows in the scores
+    monkeypatch.setattr(road_module.NoisyLinearImputer.__init__, "__defaults__", (0.5, road_module.neighbors_weights))
     wrapper, calls = ImageOnlyInput(tiny_bundle.model, ids, mask, torch.zeros(1)), []
     hook = wrapper.register_forward_hook(lambda *_: calls.append(1))
     images = torch.cat([image, image.flip(-1)])
