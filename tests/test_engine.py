@@ -8,9 +8,11 @@ import torch
 from safetensors.torch import save_file
 
 from kickvision.config import TextEncoderConfig
+from kickvision.data.images import resolve_image_transform
 from kickvision.model.net import build_model
 from kickvision.train.augment import PhotoAugment, PhotoMix
 from kickvision.train.engine import classify, create_optimizer, create_scheduler, split_validator, train_loop
+from kickvision.train.loader import make_loader
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.settings import LoopSettings, finetune_settings, fit_settings, update_settings
 
@@ -122,7 +124,34 @@ def test_a_model_comes_back_from_the_loop_contiguous_so_safetensors_can_save_it(
     save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the CPU path keeps torch's defaults)")
+def test_the_optimizer_is_torchs_fused_adamw_and_steps_as_the_per_tensor_one_does(tiny_config, demo_data):
+    """The fused kernel takes every tensor in one pass (on a CPU torch does not pick it by itself); its
+    steps are AdamW's, the same as the per-tensor loop's to float rounding."""
+    torch.manual_seed(0)
+    fused_model = build_model(tiny_config.model, len(demo_data.classes)).eval()  # eval: no dropout draws
+    per_tensor_model = copy.deepcopy(fused_model)
+    start = copy.deepcopy(fused_model.state_dict())
+    fused = create_optimizer(fused_model, LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None))
+    assert fused.defaults["fused"]
+    twin = dict(zip(fused_model.parameters(), per_tensor_model.parameters(), strict=True))
+    groups = [
+        g | {"params": [twin[p] for p in g["params"]], "fused": False, "foreach": False} for g in fused.param_groups
+    ]
+    per_tensor = torch.optim.AdamW(groups)
+    loss_fn = ClassificationLoss.from_config(tiny_config.train, tiny_config.model)
+    batch = next(iter(make_loader(demo_data, demo_data.indices("train")[:16], 16, 0, balanced=False)))
+    transform = resolve_image_transform(tiny_config.model)
+    batch["image"] = transform.standardise(transform.to_unit(batch["image"]))
+    for model, optimizer in ((fused_model, fused), (per_tensor_model, per_tensor)):
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(batch, classify(model, batch)).backward()
+            optimizer.step()
+    assert not _same(start, fused_model.state_dict())
+    assert max((p - twin[p]).abs().max().item() for p in twin) < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_the_loop_steps_with_the_fused_adamw_on_channels_last_weights_and_photos(tiny_config, demo_data):
     torch.manual_seed(0)
     model = build_model(tiny_config.model, len(demo_data.classes))

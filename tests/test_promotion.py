@@ -126,6 +126,27 @@ def test_the_alias_moves_only_if_the_champion_is_still_the_one_compared_against(
     assert mlflow_client.get_model_version(name, decision.version).tags["promotion_decision"] == "challenger"
 
 
+def test_a_version_refused_against_a_champion_that_moved_meanwhile_says_so(
+    shared_trained, learnt_data, tiny_config, mlflow_client
+):
+    """Its gate compared it with a stale champion: the watcher must still apply its drop to the new one."""
+    from dataclasses import replace
+
+    name = "kickvision-race-refused"
+    weak = _register(_untrained(shared_trained, tiny_config), learnt_data, name)
+    compared = _register(shared_trained, learnt_data, name, move=False)
+    refused = replace(compared, promoted=False, reason="worse overall")  # the gate's answer, against `weak`
+    assert move_champion(refused) == refused  # the champion has not moved: the refusal stands as it is
+    other = _register(shared_trained, learnt_data, name)  # another trainer promotes
+    assert other.promoted and refused.champion_version == weak.version
+    final = move_champion(refused)
+    assert final.champion_moved and not final.promoted and not final.fail_closed
+    assert final.reason.startswith(f"worse overall; but the champion moved from v{weak.version} to v{other.version}")
+    tags = mlflow_client.get_model_version(name, refused.version).tags
+    assert tags["promotion_decision"] == "challenger" and tags["promotion_reason"] == final.reason
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == other.version
+
+
 def test_a_drop_whose_promotion_did_not_finish_is_not_counted_as_applied(shared_trained, learnt_data, mlflow_client):
     from kickvision.serve.registry import processed_by
 

@@ -43,7 +43,7 @@ class PromotionDecision:
     champion_version: str | None = None
     champion_score: float | None = None
     fail_closed: bool = False  # refused because the registry or the champion could not be read
-    champion_moved: bool = False  # passed its gate, but another version became champion meanwhile
+    champion_moved: bool = False  # another version became champion while this one was compared
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -247,9 +247,11 @@ def move_champion(decision: PromotionDecision, client: MlflowClient | None = Non
     """The last write of a registration: point `champion` at the version if its gate passed and the
     champion is still the version the gate compared against (compare-and-set; MLflow has no atomic
     one, so the check is a read right before the write). Otherwise the version stays challenger and
-    its tags say why. Returns the final decision."""
+    its tags say why. A version its gate refused is checked too: if the champion moved meanwhile, its
+    comparison was against a stale champion, and it says so (`champion_moved`), so that the caller can
+    apply its drop to the new champion. Returns the final decision."""
     if not decision.promoted:
-        return decision
+        return _refused_against_a_moved_champion(decision, client or MlflowClient())
     client = client or MlflowClient()
     try:
         current = champion_version(client, decision.model_name)
@@ -276,6 +278,28 @@ def move_champion(decision: PromotionDecision, client: MlflowClient | None = Non
                 reason=f"champion moved from {_named(decision.champion_version)} to {_named(now)} while "
                 f"v{decision.version} was compared against it; v{decision.version} stays challenger",
             )
+    _tag_decision(client, final, {})
+    return final
+
+
+def _refused_against_a_moved_champion(decision: PromotionDecision, client: MlflowClient) -> PromotionDecision:
+    """A refused decision as it stands, or marked `champion_moved` when the champion is no longer the
+    version it was compared against (unreadable registry: as it stands; nothing is promoted either way)."""
+    if decision.fail_closed or decision.champion_version is None:
+        return decision
+    try:
+        current = champion_version(client, decision.model_name)
+    except RegistryError:
+        return decision
+    now = str(current.version) if current is not None else None
+    if now == decision.champion_version:
+        return decision
+    final = replace(
+        decision,
+        champion_moved=True,
+        reason=f"{decision.reason}; but the champion moved from {_named(decision.champion_version)} to "
+        f"{_named(now)} while v{decision.version} was compared against it",
+    )
     _tag_decision(client, final, {})
     return final
 
