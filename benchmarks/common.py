@@ -4,6 +4,7 @@ the demo), and a model fitted and scored the same way."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -64,8 +65,7 @@ def data_for_model(data: PreparedData, bundle, cfg: RunConfig) -> PreparedData:
         return data
     order = {c: i for i, c in enumerate(bundle.classes)}
     rows = data.rows.assign(label=data.rows["category"].map(order).astype("int64"))
-    parts = (data.images, data.input_ids, data.attention_mask, data.catalog_root, data.catalog_hash)
-    return PreparedData(rows, list(bundle.classes), *parts)
+    return dataclasses.replace(data, rows=rows, classes=list(bundle.classes))
 
 
 def fit_quietly(data: PreparedData, cfg: RunConfig, model_cfg, tokenizer, seed: int, photo_encoders=None) -> FitResult:

@@ -1,6 +1,7 @@
 """The benchmark scripts' own helpers: how methods are named and split, how seeds are summarised, where
 results are written. (The benchmarks themselves measure; these are the parts that must not misreport.)"""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -67,3 +68,55 @@ def test_a_result_goes_to_the_results_folder_unless_a_path_is_given_and_numpy_nu
     assert path == chosen and json.loads(chosen.read_text()) == {"top1": 0.5, "rows": [1, 2]}
     assert capsys.readouterr().out.strip() == f"wrote {chosen}"
     assert not (common.RESULTS / "never_used.json").exists()
+
+
+def test_a_saved_model_relabels_the_catalog_in_its_own_class_order_and_refuses_what_it_cannot_read(
+    bench, tiny_config, learnt_data, trained_bundle
+):
+    common, _ = bench
+    assert common.data_for_model(learnt_data, trained_bundle, tiny_config) is learnt_data  # same order: as it is
+
+    # An update appends its new categories, so a saved model's order can differ from the catalog's sorted one.
+    reordered = list(reversed(learnt_data.classes))
+    trained_bundle.spec = trained_bundle.spec.model_copy(update={"classes": reordered})
+    relabelled = common.data_for_model(learnt_data, trained_bundle, tiny_config)
+    assert relabelled.classes == reordered
+    categories = learnt_data.rows["category"].to_numpy()
+    assert [reordered[i] for i in relabelled.labels()] == list(categories)
+    assert [learnt_data.classes[i] for i in learnt_data.labels()] == list(categories)  # the input is untouched
+    assert relabelled.images is learnt_data.images and relabelled.corrections == learnt_data.corrections
+
+    trained_bundle.spec = trained_bundle.spec.model_copy(update={"classes": reordered[:-1] + ["Clogs"]})
+    with pytest.raises(SystemExit, match=r"^error: the model's classes .* are not the catalog's"):
+        common.data_for_model(learnt_data, trained_bundle, tiny_config)
+
+    trained_bundle.spec = trained_bundle.spec.model_copy(update={"classes": reordered})
+    reads_more = tiny_config.model_copy(
+        update={"data": tiny_config.data.model_copy(update={"text_columns": ["brand"]})}
+    )
+    with pytest.raises(SystemExit, match=r"^error: the model reads \(text columns, tokens\)"):
+        common.data_for_model(learnt_data, trained_bundle, reads_more)
+
+
+def test_flip_averaging_adds_the_logits_of_each_photo_mirrored_left_to_right(bench, learnt_data, shared_trained):
+    common, _ = bench
+    from kickvision.model.predict import predict_arrays
+    from kickvision.train.engine import classification_scores
+
+    rows = learnt_data.indices("test")
+    model, labels = shared_trained.model, learnt_data.labels()[rows]
+    as_they_are, _ = predict_arrays(
+        model, learnt_data.images[rows], learnt_data.input_ids[rows], learnt_data.attention_mask[rows]
+    )
+    # Mirrored photos with no logits of their own: averaging flips them back, so the scores are the originals'.
+    mirrored = dataclasses.replace(learnt_data, images=np.ascontiguousarray(learnt_data.images[:, :, ::-1]))
+    scores = common.flip_tta_scores(model, mirrored, rows, np.zeros_like(as_they_are))
+    plain = classification_scores(labels, as_they_are.argmax(1))
+    assert scores == {"top1_flip_tta": plain["top1"], "macro_f1_flip_tta": plain["macro_f1"]}
+
+    # What the caller hides stays hidden in the mirrored pass: with the photo hidden, a mirror changes nothing.
+    ids, mask = learnt_data.input_ids[rows], learnt_data.attention_mask[rows]
+    title_only, _ = predict_arrays(model, learnt_data.images[rows], ids, mask, use_image=False)
+    hidden = common.flip_tta_scores(model, learnt_data, rows, np.zeros_like(title_only), use_image=False)
+    alone = classification_scores(labels, title_only.argmax(1))
+    assert hidden == {"top1_flip_tta": alone["top1"], "macro_f1_flip_tta": alone["macro_f1"]}
