@@ -272,18 +272,12 @@ def test_a_drop_that_lost_the_champion_race_is_applied_again_to_the_new_champion
     assert champion in (raced[0], str(updates[1].version))  # the winner, or its update if the gate promoted it
 
 
-@pytest.mark.integration
-def test_a_refused_update_falls_back_to_a_joint_retrain_on_the_base_catalog_and_the_drop(tmp_path, state_dir, capsys):
-    """With continual.refused_update: joint_retrain, a drop whose update the gate refuses (here: an
-    update learning rate that wrecks the model) is learnt by a fresh training on the champion's
-    catalog merged with the drop, and that model goes through the training gate. A drop whose refused
-    update is registered but whose joint retrain never ran (a crash between the two leaves exactly what
-    `kickvision update` by hand leaves) gets its joint retrain when the watcher meets it."""
+def _a_champion_whose_updates_are_refused(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """(config, base catalog) of a trained champion `name` whose updates the gate refuses (an update
+    learning rate that wrecks the model) and whose watcher falls back to a joint retrain."""
     from kickvision.data.demo import write_demo_catalog
-    from orchestration.stack import tracking_uri
     from tests.conftest import REPO, TINY_RUN
 
-    name = "kickvision-joint"
     run = deep_merge(
         TINY_RUN,
         {
@@ -294,10 +288,24 @@ def test_a_refused_update_falls_back_to_a_joint_retrain_on_the_base_catalog_and_
         },
     )
     run["continual"]["refused_update"] = "joint_retrain"
-    config = tmp_path / "tiny-joint.yaml"
+    config = tmp_path / f"{name}.yaml"
     config.write_text(yaml.safe_dump(deep_merge(yaml.safe_load((REPO / "configs/demo.yaml").read_text()), run)))
     base = write_demo_catalog(tmp_path / "base", n_per_class=40, image_size=32)
     assert cli_main(["train", "--catalog", str(base), "--config", str(config)]) == 0
+    return config, base
+
+
+@pytest.mark.integration
+def test_a_refused_update_falls_back_to_a_joint_retrain_on_the_base_catalog_and_the_drop(tmp_path, state_dir, capsys):
+    """With continual.refused_update: joint_retrain, a drop whose update the gate refuses (here: an
+    update learning rate that wrecks the model) is learnt by a fresh training on the champion's
+    catalog merged with the drop, and that model goes through the training gate. A drop whose refused
+    update is registered but whose joint retrain never ran (a crash between the two leaves exactly what
+    `kickvision update` by hand leaves) gets its joint retrain when the watcher meets it."""
+    from orchestration.stack import tracking_uri
+
+    name = "kickvision-joint"
+    config, base = _a_champion_whose_updates_are_refused(tmp_path, name)
     # By hand, a refused update names the joint retrain to run, with the time it should take.
     drops = tmp_path / "drops"
     by_hand = write_demo_drop(drops / "2026-03-01-by-hand", n_per_class=10, new_per_class=20, seed=5, image_size=32)
@@ -339,3 +347,48 @@ def test_a_refused_update_falls_back_to_a_joint_retrain_on_the_base_catalog_and_
         assert versions[4].tags["joint_retrain_of"] == entry["hash"]
     else:  # the refused update stands, and so does the joint retrain's answer
         assert f"joint retrain {name} v{versions[4].version} challenger (before a restart)" in again["detail"]
+
+
+@pytest.mark.integration
+def test_a_joint_retrain_that_lost_the_champion_race_is_not_taken_for_the_drops_answer(tmp_path, capsys, monkeypatch):
+    """The watcher's joint retrain after a refused update was compared against a champion that another
+    trainer replaced meanwhile: the new champion has not learnt the drop, so the watcher applies the drop
+    to it (its update, refused again, then a joint retrain compared against the new champion), rather
+    than recording the drop as done or reusing the stale retrain's answer."""
+    import steps.registry.register as register_step
+    from orchestration.stack import tracking_uri
+
+    name = "kickvision-joint-race"
+    config, _ = _a_champion_whose_updates_are_refused(tmp_path, name)
+    client = mlflow.MlflowClient(tracking_uri())
+    real_register, raced = register_step.register_and_promote, []
+
+    def compared_while_another_trainer_promotes(*args, **kwargs):
+        decision = real_register(*args, **kwargs)
+        if not raced:  # the other trainer's version becomes champion after the comparison, before the alias moves
+            copy_ = client.copy_model_version(f"models:/{name}@champion", name)
+            client.set_registered_model_alias(name, "champion", copy_.version)
+            raced.append(str(copy_.version))
+        return decision
+
+    monkeypatch.setattr(register_step, "register_and_promote", compared_while_another_trainer_promotes)
+    drops = tmp_path / "drops"
+    drop = write_demo_drop(drops / "2026-04-01-loafers", n_per_class=10, new_per_class=20, image_size=32)
+    capsys.readouterr()
+    assert cli_main(["watch", "--drops", str(drops), "--once", "--config", str(config)]) == 0
+
+    out = capsys.readouterr().out
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    pipelines = [v.tags["pipeline"] for v in versions]
+    assert pipelines == ["training", "update", "training", "training", "update", "training"]  # v4: the other's
+    first, update, stale, winner, again, joint = versions
+    assert raced == [str(winner.version)] and update.tags["parent_version"] == str(first.version)
+    assert stale.tags["promotion_champion_moved"] == "true" and stale.tags["promotion_decision"] == "challenger"
+    assert f"champion moved from v{first.version} to v{winner.version}" in stale.tags["promotion_reason"]
+    assert f"joint retrain {name} v{stale.version} challenger" in out and "applying the drop to the new champion" in out
+    assert again.tags["parent_version"] == str(winner.version) and again.tags["promotion_decision"] == "challenger"
+    assert (
+        joint.tags["promotion_champion_moved"] == "false" and joint.tags["catalog_hash"] == stale.tags["catalog_hash"]
+    )
+    entry = _ledger(drops)[drop.name]
+    assert entry["status"] == "done" and f"joint retrain {name} v{joint.version}" in entry["detail"]

@@ -97,6 +97,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             reg = result.registration
             if reg.get("fail_closed"):  # the registry's problem, not the drop's: stop, retry this drop next time
                 raise RegistryError(f"nothing was promoted: {reg.get('reason')}")
+            reason = reg.get("reason")
             if not reg.get("champion_moved"):
                 fate = "champion" if reg.get("promoted") else "challenger"
                 detail = f"{reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
@@ -105,10 +106,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     return detail
                 if not joint.get("catalogs"):
                     return detail + "; no joint retrain: the champion does not name the catalogs it learnt"
-                return detail + "; " + joint_retrain(joint["catalogs"], drop)
-            # Another version became champion while this drop was applied to the previous one: the
-            # new champion has not learnt the drop yet, so apply it again (once; then stop and retry later).
-            print(f"{folder.name}: {reg.get('reason')}; applying the drop to the new champion", flush=True)
+                reason, moved = joint_retrain(joint["catalogs"], drop)
+                if not moved:
+                    return detail + "; " + reason
+            # Another version became champion while this drop was applied to the previous one (by its
+            # update or by the joint retrain after it): the new champion has not learnt the drop yet, so
+            # apply it again (once; then stop and retry later).
+            print(f"{folder.name}: {reason}; applying the drop to the new champion", flush=True)
         raise RegistryError(f"the champion keeps moving while {folder.name} is applied; it stays pending")
 
     def unfinished_joint_retrain(drop: str) -> str:
@@ -126,10 +130,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
         catalogs = load_registered_bundle(f"models:/{version.name}/{version.version}").spec.lineage.catalog_paths
         if not catalogs:
             return "; no joint retrain: the champion does not name the catalogs it learnt"
-        return "; " + joint_retrain(catalogs, drop)
+        return "; " + joint_retrain(catalogs, drop)[0]
 
-    def joint_retrain(catalogs: list[str], drop: str) -> str:
-        """The fallback after a refused update (continual.refused_update: joint_retrain), once per merged catalog."""
+    def joint_retrain(catalogs: list[str], drop: str) -> tuple[str, bool]:
+        """The fallback after a refused update (continual.refused_update: joint_retrain), once per merged
+        catalog: (what happened, whether the champion moved while the retrain was compared against it)."""
         from kickvision.serve.registry import registered_from
         from orchestration.runner import run_training
         from orchestration.stack import use_tracking
@@ -143,18 +148,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 return (
                     f"joint retrain {before.name} v{before.version} {tags['promotion_decision']} (before a restart): "
                     f"{tags.get('promotion_reason')}"
-                )
+                ), False
             print(f"update refused; joint retrain: {merged.summary()}", flush=True)
             reg = run_training(str(merged.folder), cfg, joint_retrain_of=[hash_drop(drop)]).registration
         except Exception as exc:
             cause = user_error_in_chain(exc)
             if isinstance(cause, CatalogError):  # e.g. an old catalog folder moved away: say so, keep going
-                return f"no joint retrain: {cause}"
+                return f"no joint retrain: {cause}", False
             raise cause or exc from None
         if reg.get("fail_closed"):
             raise RegistryError(f"joint retrain: nothing was promoted: {reg.get('reason')}")
         fate = "champion" if reg.get("promoted") else "challenger"
-        return f"joint retrain {reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
+        said = f"joint retrain {reg.get('model_name')} v{reg.get('version')} {fate}: {reg.get('reason')}"
+        return said, bool(reg.get("champion_moved"))
 
     def report(name: str, outcome) -> None:
         print(f"{name}: {outcome.status}: {outcome.detail}", flush=True)

@@ -237,6 +237,7 @@ def _tag_decision(client: MlflowClient, decision: PromotionDecision, tags: dict[
         "promotion_decision": fate,
         "promotion_reason": decision.reason,
         "promotion_fail_closed": str(decision.fail_closed).lower(),
+        "promotion_champion_moved": str(decision.champion_moved).lower(),
     }
     for key, value in record.items():
         client.set_model_version_tag(decision.model_name, decision.version, key, str(value))
@@ -370,7 +371,13 @@ def registered_from(model_name: str, content_hash: str, client: MlflowClient | N
     client = client or MlflowClient()
     for version in sorted(client.search_model_versions(f"name='{model_name}'"), key=lambda v: -int(v.version)):
         tags = version.tags or {}
-        if tags.get("catalog_hash") == content_hash and tags.get("promotion_decision") and _answered(tags):
+        stale = tags.get("promotion_champion_moved") == "true"  # compared against a champion since replaced
+        if (
+            tags.get("catalog_hash") == content_hash
+            and tags.get("promotion_decision")
+            and _answered(tags)
+            and not stale
+        ):
             return version
     return None
 
