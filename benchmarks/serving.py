@@ -48,7 +48,7 @@ def products(bundle, n: int, catalog: str | None) -> tuple[list[str], list[list[
     """(columns, rows): base64 photo, title and the attributes the model reads, of `n` products of the
     model's own catalog index (attributes looked up in `catalog`, the folder it was trained on)."""
     from kickvision.data.catalog import read_catalog
-    from kickvision.serve.registry import image_to_base64
+    from kickvision.serve.pyfunc_logging import image_to_base64
 
     if bundle.index is None:
         raise SystemExit("the model carries no catalog index to draw products from")
@@ -76,7 +76,7 @@ def log_bundle(bundle, columns: list[str], row: list[str], folder: str) -> tuple
     import mlflow
     import pandas as pd
 
-    from kickvision.serve.registry import log_pyfunc
+    from kickvision.serve.pyfunc_logging import log_pyfunc
 
     tracking = f"sqlite:///{folder}/mlflow.db"
     mlflow.set_tracking_uri(tracking)

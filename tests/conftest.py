@@ -2,6 +2,7 @@
 
 import copy
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -201,6 +202,13 @@ def as_format_1(folder, pruning: dict | None = None) -> None:
     state = json.loads((folder / "continual" / "continual.json").read_text())
     legacy = {"updates": state["updates"], "info": {"fisher_samples": 7, "replay_selection": "random"}}
     (folder / "continual" / "continual.json").write_text(json.dumps(legacy))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server to start on, or to stand for one that is down)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_unloadable(client, model_name: str, version: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from kickvision.cli import main as cli_main
 from kickvision.evaluate.audit import ModelViews, audit_products, near_duplicates
-from kickvision.serve.registry import example_frame, log_pyfunc
+from kickvision.serve.pyfunc_logging import example_frame, log_pyfunc
 
 CLASSES = ["Boots", "Flats", "Heels", "Sandals"]
 

@@ -87,7 +87,7 @@ def test_a_server_opens_photos_only_under_its_image_root_and_never_says_which_fi
     shared_trained, learnt_data, tmp_path
 ):
     from kickvision.serve.predictor import decode_image_field
-    from kickvision.serve.registry import image_to_base64
+    from kickvision.serve.pyfunc_logging import image_to_base64
 
     photo = learnt_data.rows_with_image_paths(learnt_data.indices("test")[:1])["image"].iloc[0]
     root = Path(photo).parent
@@ -109,7 +109,7 @@ def test_links_out_of_the_image_root_odd_cells_and_long_bytes_are_bad_cells_not_
     from PIL import Image
 
     from kickvision.serve.predictor import decode_image_field
-    from kickvision.serve.registry import photos_as_bytes
+    from kickvision.serve.pyfunc_logging import photos_as_bytes
 
     root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
     root.mkdir(), elsewhere.mkdir()

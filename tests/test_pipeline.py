@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,8 @@ import pandas as pd
 import pytest
 
 from kickvision.cli import main as cli_main
-from kickvision.serve.registry import photos_as_bytes
+from kickvision.serve.pyfunc_logging import photos_as_bytes
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -277,14 +277,8 @@ def test_cli_reports_an_unusable_drop_in_one_line(first_run, demo_drop, tmp_path
     assert str(client.get_model_version_by_alias("kickvision", "champion").version) in ("1", "2")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_over_http(first_run, demo_drop):
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     # mlflow starts uvicorn by name, so the venv's bin must be on PATH (as in an activated venv)
     env = {

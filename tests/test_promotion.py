@@ -6,8 +6,9 @@ import torch
 
 from kickvision.model.bundle import ModelBundle, save_bundle
 from kickvision.model.net import build_model
-from kickvision.serve.registry import PYFUNC_FILE, example_frame, log_pyfunc, move_champion, register_and_promote
-from tests.conftest import as_format_1, make_unloadable
+from kickvision.serve.pyfunc_logging import PYFUNC_FILE, example_frame, log_pyfunc
+from kickvision.serve.registry import move_champion, register_and_promote
+from tests.conftest import as_format_1, free_port, make_unloadable
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ OLD_PYFUNC = (
 def test_a_champion_registered_before_the_restructure_still_loads_and_is_compared(
     shared_trained, learnt_data, tiny_config, mlflow_client, tmp_path
 ):
-    from kickvision.serve.registry import PACKAGE_DIR, pip_requirements
+    from kickvision.serve.pyfunc_logging import PACKAGE_DIR, pip_requirements
 
     assert "from kickvision.bundle import load_bundle" in OLD_PYFUNC  # as the old models have it
     name = "kickvision-old-champion"
@@ -130,20 +131,55 @@ def test_a_version_refused_against_a_champion_that_moved_meanwhile_says_so(
     shared_trained, learnt_data, tiny_config, mlflow_client
 ):
     """Its gate compared it with a stale champion: the watcher must still apply its drop to the new one."""
-    from dataclasses import replace
-
     name = "kickvision-race-refused"
-    weak = _register(_untrained(shared_trained, tiny_config), learnt_data, name)
-    compared = _register(shared_trained, learnt_data, name, move=False)
-    refused = replace(compared, promoted=False, reason="worse overall")  # the gate's answer, against `weak`
+    first = _register(shared_trained, learnt_data, name)
+    refused = _register(_untrained(shared_trained, tiny_config), learnt_data, name, move=False)
+    assert not refused.promoted and not refused.fail_closed and refused.champion_version == first.version
     assert move_champion(refused) == refused  # the champion has not moved: the refusal stands as it is
-    other = _register(shared_trained, learnt_data, name)  # another trainer promotes
-    assert other.promoted and refused.champion_version == weak.version
+    other = _register(shared_trained, learnt_data, name)  # another trainer promotes (level scores pass)
+    assert other.promoted
     final = move_champion(refused)
     assert final.champion_moved and not final.promoted and not final.fail_closed
-    assert final.reason.startswith(f"worse overall; but the champion moved from v{weak.version} to v{other.version}")
+    assert final.reason.startswith(
+        f"{refused.reason}; but the champion moved from v{first.version} to v{other.version}"
+    )
     tags = mlflow_client.get_model_version(name, refused.version).tags
     assert tags["promotion_decision"] == "challenger" and tags["promotion_reason"] == final.reason
+    assert tags["promotion_champion_moved"] == "true"
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == other.version
+
+    again = _register(_untrained(shared_trained, tiny_config, seed=2), learnt_data, name, move=False)
+    mlflow_client.delete_registered_model_alias(name, "champion")  # an operator takes the champion down
+    assert "but the champion moved from v" + f"{other.version} to no champion" in move_champion(again).reason
+
+
+def test_a_registry_that_stops_answering_before_the_alias_moves_promotes_nothing_and_answers_nothing(
+    shared_trained, learnt_data, tiny_config, mlflow_client, monkeypatch
+):
+    """Neither a passed nor a refused gate is taken as the answer when the champion cannot be read again
+    (it may have moved: the watcher retries the drop), and no MLflow traceback escapes."""
+    from kickvision.errors import RegistryError
+
+    name = "kickvision-down"
+    champion = _register(shared_trained, learnt_data, name)
+    passed = _register(shared_trained, learnt_data, name, move=False)
+    refused = _register(_untrained(shared_trained, tiny_config), learnt_data, name, move=False)
+    assert passed.promoted and not refused.promoted
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    down = f"http://127.0.0.1:{free_port()}"
+    for decision in (passed, refused):
+        final = move_champion(decision, mlflow.MlflowClient(down, down))
+        assert (
+            final.fail_closed and not final.promoted and down in final.reason and "nothing is promoted" in final.reason
+        )
+    assert mlflow_client.get_model_version(name, passed.version).tags["promotion_decision"] == "pending"
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == champion.version
+
+    # A registry that answers but refuses to record the decision (here: the version was deleted meanwhile).
+    other = _register(shared_trained, learnt_data, name)
+    mlflow_client.delete_model_version(name, refused.version)
+    with pytest.raises(RegistryError, match=f"cannot record the decision on {name} v{refused.version} .*nothing was"):
+        move_champion(refused)
     assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == other.version
 
 

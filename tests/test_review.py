@@ -3,7 +3,6 @@ installed, through its page in a headless browser."""
 
 import io
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -23,12 +22,7 @@ from kickvision.review.app import FORM_OVERHEAD
 from kickvision.review.drift import AGREEMENT_DROP, RETRAIN_DRIFT
 from kickvision.review.service import ReviewDesk
 from kickvision.serve.predictor import ShoePredictor
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +53,7 @@ def server(desk):
 
     from kickvision.review.app import create_app
 
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(desk), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -280,10 +274,10 @@ def test_the_cli_serves_the_page_on_loopback(shared_trained, learnt_data, folder
     import subprocess
     import sys
 
-    from kickvision.serve.registry import example_frame, log_pyfunc
+    from kickvision.serve.pyfunc_logging import example_frame, log_pyfunc
 
     uri = log_pyfunc(shared_trained, example_frame(learnt_data)).model_uri
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "kickvision.cli", "review", "--model-uri", uri, "--catalog", str(folders[0])]
     proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -1,7 +1,6 @@
 """Stacks as code: every recipe registers; a real team MLflow server (basic auth) tracks and serves."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ import yaml
 from kickvision.cli import main as cli_main
 from kickvision.config import deep_merge
 from kickvision.errors import ConfigError
-from kickvision.serve.registry import photos_as_bytes
+from kickvision.serve.pyfunc_logging import photos_as_bytes
+from tests.conftest import free_port
 
 MODEL = "kickvision-team"
 ADMIN, PASSWORD = "admin", "kickvision-team-test"
@@ -27,12 +27,6 @@ CLUSTER_OPTIONS = {
     "registry_uri": "ghcr.io/kickvision-test",
     "kubeflow_hostname": "https://kubeflow.example.com/pipeline",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -54,7 +48,7 @@ def team_server(tmp_path_factory):
         f"admin_username = {ADMIN}\nadmin_password = {PASSWORD}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test"}
     log = (root / "server.log").open("w")
     server = subprocess.Popen(
@@ -181,7 +175,7 @@ def test_a_down_server_fails_at_the_start_in_one_line_and_registers_nothing(
     before = len(client.search_model_versions(f"name='{MODEL}'"))
     runs_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
 
-    dead = f"http://127.0.0.1:{_free_port()}"  # the team stack, but its server is down
+    dead = f"http://127.0.0.1:{free_port()}"  # the team stack, but its server is down
     _use_team(dead)
     assert cli_main(["train", "--catalog", str(demo_drop), "--config", str(team_config)]) == 2
     err = capsys.readouterr().err.strip()
@@ -212,6 +206,6 @@ def test_a_registry_that_refuses_the_credentials_or_is_down_is_never_taken_for_a
     with pytest.raises(RegistryError, match="cannot read which version is 'champion'.*nothing is promoted"):
         champion_version(mlflow.MlflowClient(team_server), "never-registered")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(RegistryError, match=f"registry at {dead}"):
         champion_version(mlflow.MlflowClient(dead), "never-registered")

@@ -9,7 +9,7 @@ from kickvision.cli import main as cli_main
 from kickvision.model.bundle import BundleSpec, ModelBundle
 from kickvision.model.encoders import build_tokenizer
 from kickvision.model.net import build_model
-from kickvision.serve.registry import log_pyfunc
+from kickvision.serve.pyfunc_logging import log_pyfunc
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from kickvision.cli import main as cli_main
 from kickvision.config import deep_merge
 from kickvision.data.corrections import append_correction
 from kickvision.data.demo import write_demo_drop
-from kickvision.serve.registry import photos_as_bytes
+from kickvision.serve.pyfunc_logging import photos_as_bytes
 
 pytestmark = pytest.mark.integration
 

