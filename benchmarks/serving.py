@@ -72,7 +72,7 @@ def products(bundle, n: int, catalog: str | None) -> tuple[list[str], list[list[
 
 def log_bundle(bundle, columns: list[str], row: list[str], folder: str) -> tuple[str, str]:
     """(tracking URI, model URI): `bundle` logged as the training pipeline logs it (models-from-code
-    pyfunc, kickvision/serve/registry.py) into a throwaway MLflow store under `folder`."""
+    pyfunc, kickvision/serve/pyfunc_logging.py) into a throwaway MLflow store under `folder`."""
     import mlflow
     import pandas as pd
 

@@ -13,14 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from zenml import Model, get_step_context, log_metadata, save_artifact
 from zenml.enums import ModelStages
+from zenml.logger import get_logger
 from zenml.types import MarkdownString
 
 from kickvision.config import RunConfig
+from kickvision.errors import RegistryError
 from kickvision.evaluate.model_card import LIMITATIONS
 from kickvision.serve.registry import PromotionDecision, move_champion
+
+log = get_logger(__name__)
 
 USE_CASES = (
     "Categorising footwear products of an e-commerce catalog from a photo and a title, and finding "
@@ -71,6 +76,21 @@ def _publish(card: str, decision: PromotionDecision, metrics: dict[str, float]) 
     _record_in_model_version(card, decision, metrics)
 
 
+def _publish_or_fail(card: str, decision: PromotionDecision, metrics: dict[str, float]) -> None:
+    """`_publish`; MLflow refusing a record is one RegistryError line (nothing was promoted: the alias
+    moves after the records), or a warning when the decision already failed closed (the registry is
+    what it reports)."""
+    try:
+        _publish(card, decision, metrics)
+    except MlflowException as exc:
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no message"
+        why = f"cannot record the decision on {decision.model_name} v{decision.version} in MLflow"
+        why += f" ({exc.error_code}: {text})"
+        if not decision.fail_closed:
+            raise RegistryError(f"{why}; nothing was promoted") from None
+        log.warning("%s", why)
+
+
 def publish_decision(
     card_for: Callable[[PromotionDecision], str], decision: PromotionDecision, metrics: dict[str, float]
 ) -> PromotionDecision:
@@ -78,10 +98,10 @@ def publish_decision(
     and as the version's description, run tags, the ZenML model version's card and metadata), then
     the `champion` alias (compare-and-set, `move_champion`), then the ZenML stage. A move refused at
     the last moment rewrites the records with the final decision. Returns that decision."""
-    _publish(card_for(decision), decision, metrics)
+    _publish_or_fail(card_for(decision), decision, metrics)
     final = move_champion(decision)
     if final != decision:
-        _publish(card_for(final), final, metrics)
+        _publish_or_fail(card_for(final), final, metrics)
     if final.promoted and (model := _step_model()) is not None:
         model.set_stage(ModelStages.PRODUCTION, force=True)
     return final

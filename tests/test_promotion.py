@@ -149,6 +149,7 @@ def test_a_version_refused_against_a_champion_that_moved_meanwhile_says_so(
     assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == other.version
 
     again = _register(_untrained(shared_trained, tiny_config, seed=2), learnt_data, name, move=False)
+    assert not again.promoted and again.champion_version == other.version
     mlflow_client.delete_registered_model_alias(name, "champion")  # an operator takes the champion down
     assert "but the champion moved from v" + f"{other.version} to no champion" in move_champion(again).reason
 
@@ -180,6 +181,19 @@ def test_a_registry_that_stops_answering_before_the_alias_moves_promotes_nothing
     mlflow_client.delete_model_version(name, refused.version)
     with pytest.raises(RegistryError, match=f"cannot record the decision on {name} v{refused.version} .*nothing was"):
         move_champion(refused)
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == other.version
+
+    # The register step's own records (model card, run tags) when MLflow stops answering: one line, no promotion.
+    from orchestration.model_version import publish_decision
+
+    pending = _register(shared_trained, learnt_data, name, move=False)
+    served = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(down)
+    try:
+        with pytest.raises(RegistryError, match=f"on {name} v{pending.version} in MLflow .*nothing was promoted"):
+            publish_decision(lambda decision: "a model card", pending, {})
+    finally:
+        mlflow.set_tracking_uri(served)
     assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == other.version
 
 
@@ -216,6 +230,10 @@ def test_a_catalog_counts_as_registered_once_a_version_learnt_from_it_has_its_ga
     mlflow_client.set_model_version_tag(name, joint.version, "promotion_fail_closed", "true")
     assert registered_from(name, "merged-hash", mlflow_client) is None  # refused only because the registry failed
     mlflow_client.set_model_version_tag(name, joint.version, "promotion_fail_closed", "false")
+    assert str(registered_from(name, "merged-hash", mlflow_client).version) == joint.version
+    mlflow_client.set_model_version_tag(name, joint.version, "promotion_champion_moved", "true")
+    assert registered_from(name, "merged-hash", mlflow_client) is None  # compared against a replaced champion
+    mlflow_client.set_model_version_tag(name, joint.version, "promotion_champion_moved", "false")
     assert str(registered_from(name, "merged-hash", mlflow_client).version) == joint.version
     assert registered_from(name, "other-hash", mlflow_client) is None
     assert champion.version != joint.version

@@ -21,9 +21,9 @@ from kickvision.cli.commands import (
     cmd_ui,
     cmd_update,
     cmd_validate,
-    cmd_watch,
 )
 from kickvision.cli.review import cmd_review
+from kickvision.cli.watch import cmd_watch
 
 
 def positive_int(text: str) -> int:

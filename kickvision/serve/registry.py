@@ -150,12 +150,12 @@ def _tag_decision(client: MlflowClient, decision: PromotionDecision, tags: dict[
     registry that refuses the write is a RegistryError; for a decision that already failed closed the
     write is best effort (the registry is the problem the decision reports)."""
     fate = ("champion" if moved else "pending") if decision.promoted else "challenger"
-    record = {
+    record = {  # the decision last: a write that stops partway leaves the version's previous fate
         **tags,
-        "promotion_decision": fate,
         "promotion_reason": decision.reason,
         "promotion_fail_closed": str(decision.fail_closed).lower(),
         "promotion_champion_moved": str(decision.champion_moved).lower(),
+        "promotion_decision": fate,
     }
     try:
         for key, value in record.items():
@@ -297,7 +297,8 @@ def processed_by(model_name: str, content_hash: str, client: MlflowClient | None
 
 def registered_from(model_name: str, content_hash: str, client: MlflowClient | None = None):
     """The latest version whose gate has answered that learnt exactly this catalog (by content hash),
-    e.g. a joint retrain on a merged catalog that already ran; None when there is none."""
+    e.g. a joint retrain on a merged catalog that already ran; None when there is none. A version
+    compared against a champion that was replaced before its alias could move does not count."""
     client = client or MlflowClient()
     for version in sorted(client.search_model_versions(f"name='{model_name}'"), key=lambda v: -int(v.version)):
         tags = version.tags or {}
