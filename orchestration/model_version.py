@@ -23,7 +23,7 @@ from zenml.types import MarkdownString
 from kickvision.config import RunConfig
 from kickvision.errors import RegistryError
 from kickvision.evaluate.model_card import LIMITATIONS
-from kickvision.serve.registry import PromotionDecision, move_champion
+from kickvision.serve.registry import PromotionDecision, first_line, move_champion
 
 log = get_logger(__name__)
 
@@ -83,9 +83,8 @@ def _publish_or_fail(card: str, decision: PromotionDecision, metrics: dict[str, 
     try:
         _publish(card, decision, metrics)
     except MlflowException as exc:
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no message"
         why = f"cannot record the decision on {decision.model_name} v{decision.version} in MLflow"
-        why += f" ({exc.error_code}: {text})"
+        why += f" ({exc.error_code}: {first_line(str(exc))})"
         if not decision.fail_closed:
             raise RegistryError(f"{why}; nothing was promoted") from None
         log.warning("%s", why)

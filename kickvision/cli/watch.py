@@ -40,10 +40,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     raise DropFailed(str(cause)) from None
                 raise cause or exc from None
             if isinstance(result, str):  # this drop already reached the registry (e.g. before a crash)
-                said, moved = unfinished_joint_retrain(drop)
+                reason, moved = unfinished_joint_retrain(drop)
                 if not moved:
-                    return result + said
-                reason = said.removeprefix("; ")
+                    return result + (f"; {reason}" if reason else "")
             else:
                 reg = result.registration
                 if reg.get("fail_closed"):  # the registry's problem, not the drop's: stop, retry this drop next time
@@ -80,9 +79,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             return "", False  # the champion learnt it, or no update of the champion did
         catalogs = load_registered_bundle(f"models:/{version.name}/{version.version}").spec.lineage.catalog_paths
         if not catalogs:
-            return "; no joint retrain: the champion does not name the catalogs it learnt", False
-        said, moved = joint_retrain(catalogs, drop)
-        return "; " + said, moved
+            return "no joint retrain: the champion does not name the catalogs it learnt", False
+        return joint_retrain(catalogs, drop)
 
     def joint_retrain(catalogs: list[str], drop: str) -> tuple[str, bool]:
         """The fallback after a refused update (continual.refused_update: joint_retrain), once per merged

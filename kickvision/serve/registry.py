@@ -64,7 +64,7 @@ def champion_version(client: MlflowClient, model_name: str):
             return None
         raise RegistryError(
             f"cannot read which version is '{CHAMPION}' of model '{model_name}' from the registry at "
-            f"{_registry_uri(client)} ({exc.error_code}: {_first_line(text)}); nothing is promoted"
+            f"{_registry_uri(client)} ({exc.error_code}: {first_line(text)}); nothing is promoted"
         ) from None
 
 
@@ -72,7 +72,8 @@ def _registry_uri(client: MlflowClient) -> str:
     return getattr(client, "_registry_uri", None) or mlflow.get_registry_uri()
 
 
-def _first_line(text: str, limit: int = 200) -> str:
+def first_line(text: str, limit: int = 200) -> str:
+    """The first line of an error message, cut at `limit` characters (errors here are one line)."""
     return text.strip().splitlines()[0][:limit] if text.strip() else "no message"
 
 
@@ -84,7 +85,7 @@ def _register(model_uri: str, model_name: str, client: MlflowClient) -> str:
     except MlflowException as exc:
         raise RegistryError(
             f"cannot register {model_uri} as '{model_name}' in the registry at {_registry_uri(client)} "
-            f"({exc.error_code}: {_first_line(str(exc))})"
+            f"({exc.error_code}: {first_line(str(exc))})"
         ) from None
     return version
 
@@ -134,7 +135,7 @@ def _compare_with_champion(decision, previous, inputs, truth, metric: str, repla
         predicted = mlflow.pyfunc.load_model(f"models:/{decision.model_name}/{champion}").predict(inputs)
         score = score_predictions(truth, predicted["category"].tolist(), metric)
     except Exception as exc:  # whatever breaks in the champion's own code or files
-        why = f"champion v{champion} cannot be loaded and scored ({type(exc).__name__}: {_first_line(str(exc))})"
+        why = f"champion v{champion} cannot be loaded and scored ({type(exc).__name__}: {first_line(str(exc))})"
         if not replace_unloadable:
             reason = f"{why}; the new version stays challenger (registry.replace_unloadable_champion: true replaces it)"
             return replace(decision, champion_version=champion, reason=reason, fail_closed=True)
@@ -163,7 +164,7 @@ def _tag_decision(client: MlflowClient, decision: PromotionDecision, tags: dict[
     except MlflowException as exc:
         why = (
             f"cannot record the decision on {decision.model_name} v{decision.version} in the registry at "
-            f"{_registry_uri(client)} ({exc.error_code}: {_first_line(str(exc))})"
+            f"{_registry_uri(client)} ({exc.error_code}: {first_line(str(exc))})"
         )
         if not decision.fail_closed:
             raise RegistryError(f"{why}; it is {fate}" + ("" if moved else ", nothing was promoted")) from None
@@ -191,9 +192,7 @@ def move_champion(decision: PromotionDecision, client: MlflowClient | None = Non
             try:
                 client.set_registered_model_alias(decision.model_name, CHAMPION, decision.version)
             except MlflowException as exc:
-                reason = (
-                    f"moving '{CHAMPION}' to v{decision.version} failed ({exc.error_code}: {_first_line(str(exc))})"
-                )
+                reason = f"moving '{CHAMPION}' to v{decision.version} failed ({exc.error_code}: {first_line(str(exc))})"
                 final = replace(decision, promoted=False, reason=reason, fail_closed=True)
             else:
                 _tag_decision(client, decision, {}, moved=True)
