@@ -36,7 +36,7 @@ from kickvision.evaluate.catalog_audit import tfidf_text_model
 from kickvision.model.bundle import load_bundle
 from kickvision.model.net import build_model
 from kickvision.model.predict import predict_logits
-from kickvision.train.engine import classification_scores
+from kickvision.train.engine import classification_scores, pick_device
 from kickvision.train.pretrain import pretrain_photos
 
 VARIANTS = {"fused": {}, "image only": {"text_encoder": None}, "text only": {"image_encoders": []}}
@@ -69,11 +69,14 @@ def _rss_bytes() -> int:
 
 
 def branch_costs(cfg, n_classes: int, batch: int) -> dict[str, float]:
-    """Seconds of forward + backward per training batch, per branch (where the CPU time goes)."""
-    model = build_model(cfg.model, n_classes).train()
+    """Seconds of forward + backward per training batch, per branch, on the training device (where the
+    time goes; in fp32, as on a CPU)."""
+    device = pick_device(cfg.train.device)
+    model = build_model(cfg.model, n_classes).train().to(device)
     (height, width), tokens = cfg.model.image_hw, cfg.data.max_title_tokens
-    images = torch.rand(batch, 3, height, width)
-    ids, mask = torch.randint(1000, 2000, (batch, tokens)), torch.ones(batch, tokens, dtype=torch.long)
+    images = torch.rand(batch, 3, height, width, device=device)
+    ids = torch.randint(1000, 2000, (batch, tokens), device=device)
+    mask = torch.ones(batch, tokens, dtype=torch.long, device=device)
     branches = {enc.name: (lambda enc=enc: enc(images)) for enc in model.image_encoders}
     if model.text_encoder is not None:
         branches[cfg.model.text_encoder.name] = lambda: model.text_encoder(ids, mask)
@@ -84,6 +87,8 @@ def branch_costs(cfg, n_classes: int, batch: int) -> dict[str, float]:
         for _ in range(3):
             started = time.perf_counter()
             forward().float().sum().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - started)
         costs[name] = float(np.median(times[1:]))
     return costs
@@ -123,6 +128,7 @@ def train_and_score(data, cfg, tokenizer, variant: str, suffix: str, seed: int, 
     with PeakRSS() as memory:
         fitted = fit_quietly(data, cfg, model_cfg, tokenizer, seed, photo_encoders)
     seconds = time.perf_counter() - started
+    fitted.bundle.model.to(pick_device(cfg.train.device))  # scored where it trained (a GPU, if there was one)
     rows = score_probes(fitted.bundle.model, data, data.indices("test"), variant, suffix, seed)
     rows[0] |= {"train_seconds": seconds, "peak_rss_gb": memory.peak / 1e9, "epochs": len(fitted.history)}
     rows[0] |= {"best_epoch": fitted.bundle.spec.training.best_epoch}
@@ -200,7 +206,7 @@ def main() -> None:
     if args.epochs:
         overrides = deep_merge(overrides, {"train": {"epochs": args.epochs}})
     cfg = load_config(args.config, overrides=overrides)
-    data, tokenizer, name = prepared_catalog(args.catalog, cfg)  # one group split for every seed
+    data, tokenizer, name = prepared_catalog(args.catalog, cfg, args.validated)  # one group split for every seed
     test, n_classes = data.indices("test"), len(data.classes)
     print(f"{name}: {data.split_counts()} products, classes {data.classes}", flush=True)
     costs = branch_costs(cfg, n_classes, cfg.train.batch_size)

@@ -40,14 +40,21 @@ def benchmark_parser(doc: str, config: str = "demo", seeds: tuple[int, ...] = (4
     parser.add_argument("--config", default=config)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    parser.add_argument(
+        "--validated",
+        action="store_true",
+        help="the catalog holds validation's good rows already (written by benchmarks/gpu/validated_catalog.py): "
+        "read it as it is, no Great Expectations run (for a machine without GX, such as a lent GPU box)",
+    )
     return parser
 
 
-def prepared_catalog(catalog: str | None, cfg: RunConfig):
-    """(prepared data, tokenizer, catalog name) for `catalog`, or for a freshly drawn demo catalog."""
+def prepared_catalog(catalog: str | None, cfg: RunConfig, validated: bool = False):
+    """(prepared data, tokenizer, catalog name) for `catalog`, or for a freshly drawn demo catalog;
+    `validated`: the catalog is validation's output already (its good rows), read as it is."""
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(catalog) if catalog else write_demo_catalog(Path(tmp) / "demo")
-        rows = quarantine_bad_rows(read_catalog(source), cfg.validate_).catalog
+        rows = read_catalog(source) if validated else quarantine_bad_rows(read_catalog(source), cfg.validate_).catalog
         tokenizer = build_tokenizer(cfg.model.text_encoder)
         data: PreparedData = prepare_catalog(rows, tokenizer, resolve_image_transform(cfg.model), cfg.data, cfg.seed)
     return data, tokenizer, source.name if catalog else "demo"

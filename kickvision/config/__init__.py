@@ -165,6 +165,14 @@ class TrainConfig(_Section):
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA only
     channels_last: bool = True  # on CUDA only: the weights and photos in NHWC, what cuDNN's fast convolutions read
+    data_on_device: bool = Field(
+        False,
+        description="keep the training split's pixels and tokens on the training device, cut batches there "
+        "(no per-product loader, no copy per step; on a GPU the split must fit its memory)",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the training forward (pays on a GPU; the first steps compile)"
+    )
 
 
 class PruneConfig(_Section):

@@ -20,8 +20,11 @@ targets in `batch["target"]`); then validation. With `ema_decay` a moving averag
 its decay warms up from 0 as min(ema_decay, 1 - (1 + step)^(-2/3)), so `ema_decay` is a ceiling
 (0.99 is reached after ~1,000 steps). The epoch with the best `monitor` value is kept (on a tie the earlier
 one, or the later with `later_wins_ties`); training stops after `patience` epochs without a
-strictly better value. Callers seed (`seed_everything`) before building what the loop trains,
-since model initialisation draws from the same generator as dropout.
+strictly better value. Batches come from a host loader or, with `data_on_device`, are cut from
+tensors on the training device (loader.py); with `compile` the training forward runs through
+torch.compile (the model's own weights; validation and what is kept are the plain model). Callers
+seed (`seed_everything`) before building what the loop trains, since model initialisation draws
+from the same generator as dropout.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,7 +49,7 @@ from kickvision.data.prepare import PreparedData
 from kickvision.model.net import MultimodalShoeNet, ShoeNetOutput
 from kickvision.model.predict import predict_logits
 from kickvision.train.freeze import frozen, frozen_parameters, hold_frozen_modes
-from kickvision.train.loader import make_loader
+from kickvision.train.loader import DeviceBatches, make_loader
 from kickvision.train.losses import LossTerm
 from kickvision.train.settings import LoopSettings
 
@@ -186,14 +189,16 @@ def train_loop(
     channels_last = device.type == "cuda" and settings.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     transform = resolve_image_transform(model.cfg)
-    loader = make_loader(data, train_indices, settings.batch_size, seed, settings.balanced_sampling)
+    batching = (data, train_indices, settings.batch_size, seed, settings.balanced_sampling)
+    loader = DeviceBatches(*batching, device) if settings.data_on_device else make_loader(*batching)
+    runner = torch.compile(model) if settings.compile else model  # the training forward; shares the weights
     encoders = generic_pretrained_encoders(model)
     with frozen(frozen_parameters(encoders, settings.pretrained_trainable_layers)):  # trainable again afterwards
         optimizer = create_optimizer(model, settings)
         scheduler = create_scheduler(optimizer, settings, len(loader))
         ema = ModelEmaV3(model, decay=settings.ema_decay, use_warmup=True) if settings.ema_decay else None
         scored = ema.module if ema is not None else model  # what is validated and kept
-        fixed = (forward, model, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device)
+        fixed = (forward, model, runner, loader, optimizer, scheduler, loss_terms, hooks, transform, settings, device)
         steps = _Steps(*fixed, encoders, len(data.classes), ema, progress, channels_last)
 
         result, best_state, stale = LoopResult(), None, 0
@@ -241,7 +246,8 @@ class _Steps:
 
     forward: Forward
     model: MultimodalShoeNet
-    loader: torch.utils.data.DataLoader
+    runner: torch.nn.Module  # what the forward calls: the model, or its compiled wrapper
+    loader: Iterable[dict[str, torch.Tensor]]  # a DataLoader or DeviceBatches
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_terms: Sequence[LossTerm]
@@ -279,7 +285,7 @@ def _one_epoch(steps: _Steps, desc: str) -> dict[str, float]:
         if steps.channels_last:
             batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         with _autocast(device, settings.amp):
-            out = forward(model, batch)
+            out = forward(steps.runner, batch)
             loss = steps.loss_terms[0](batch, out)
             for term in steps.loss_terms[1:]:
                 loss = loss + term(batch, out)

@@ -12,7 +12,7 @@ from kickvision.errors import ConfigError
 from kickvision.model.bundle import BundleSpec, Lineage, ModelBundle, TrainingRecord
 from kickvision.model.net import build_model, count_parameters
 from kickvision.model.photo_encoders import PhotoEncoders
-from kickvision.train.engine import EpochCallback, seed_everything, split_validator, train_loop
+from kickvision.train.engine import EpochCallback, pick_device, seed_everything, split_validator, train_loop
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.settings import fit_settings
@@ -65,7 +65,9 @@ def fit(
         on_epoch_end=on_epoch_end,
         progress=progress,
     )
-    head_weights = choose_branch_head_weights(model, data, data.indices("val"))
+    # chosen on the training device (a GPU reads the validation photos in a blink), kept on the CPU
+    head_weights = choose_branch_head_weights(model.to(pick_device(cfg.device)), data, data.indices("val"))
+    model.to("cpu")
     spec = BundleSpec(
         classes=list(data.classes),
         max_title_tokens=max_title_tokens,

@@ -1,7 +1,16 @@
 """Batches for the training engine: cached uint8 pixels and tokens, optionally class-balanced (the
-engine augments the photos on the batch's device: `kickvision.train.augment`)."""
+engine augments the photos on the batch's device: `kickvision.train.augment`).
+
+Two sources of the same batches: `make_loader`, a DataLoader that gathers each product in Python and
+collates on the host (the engine copies each batch to its device), and `DeviceBatches`, which puts
+the split's tensors on the training device once and cuts every batch there by index, so a GPU never
+waits on the host (`train.data_on_device`). Both draw each epoch's order from the same kind of
+sampler: a seeded shuffle, or class-balanced draws with replacement.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -29,17 +38,18 @@ class ShoeBatches(torch.utils.data.Dataset):
         }
 
 
+def balanced_sampler(data: PreparedData, indices: np.ndarray, seed: int) -> torch.utils.data.Sampler:
+    """Draws with replacement, each class equally likely; as many draws per epoch as `indices`."""
+    labels = data.labels()[indices]
+    weights = 1.0 / np.bincount(labels, minlength=len(data.classes))[labels]
+    return torch.utils.data.WeightedRandomSampler(weights, len(indices), generator=torch.Generator().manual_seed(seed))
+
+
 def make_loader(
     data: PreparedData, indices: np.ndarray, batch_size: int, seed: int, balanced: bool
 ) -> torch.utils.data.DataLoader:
     """A shuffled training loader over `indices` (class-balanced sampling with `balanced`)."""
-    sampler = None
-    if balanced:
-        labels = data.labels()[indices]
-        weights = 1.0 / np.bincount(labels, minlength=len(data.classes))[labels]
-        sampler = torch.utils.data.WeightedRandomSampler(
-            weights, len(indices), generator=torch.Generator().manual_seed(seed)
-        )
+    sampler = balanced_sampler(data, indices, seed) if balanced else None
     return torch.utils.data.DataLoader(
         ShoeBatches(data, indices),
         batch_size=batch_size,
@@ -48,3 +58,45 @@ def make_loader(
         drop_last=len(indices) > batch_size,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+class DeviceBatches:
+    """`make_loader`'s batches cut from tensors that live on `device` (pixels, tokens, labels, rows of
+    `indices`, copied there once). Per epoch the sampler's order goes to the device as one index
+    tensor and each batch is a gather from it: no per-product Python, no host-to-device copy per step.
+    Costs the split's pixels in the device's memory (uint8: H x W x 3 bytes a product)."""
+
+    def __init__(
+        self,
+        data: PreparedData,
+        indices: np.ndarray,
+        batch_size: int,
+        seed: int,
+        balanced: bool,
+        device: torch.device | str,
+    ):
+        rows = np.asarray(indices, dtype=np.int64)
+        self.tensors = {
+            "image": torch.from_numpy(data.images[rows]).to(device),
+            "input_ids": torch.from_numpy(data.input_ids[rows]).to(device),
+            "attention_mask": torch.from_numpy(data.attention_mask[rows]).to(device),
+            "label": torch.from_numpy(data.labels()[rows].astype(np.int64)).to(device),
+            "index": torch.from_numpy(rows).to(device),
+        }
+        self.batch_size, self.drop_last = batch_size, len(rows) > batch_size
+        generator = torch.Generator().manual_seed(seed)
+        self.sampler = (
+            balanced_sampler(data, rows, seed)
+            if balanced
+            else torch.utils.data.RandomSampler(range(len(rows)), generator=generator)
+        )
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        order = torch.tensor(list(self.sampler), dtype=torch.int64).to(self.tensors["label"].device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            positions = order[start : start + self.batch_size]
+            yield {key: tensor.index_select(0, positions) for key, tensor in self.tensors.items()}

@@ -45,7 +45,7 @@ from kickvision.model.bundle import PhotoPretrainingRecord
 from kickvision.model.encoders import ImageEncoder, TextEncoder, build_tokenizer
 from kickvision.model.photo_encoders import PhotoEncoders
 from kickvision.train.augment import PhotoAugment
-from kickvision.train.engine import EpochCallback, seed_everything, train_loop
+from kickvision.train.engine import EpochCallback, pick_device, seed_everything, train_loop
 from kickvision.train.settings import pretrain_settings
 
 TITLE_TOKENS = 32
@@ -269,7 +269,8 @@ def pretrain_photos(
         titles = embed_titles(data.rows["title"].fillna("").astype(str).tolist(), cfg.text_encoder)
     seed_everything(seed)
     pretrainer = PhotoPretrainer(model_cfg, cfg, titles.shape[1] if titles is not None else 0, len(data.classes))
-    metrics = knn_report(pretrainer, data, cfg.knn_k, suffix="_scratch")
+    device = pick_device(train_cfg.device)  # the k-NN reads every photo twice: on the training device
+    metrics = knn_report(pretrainer.to(device), data, cfg.knn_k, suffix="_scratch")
     losses = objective_losses(cfg, titles)
     loop = train_loop(
         pretrainer,
@@ -284,7 +285,8 @@ def pretrain_photos(
         progress=progress,
         forward=pretrain_forward,
     )
-    metrics |= knn_report(pretrainer, data, cfg.knn_k)
+    metrics |= knn_report(pretrainer.to(device), data, cfg.knn_k)
+    pretrainer.to("cpu")
     best = loop.best_score if loop.best_score is not None else float("nan")  # every validation loss NaN
     metrics |= {"pretrain_val_loss": best, "pretrain_best_epoch": float(loop.best_epoch)}
     record = PhotoPretrainingRecord(

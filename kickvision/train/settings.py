@@ -38,6 +38,8 @@ class LoopSettings:
     amp: bool = True
     channels_last: bool = True  # on CUDA only
     num_threads: int = 0
+    data_on_device: bool = False  # batches cut from tensors on the training device (loader.DeviceBatches)
+    compile: bool = False  # torch.compile the training forward
 
 
 def fit_settings(train: TrainConfig) -> LoopSettings:
@@ -60,6 +62,8 @@ def fit_settings(train: TrainConfig) -> LoopSettings:
         amp=train.amp,
         channels_last=train.channels_last,
         num_threads=train.num_threads,
+        data_on_device=train.data_on_device,
+        compile=train.compile,
     )
 
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One lent-GPU session (the `device` tool's machine: its own python3 with torch, timm, transformers,
+# no GX, no pydantic, nothing to download), as one command from the repo root, results under $OUT:
+#   1. training throughput of configs/gpu.yaml's three-branch model (benchmarks/gpu_throughput.py);
+#   2. accuracy at that resolution: photo pretraining, the fused and the image-only model, TF-IDF
+#      (benchmarks/accuracy.py), on the real catalog.
+# Prepared here, carried in .gpu/ (git-ignored): whl/ (pydantic and its needs, cp312 wheels),
+# fashion-footwear.zip (benchmarks/gpu/validated_catalog.py's folder, zipped: one file travels faster), minilm/ (the MiniLM folder with its
+# weights in bf16 to fit the transfer; widened back to fp32 below).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OUT=${OUT:-/tmp/kv-out}
+mkdir -p "$OUT"
+[ -d .gpu/fashion-footwear ] || python3 -m zipfile -e .gpu/fashion-footwear.zip .gpu/ || exit 1  # 7,882 small files travel as one
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+python3 - <<'PY' || exit 1
+import pathlib, shutil, torch, timm, transformers, pandas, sklearn, numpy
+from safetensors.torch import load_file, save_file
+print("torch", torch.__version__, "timm", timm.__version__, "transformers", transformers.__version__,
+      "pandas", pandas.__version__, "numpy", numpy.__version__, "sklearn", sklearn.__version__,
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+src, dst = pathlib.Path(".gpu/minilm"), pathlib.Path("/tmp/minilm")
+shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.bf16.safetensors"))
+weights = load_file(src / "model.bf16.safetensors")
+save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, dst / "model.safetensors")
+PY
+nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.max.sm --format=csv
+COMMON=(--catalog ../.gpu/fashion-footwear --validated --config gpu --set model.text_encoder.pretrained=/tmp/minilm)
+cd benchmarks
+timeout "${THROUGHPUT_S:-240}" python3 gpu_throughput.py "${COMMON[@]}" --batch-sizes ${BATCHES:-256 512} \
+  --ways "${WAYS:-host loader,data on device,data on device in fp32,data on device + compile}" \
+  --out "$OUT/gpu_throughput.json" 2>&1 | grep -v "Warning\|warn(" | tee "$OUT/gpu_throughput.log"
+timeout "${ACCURACY_S:-280}" python3 accuracy.py "${COMMON[@]}" --seeds ${SEEDS:-42 7} --variants "fused,image only" \
+  --photos pretrained ${ACCURACY_ARGS:-} --out "$OUT/accuracy_gpu.json" 2>&1 | grep -v "Warning\|warn(" | tee "$OUT/accuracy_gpu.log"
