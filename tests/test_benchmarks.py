@@ -3,6 +3,7 @@ results are written. (The benchmarks themselves measure; these are the parts tha
 
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -120,3 +121,31 @@ def test_flip_averaging_adds_the_logits_of_each_photo_mirrored_left_to_right(ben
     hidden = common.flip_tta_scores(model, learnt_data, rows, np.zeros_like(title_only), use_image=False)
     alone = classification_scores(labels, title_only.argmax(1))
     assert hidden == {"top1_flip_tta": alone["top1"], "macro_f1_flip_tta": alone["macro_f1"]}
+
+
+def test_a_catalog_written_as_validated_reads_back_as_the_validated_one_with_the_same_split(
+    bench, tiny_config, demo_drop, tmp_path, monkeypatch
+):
+    """What a lent GPU box (no GX there) trains on: validation's good rows, the same products in each split."""
+    common, _ = bench
+    sys.path.insert(0, str(BENCHMARKS / "gpu"))
+    try:
+        import validated_catalog
+    finally:
+        sys.path.remove(str(BENCHMARKS / "gpu"))
+    copy = tmp_path / "drop"
+    shutil.copytree(demo_drop, copy)
+    (copy / "images" / "broken.jpg").write_bytes(b"not a photo")  # quarantined, so not written
+    rows = (copy / "catalog.csv").read_text().splitlines()
+    broken = rows[1].split(",")
+    broken[0], broken[1] = "broken-1", "images/broken.jpg"
+    (copy / "catalog.csv").write_text("\n".join([*rows, ",".join(broken)]) + "\n")
+    monkeypatch.setattr(sys, "argv", ["validated_catalog.py", str(copy), str(tmp_path / "out"), "--config", "demo"])
+    validated_catalog.main()
+    assert not (tmp_path / "out" / "images" / "broken.jpg").exists()
+    checked, _, _ = common.prepared_catalog(str(copy), tiny_config)
+    read, _, _ = common.prepared_catalog(str(tmp_path / "out"), tiny_config, validated=True)
+    for split in ("train", "val", "test"):
+        ids = [d.rows.loc[d.indices(split), "product_id"].astype(str).tolist() for d in (checked, read)]
+        assert ids[0] == ids[1]
+    assert np.array_equal(checked.images, read.images) and "broken-1" not in read.rows["product_id"].astype(str).values
