@@ -147,13 +147,26 @@ def class_order(data: PreparedData, masks: list[np.ndarray]) -> list[list[str]]:
     return orders
 
 
+# Train settings left out of the cache key: where and how fast a model trains, not what it learns (batches cut
+# on the device train exactly as the loader's), and settings added later while at the value that trains as
+# before, so that models cached before them stay valid.
+SPEED_ONLY = ("data_on_device", "compile")
+AS_BEFORE = {"pretrained_trainable_layers": None}
+
+
 def cache_key(cfg: RunConfig, data: PreparedData, classes: list[str], seed: int) -> str:
     """What a trained base or joint model depends on: rows, label order, config sections, seed."""
+    sections = {k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "train", "pretrain", "data")}
+    for key in SPEED_ONLY:
+        sections["train"].pop(key, None)
+    for key, value in AS_BEFORE.items():
+        if key in sections["train"] and sections["train"][key] == value:
+            del sections["train"][key]
     parts = {
         "rows": hashlib.sha256("\n".join(data.rows["product_id"].astype(str)).encode()).hexdigest(),
         "catalog": data.catalog_hash,
         "classes": classes,
-        "sections": {k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "train", "pretrain", "data")},
+        "sections": sections,
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]

@@ -17,15 +17,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from zenml import Model, get_step_context, log_metadata, save_artifact
 from zenml.enums import ModelStages
-from zenml.logger import get_logger
 from zenml.types import MarkdownString
 
 from kickvision.config import RunConfig
-from kickvision.errors import RegistryError
 from kickvision.evaluate.model_card import LIMITATIONS
-from kickvision.serve.registry import PromotionDecision, first_line, move_champion
-
-log = get_logger(__name__)
+from kickvision.serve.registry import PromotionDecision, first_line, move_champion, refuse_unless_failed_closed
 
 USE_CASES = (
     "Categorising footwear products of an e-commerce catalog from a photo and a title, and finding "
@@ -85,9 +81,7 @@ def _publish_or_fail(card: str, decision: PromotionDecision, metrics: dict[str, 
     except MlflowException as exc:
         why = f"cannot record the decision on {decision.model_name} v{decision.version} in MLflow"
         why += f" ({exc.error_code}: {first_line(str(exc))})"
-        if not decision.fail_closed:
-            raise RegistryError(f"{why}; nothing was promoted") from None
-        log.warning("%s", why)
+        refuse_unless_failed_closed(decision, why, "nothing was promoted")
 
 
 def publish_decision(

@@ -6,8 +6,10 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -149,3 +151,20 @@ def test_a_catalog_written_as_validated_reads_back_as_the_validated_one_with_the
         ids = [d.rows.loc[d.indices(split), "product_id"].astype(str).tolist() for d in (checked, read)]
         assert ids[0] == ids[1]
     assert np.array_equal(checked.images, read.images) and "broken-1" not in read.rows["product_id"].astype(str).values
+
+
+def test_a_cached_model_is_reused_whatever_device_knobs_train_it_but_not_when_what_it_learns_changes(
+    bench, tiny_config
+):
+    _, continual = bench
+    data = SimpleNamespace(rows=pd.DataFrame({"product_id": ["a", "b"]}), catalog_hash="h")
+    key = continual.cache_key(tiny_config, data, ["x", "y"], 42)
+    faster = tiny_config.model_copy(
+        update={"train": tiny_config.train.model_copy(update={"data_on_device": True, "compile": True})}
+    )
+    assert continual.cache_key(faster, data, ["x", "y"], 42) == key
+    frozen_text = tiny_config.model_copy(
+        update={"train": tiny_config.train.model_copy(update={"pretrained_trainable_layers": 0})}
+    )
+    assert continual.cache_key(frozen_text, data, ["x", "y"], 42) != key
+    assert continual.cache_key(tiny_config, data, ["x", "y"], 7) != key

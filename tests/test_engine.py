@@ -343,6 +343,13 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
     assert update.pretrained_trainable_layers is None and fit.pretrained_trainable_layers is None
     top_two = continual.model_copy(update={"pretrained_trainable_layers": 2})
     assert update_settings(top_two, train).pretrained_trainable_layers == 2
+    fit_top_two = train.model_copy(update={"pretrained_trainable_layers": 2})
+    assert fit_settings(fit_top_two).pretrained_trainable_layers == 2
+    assert finetune_settings(prune, fit_top_two).pretrained_trainable_layers == 2  # the fine-tune of that fit
+    assert update_settings(continual, fit_top_two).pretrained_trainable_layers is None  # the update's own knob
+    on_gpu = train.model_copy(update={"data_on_device": True, "compile": True})
+    assert not (fit.data_on_device or fit.compile)
+    assert fit_settings(on_gpu).data_on_device and update_settings(continual, on_gpu).compile
     chosen = update_settings(continual.model_copy(update={"patience": 2}), train, True, new_categories=False)
     assert chosen.monitor == "val_top1" and chosen.score_start and chosen.later_wins_ties and chosen.patience == 2
     assert not update_settings(continual, train, True, new_categories=True).score_start  # they cannot predict it

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One lent-GPU session (the `device` tool's machine: its own python3 with torch, timm, transformers,
 # no GX, no pydantic, nothing to download), as one command from the repo root, results under $OUT:
-#   1. training throughput of configs/gpu.yaml's three-branch model (benchmarks/gpu_throughput.py);
-#   2. accuracy at that resolution: photo pretraining, the fused and the image-only model, TF-IDF
+#   1. training throughput of the config's model (benchmarks/gpu_throughput.py);
+#   2. accuracy: photo pretraining, the fused and the image-only model, TF-IDF
 #      (benchmarks/accuracy.py), on the real catalog.
-# Prepared here, carried in .gpu/ (git-ignored): whl/ (pydantic and its needs, cp312 wheels),
-# fashion-footwear.zip (benchmarks/gpu/validated_catalog.py's folder, zipped: one file travels faster), minilm/ (the MiniLM folder with its
-# weights in bf16 to fit the transfer; widened back to fp32 below).
+# Prepared here by benchmarks/gpu/prepare.sh into .gpu/ (git-ignored), carried with the call (carry: [".gpu"]).
+# Knobs (environment): CONFIG (default gpu; fashion runs fashion.yaml's CPU recipe on the GPU), SEEDS,
+# BATCHES, WAYS, THROUGHPUT_S and ACCURACY_S (each part's time limit), ACCURACY_ARGS (more accuracy.py options).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OUT=${OUT:-/tmp/kv-out}
 mkdir -p "$OUT"
@@ -25,7 +25,7 @@ weights = load_file(src / "model.bf16.safetensors")
 save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, dst / "model.safetensors")
 PY
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.max.sm --format=csv
-COMMON=(--catalog ../.gpu/fashion-footwear --validated --config gpu --set model.text_encoder.pretrained=/tmp/minilm)
+COMMON=(--catalog ../.gpu/fashion-footwear --validated --config "${CONFIG:-gpu}" --set model.text_encoder.pretrained=/tmp/minilm)
 cd benchmarks
 timeout "${THROUGHPUT_S:-240}" python3 gpu_throughput.py "${COMMON[@]}" --batch-sizes ${BATCHES:-256 512} \
   --ways "${WAYS:-host loader,data on device,data on device in fp32,data on device + compile}" \

@@ -135,6 +135,12 @@ class TrainConfig(_Section):
     encoder_lr: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="lower LR for pretrained encoders; None = same as lr"
     )
+    pretrained_trainable_layers: int | None = Field(
+        None,
+        ge=0,
+        description="generic pretrained encoders (MiniLM) train their top N stages in the fit and the pruning "
+        "fine-tune, no backward below (0: left as they are); None: all",
+    )
     weight_decay: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     contrastive_weight: float = Field(0.2, ge=0, description="supervised contrastive loss on the embedding head")

@@ -64,7 +64,7 @@ def champion_version(client: MlflowClient, model_name: str):
             return None
         raise RegistryError(
             f"cannot read which version is '{CHAMPION}' of model '{model_name}' from the registry at "
-            f"{_registry_uri(client)} ({exc.error_code}: {first_line(text)}); nothing is promoted"
+            f"{_registry_uri(client)} ({exc.error_code}: {first_line(text)})"
         ) from None
 
 
@@ -166,10 +166,17 @@ def _tag_decision(client: MlflowClient, decision: PromotionDecision, tags: dict[
             f"cannot record the decision on {decision.model_name} v{decision.version} in the registry at "
             f"{_registry_uri(client)} ({exc.error_code}: {first_line(str(exc))})"
         )
-        if not decision.fail_closed:
-            raise RegistryError(f"{why}; it is {fate}" + ("" if moved else ", nothing was promoted")) from None
-        log.warning("%s", why)
+        refuse_unless_failed_closed(decision, why, f"it is {fate}" + ("" if moved else ", nothing was promoted"))
     log.info("registered %s v%s: %s (%s)", decision.model_name, decision.version, fate, decision.reason)
+
+
+def refuse_unless_failed_closed(decision: PromotionDecision, why: str, consequence: str) -> None:
+    """A record of `decision` that MLflow would not write: a RegistryError (`why; consequence`), or only a
+    warning when the decision already failed closed (the registry is what its reason reports). Called
+    for every record of a registration: the version's tags here, the run's records in the register step."""
+    if not decision.fail_closed:
+        raise RegistryError(f"{why}; {consequence}") from None
+    log.warning("%s", why)
 
 
 def move_champion(decision: PromotionDecision, client: MlflowClient | None = None) -> PromotionDecision:

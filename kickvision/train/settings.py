@@ -49,6 +49,7 @@ def fit_settings(train: TrainConfig) -> LoopSettings:
         batch_size=train.batch_size,
         lr=train.lr,
         encoder_lr=train.encoder_lr,
+        pretrained_trainable_layers=train.pretrained_trainable_layers,
         weight_decay=train.weight_decay,
         pct_start=train.pct_start,
         grad_clip=train.grad_clip,
