@@ -27,7 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import benchmark_parser, data_for_model, fit_quietly, flip_tta_scores, prepared_catalog, write_result
+from common import (
+    add_validated_option,
+    benchmark_parser,
+    data_for_model,
+    fit_quietly,
+    flip_tta_scores,
+    prepared_catalog,
+    write_result,
+)
 from sklearn.metrics import f1_score
 
 from kickvision.config import deep_merge, dotted_overrides, load_config
@@ -166,11 +174,13 @@ def score_probes(model, data, rows_in_split, variant: str, suffix: str, seed: in
     return rows
 
 
-def score_saved_model(folder: str, catalog: str, config: str, overrides: list[str], out: str | None) -> None:
+def score_saved_model(
+    folder: str, catalog: str, config: str, overrides: list[str], out: str | None, validated: bool = False
+) -> None:
     """Score a saved model (a champion's bundle, a benchmark's cached model) on the validation and the test
     split of `catalog`, split as `config` splits it; nothing is trained."""
     cfg = load_config(config, overrides=dotted_overrides(overrides))
-    data, _, name = prepared_catalog(catalog, cfg)
+    data, _, name = prepared_catalog(catalog, cfg, validated)
     bundle = load_bundle(folder)
     data = data_for_model(data, bundle, cfg)
     variant = "fused" if bundle.model.image_encoders and bundle.model.text_encoder is not None else "model"
@@ -198,9 +208,10 @@ def main() -> None:
     )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/accuracy_<catalog>_<config>.json)")
     parser.add_argument("--model", help="a saved model's folder: score it on val and test instead of training")
+    add_validated_option(parser)
     args = parser.parse_args()
     if args.model:
-        return score_saved_model(args.model, args.catalog, args.config, args.set, args.out)
+        return score_saved_model(args.model, args.catalog, args.config, args.set, args.out, args.validated)
 
     overrides = dotted_overrides(args.set)
     if args.epochs:

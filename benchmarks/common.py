@@ -40,13 +40,17 @@ def benchmark_parser(doc: str, config: str = "demo", seeds: tuple[int, ...] = (4
     parser.add_argument("--config", default=config)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    return parser
+
+
+def add_validated_option(parser: argparse.ArgumentParser) -> None:
+    """--validated, for the benchmarks a lent GPU box runs (benchmarks/gpu/session.sh)."""
     parser.add_argument(
         "--validated",
         action="store_true",
         help="the catalog holds validation's good rows already (written by benchmarks/gpu/validated_catalog.py): "
         "read it as it is, no Great Expectations run (for a machine without GX, such as a lent GPU box)",
     )
-    return parser
 
 
 def prepared_catalog(catalog: str | None, cfg: RunConfig, validated: bool = False):

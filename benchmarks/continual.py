@@ -148,8 +148,9 @@ def class_order(data: PreparedData, masks: list[np.ndarray]) -> list[list[str]]:
 
 
 # Train settings left out of the cache key: where and how fast a model trains, not what it learns (batches cut
-# on the device train exactly as the loader's), and settings added later while at the value that trains as
-# before, so that models cached before them stay valid.
+# on the device come in the loader's order; a compiled forward computes the same model up to floating-point
+# rounding), and settings added later while at the value that trains as before, so that models cached before
+# them stay valid.
 SPEED_ONLY = ("data_on_device", "compile")
 AS_BEFORE = {"pretrained_trainable_layers": None}
 

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from common import benchmark_parser, prepared_catalog, write_result
+from common import add_validated_option, benchmark_parser, prepared_catalog, write_result
 
 from kickvision.config import dotted_overrides, load_config
 from kickvision.model.net import build_model, count_parameters
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per way (the first is not counted)")
     parser.add_argument("--repeat", type=int, default=2, help="the training split this many times per epoch")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/gpu_throughput_<catalog>_<config>.json)")
+    add_validated_option(parser)
     args = parser.parse_args()
     logging.getLogger("torch._dynamo").setLevel(logging.ERROR)  # graph breaks at the title trim: expected
     cfg = load_config(args.config, overrides=dotted_overrides(args.set))

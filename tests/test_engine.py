@@ -14,7 +14,7 @@ from kickvision.train.augment import PhotoAugment, PhotoMix
 from kickvision.train.engine import classify, create_optimizer, create_scheduler, split_validator, train_loop
 from kickvision.train.loader import make_loader
 from kickvision.train.losses import ClassificationLoss
-from kickvision.train.settings import LoopSettings, finetune_settings, fit_settings, update_settings
+from kickvision.train.settings import LoopSettings, finetune_settings, fit_settings, pretrain_settings, update_settings
 
 
 def _scripted(values, key="val_top1"):
@@ -347,6 +347,7 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
     assert fit_settings(fit_top_two).pretrained_trainable_layers == 2
     assert finetune_settings(prune, fit_top_two).pretrained_trainable_layers == 2  # the fine-tune of that fit
     assert update_settings(continual, fit_top_two).pretrained_trainable_layers is None  # the update's own knob
+    assert pretrain_settings(tiny_config.pretrain, fit_top_two).pretrained_trainable_layers is None
     on_gpu = train.model_copy(update={"data_on_device": True, "compile": True})
     assert not (fit.data_on_device or fit.compile)
     assert fit_settings(on_gpu).data_on_device and update_settings(continual, on_gpu).compile

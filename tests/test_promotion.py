@@ -171,6 +171,7 @@ def test_a_registry_that_stops_answering_before_the_alias_moves_promotes_nothing
     for decision in (passed, refused):
         final = move_champion(decision, mlflow.MlflowClient(down, down))
         assert final.fail_closed and not final.promoted and down in final.reason
+        assert "cannot read which version is 'champion'" in final.reason
     assert mlflow_client.get_model_version(name, passed.version).tags["promotion_decision"] == "pending"
     assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == champion.version
 

@@ -7,7 +7,8 @@
 # Usage, from the repo root: bash benchmarks/gpu/prepare.sh [CATALOG]   (default ../shared/data/fashion-footwear)
 set -euo pipefail
 catalog=${1:-../shared/data/fashion-footwear}
-grep -qx "/.gpu/" .git/info/exclude 2>/dev/null || echo "/.gpu/" >>.git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude)  # a worktree's too
+mkdir -p "$(dirname "$exclude")" && { grep -qx "/.gpu/" "$exclude" 2>/dev/null || echo "/.gpu/" >>"$exclude"; }
 rm -rf .gpu && mkdir -p .gpu/whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/whl \

@@ -5,12 +5,13 @@
 #   2. accuracy: photo pretraining, the fused and the image-only model, TF-IDF
 #      (benchmarks/accuracy.py), on the real catalog.
 # Prepared here by benchmarks/gpu/prepare.sh into .gpu/ (git-ignored), carried with the call (carry: [".gpu"]).
-# Knobs (environment): CONFIG (default gpu; fashion runs fashion.yaml's CPU recipe on the GPU), SEEDS,
+# Knobs (environment): CONFIG (default gpu; fashion runs fashion.yaml's CPU recipe on the GPU), CATALOG, SEEDS,
 # BATCHES, WAYS, THROUGHPUT_S and ACCURACY_S (each part's time limit), ACCURACY_ARGS (more accuracy.py options).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OUT=${OUT:-/tmp/kv-out}
 mkdir -p "$OUT"
-[ -d .gpu/fashion-footwear ] || python3 -m zipfile -e .gpu/fashion-footwear.zip .gpu/ || exit 1  # 7,882 small files travel as one
+CATALOG=${CATALOG:-fashion-footwear}  # the name prepare.sh was given (its folder's name)
+[ -d ".gpu/$CATALOG" ] || python3 -m zipfile -e ".gpu/$CATALOG.zip" .gpu/ || exit 1  # thousands of small files travel as one
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 python3 - <<'PY' || exit 1
@@ -25,7 +26,7 @@ weights = load_file(src / "model.bf16.safetensors")
 save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, dst / "model.safetensors")
 PY
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.max.sm --format=csv
-COMMON=(--catalog ../.gpu/fashion-footwear --validated --config "${CONFIG:-gpu}" --set model.text_encoder.pretrained=/tmp/minilm)
+COMMON=(--catalog "../.gpu/$CATALOG" --validated --config "${CONFIG:-gpu}" --set model.text_encoder.pretrained=/tmp/minilm)
 cd benchmarks
 timeout "${THROUGHPUT_S:-240}" python3 gpu_throughput.py "${COMMON[@]}" --batch-sizes ${BATCHES:-256 512} \
   --ways "${WAYS:-host loader,data on device,data on device in fp32,data on device + compile}" \

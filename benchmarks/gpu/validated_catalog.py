@@ -23,13 +23,17 @@ def main() -> None:
     parser.add_argument("--config", default="fashion", help="whose validate section decides (default fashion)")
     args = parser.parse_args()
     result = quarantine_bad_rows(read_catalog(Path(args.catalog)), load_config(args.config).validate_)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = result.catalog.rows
-    for relative in rows["image"]:
+    root, out = result.catalog.root.resolve(), Path(args.out).resolve()
+    if out == root or root in out.parents:
+        raise SystemExit(f"error: {out} is inside the catalog {root}: write the validated copy elsewhere")
+    rows = result.catalog.rows.copy()
+    # each photo under its path inside the catalog, normalised (validation let only paths inside it through)
+    sources = [resolve_inside(root, relative) for relative in rows["image"]]
+    rows["image"] = [source.relative_to(root).as_posix() for source in sources]
+    for source, relative in zip(sources, rows["image"], strict=True):
         target = out / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(resolve_inside(result.catalog.root, relative), target)
+        shutil.copyfile(source, target)
     rows.to_csv(out / "catalog.csv", index=False)
     print(f"{len(rows)} good rows of {result.total_rows} ({len(result.quarantine)} quarantined) -> {out}")
 

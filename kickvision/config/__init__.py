@@ -138,8 +138,9 @@ class TrainConfig(_Section):
     pretrained_trainable_layers: int | None = Field(
         None,
         ge=0,
-        description="generic pretrained encoders (MiniLM) train their top N stages in the fit and the pruning "
-        "fine-tune, no backward below (0: left as they are); None: all",
+        description="encoders pretrained on generic data (MiniLM; ImageNet photo encoders where their weights are "
+        "on the machine) train their top N stages in the fit and its pruning fine-tune, no backward below "
+        "(0: left as they are); None: all. Photo pretraining trains them all",
     )
     weight_decay: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.05, ge=0, lt=1)

@@ -65,9 +65,10 @@ def fit(
         on_epoch_end=on_epoch_end,
         progress=progress,
     )
-    # chosen on the training device (a GPU reads the validation photos in a blink), kept on the CPU
-    head_weights = choose_branch_head_weights(model.to(pick_device(cfg.device)), data, data.indices("val"))
-    model.to("cpu")
+    head_weights: dict[str, float] = {}
+    if model.branch_classifiers is not None:  # chosen on the training device (it reads the validation photos)
+        head_weights = choose_branch_head_weights(model.to(pick_device(cfg.device)), data, data.indices("val"))
+        model.to("cpu")
     spec = BundleSpec(
         classes=list(data.classes),
         max_title_tokens=max_title_tokens,

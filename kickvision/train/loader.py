@@ -61,7 +61,7 @@ def make_loader(
 
 
 class DeviceBatches:
-    """`make_loader`'s batches cut from tensors that live on `device` (pixels, tokens, labels, rows of
+    """`make_loader`'s batches, in its order, cut from tensors that live on `device` (pixels, tokens, labels, rows of
     `indices`, copied there once). Per epoch the sampler's order goes to the device as one index
     tensor and each batch is a gather from it: no per-product Python, no host-to-device copy per step.
     Costs the split's pixels in the device's memory (uint8: H x W x 3 bytes a product)."""
@@ -84,11 +84,13 @@ class DeviceBatches:
             "index": torch.from_numpy(rows).to(device),
         }
         self.batch_size, self.drop_last = batch_size, len(rows) > batch_size
-        generator = torch.Generator().manual_seed(seed)
+        # make_loader's DataLoader draws its workers' base seed from its generator as each epoch starts;
+        # unbalanced, its shuffle draws from that generator too, so the same draw keeps the same order
+        self.generator = torch.Generator().manual_seed(seed)
         self.sampler = (
             balanced_sampler(data, rows, seed)
             if balanced
-            else torch.utils.data.RandomSampler(range(len(rows)), generator=generator)
+            else torch.utils.data.RandomSampler(range(len(rows)), generator=self.generator)
         )
 
     def __len__(self) -> int:
@@ -96,6 +98,7 @@ class DeviceBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # the DataLoader's base seed
         order = torch.tensor(list(self.sampler), dtype=torch.int64).to(self.tensors["label"].device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             positions = order[start : start + self.batch_size]

@@ -130,6 +130,7 @@ def pretrain_settings(pretrain: PretrainConfig, train: TrainConfig) -> LoopSetti
         pretrain.lr,
         batch_size=pretrain.batch_size,
         balanced_sampling=False,
+        pretrained_trainable_layers=None,  # photo encoders with ImageNet weights all train: train's knob is the fit's
         monitor="val_loss",
         mix=photo_mix(pretrain.mixup_alpha, pretrain.cutmix_alpha),
         ema_decay=pretrain.ema_decay,
