@@ -9,12 +9,16 @@ photo encoders from scratch, and from the config's photo pretraining (run once p
 title and `data.text_columns`) is the classical baseline (C chosen on validation). Prints top-1 and macro-F1 (mean ±
 std over seeds), top-1 with flip test-time averaging (each product's logits averaged with those of
 its photo's mirror image; where the photo is read), per-class F1, training wall time and peak RSS
-during training, plus where a training step's CPU time goes per branch; writes JSON.
+during training, plus where a training step's CPU time goes per branch; writes JSON. With
+`--train-arms` each model is also trained with other train settings, side by side in the same run
+(same split, seeds and photo pretraining), e.g. how much of the fit's time and accuracy MiniLM's
+backward pass is worth.
 
     .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/accuracy.py --catalog ../shared/data/fashion-footwear --config demo --seeds 42 7 1
     .venv/bin/python benchmarks/accuracy.py ... --variants fused --set model.branch_loss_weight=0.5
     .venv/bin/python benchmarks/accuracy.py ... --variants fused,"image only" --photos scratch,pretrained
+    .venv/bin/python benchmarks/accuracy.py ... --variants fused --train-arms "pretrained_trainable_layers=0,epochs=8"
     .venv/bin/python benchmarks/accuracy.py ... --model path/to/saved/model   # score it on val + test, no training
 """
 
@@ -34,6 +38,7 @@ from common import (
     fit_quietly,
     flip_tta_scores,
     prepared_catalog,
+    split_methods,
     write_result,
 )
 from sklearn.metrics import f1_score
@@ -197,6 +202,17 @@ def score_saved_model(
     write_result({"meta": meta, **results}, out, f"accuracy_{name}_{cfg.name}_saved_model.json")
 
 
+def train_arms(cfg, config: str, overrides: dict, text: str) -> dict:
+    """{row suffix: config} for the configured train section and each `--train-arms` arm: arms split
+    on the commas outside brackets, an arm's train settings on semicolons (`lr=0.0005;epochs=8`),
+    each arm validated as a config."""
+    arms = {"": cfg}
+    for arm in (a.strip() for a in split_methods(text) if a.strip()):
+        settings = dotted_overrides([s.strip() for s in arm.split(";") if s.strip()])
+        arms[f", train[{arm}]"] = load_config(config, overrides=deep_merge(overrides, {"train": settings}))
+    return arms
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__, config="fashion", seeds=(42, 7, 1))
     parser.add_argument("--epochs", type=int, help="override train.epochs")
@@ -205,6 +221,12 @@ def main() -> None:
         "--photos",
         default="scratch",
         help="photo encoders: scratch, pretrained (the config's pretrain section, run per seed) or scratch,pretrained",
+    )
+    parser.add_argument(
+        "--train-arms",
+        default="",
+        help="other train settings to fit each model with, side by side: arms split by commas, settings in an arm "
+        'by semicolons, e.g. "pretrained_trainable_layers=0,pretrained_trainable_layers=2;epochs=8"',
     )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/accuracy_<catalog>_<config>.json)")
     parser.add_argument("--model", help="a saved model's folder: score it on val and test instead of training")
@@ -217,6 +239,7 @@ def main() -> None:
     if args.epochs:
         overrides = deep_merge(overrides, {"train": {"epochs": args.epochs}})
     cfg = load_config(args.config, overrides=overrides)
+    arms = train_arms(cfg, args.config, overrides, args.train_arms)  # a bad arm fails before any training
     data, tokenizer, name = prepared_catalog(args.catalog, cfg, args.validated)  # one group split for every seed
     test, n_classes = data.indices("test"), len(data.classes)
     print(f"{name}: {data.split_counts()} products, classes {data.classes}", flush=True)
@@ -236,8 +259,9 @@ def main() -> None:
             for variant in args.variants.split(","):
                 if photos == "pretrained" and variant == "text only":
                     continue  # no photo encoder to start from
-                suffix = ", pretrained photos" if photos == "pretrained" else ""
-                rows += train_and_score(data, cfg, tokenizer, variant, suffix, seed, encoders[photos])
+                for arm, arm_cfg in arms.items():
+                    suffix = (", pretrained photos" if photos == "pretrained" else "") + arm
+                    rows += train_and_score(data, arm_cfg, tokenizer, variant, suffix, seed, encoders[photos])
     tfidf = tfidf_baseline(data, cfg.data.text_columns)
     text = "title" + "".join(f" + {c}" for c in cfg.data.text_columns)
     rows.append({"model": f"TF-IDF + logistic regression ({text})", "seed": None, **tfidf})
@@ -270,6 +294,7 @@ def main() -> None:
         "catalog": name,
         "config": cfg.name,
         "overrides": args.set,
+        "train_arms": args.train_arms,
         "epochs": cfg.train.epochs,
         "seeds": args.seeds,
         "classes": data.classes,

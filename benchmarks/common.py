@@ -118,3 +118,17 @@ def flip_tta_scores(model, data: PreparedData, rows, logits, **hide) -> dict[str
     flipped, _ = predict_arrays(model, mirrored, data.input_ids[rows], data.attention_mask[rows], **hide)
     scores = classification_scores(data.labels()[rows], (logits + flipped).argmax(1))
     return {"top1_flip_tta": scores["top1"], "macro_f1_flip_tta": scores["macro_f1"]}
+
+
+def split_methods(text: str) -> list[str]:
+    """A list option (`--methods`, `--train-arms`) split on the commas outside brackets, so
+    `config[interpolation=[0.5,1.0]]` stays one item."""
+    methods, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            methods.append(current)
+            current = ""
+        else:
+            current += ch
+    return [m for m in [*methods, current] if m]

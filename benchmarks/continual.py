@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from common import prepared_catalog, write_result
+from common import prepared_catalog, split_methods, write_result
 from pydantic import ValidationError
 
 from kickvision.config import RunConfig, deep_merge, dotted_overrides, load_config
@@ -286,19 +286,6 @@ def recipe_settings(recipe: str) -> dict:
         raise ValueError(f"unknown method {recipe!r}; choose from {[*RECIPES, JOINT]}, or NAME[key=value;...]")
     assignments = [a for a in changes[:-1].split(";") if a.strip()] if bracket else []
     return RECIPES[name] | dotted_overrides([a.strip() for a in assignments])
-
-
-def split_methods(text: str) -> list[str]:
-    """`--methods` split on the commas outside brackets, so `config[interpolation=[0.5,1.0]]` stays one method."""
-    methods, depth, current = [], 0, ""
-    for ch in text:
-        depth += {"[": 1, "]": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            methods.append(current)
-            current = ""
-        else:
-            current += ch
-    return [m for m in [*methods, current] if m]
 
 
 def recipe_config(cfg: RunConfig, recipe: str, data: PreparedData):

@@ -168,3 +168,24 @@ def test_a_cached_model_is_reused_whatever_device_knobs_train_it_but_not_when_wh
     )
     assert continual.cache_key(frozen_text, data, ["x", "y"], 42) != key
     assert continual.cache_key(tiny_config, data, ["x", "y"], 7) != key
+
+
+def test_a_train_arm_changes_only_the_train_settings_it_names_and_a_bad_one_fails_before_training(bench):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import accuracy
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from kickvision.config import load_config
+    from kickvision.errors import ConfigError
+
+    base = load_config("fashion")
+    arms = accuracy.train_arms(base, "fashion", {}, "pretrained_trainable_layers=0, epochs=8;lr=0.0005")
+    assert list(arms) == ["", ", train[pretrained_trainable_layers=0]", ", train[epochs=8;lr=0.0005]"]
+    assert arms[""] is base
+    frozen, shorter = arms[", train[pretrained_trainable_layers=0]"], arms[", train[epochs=8;lr=0.0005]"]
+    assert frozen.train.pretrained_trainable_layers == 0 and base.train.pretrained_trainable_layers is None
+    assert frozen.train.model_copy(update={"pretrained_trainable_layers": None}) == base.train
+    assert (shorter.train.epochs, shorter.train.lr) == (8, 0.0005) and shorter.model == base.model
+    with pytest.raises(ConfigError, match="pretrained_trainable_layers"):
+        accuracy.train_arms(base, "fashion", {}, "pretrained_trainable_layers=-1")
