@@ -1,11 +1,13 @@
 """Structured pruning of the whole fused model: size, MACs, CPU latency and accuracy per ratio.
 
-Trains the config's model once (or loads a saved bundle with --model), then for each ratio prunes
+Trains the config's model once, its photo encoders pretrained first when the config's `pretrain`
+section is enabled (as `kickvision train` does; or loads a saved bundle with --model), then for each ratio prunes
 a copy (every encoder and the fusion MLP; see kickvision/train/prune.py), fine-tunes it for
 `prune.finetune_epochs` and reports parameters, weights-file MB, MACs, CPU latency at batch 1 and
 32 (median of interleaved runs: the unpruned model and the pruned ones alternate in the same
-process, so machine noise hits all alike), and test top-1 / macro-F1 right after pruning and after
-the fine-tune. Prints a table, writes JSON.
+process, so machine noise hits all alike), validation top-1 / macro-F1 before and after (what the prune
+step's gate reads) and test top-1 / macro-F1 right after pruning and after the fine-tune. Prints a
+table, writes JSON.
 
     .venv/bin/python benchmarks/pruning.py --catalog ../shared/data/fashion-footwear --epochs 10
     .venv/bin/python benchmarks/pruning.py                        # the demo catalog
@@ -30,9 +32,11 @@ from kickvision.config import load_config
 from kickvision.model.bundle import load_bundle, save_bundle
 from kickvision.model.costs import example_inputs, model_costs
 from kickvision.model.predict import predict_logits
+from kickvision.serve.gates import prune_gate
 from kickvision.serve.release import equip_for_release
-from kickvision.train.engine import classification_scores
+from kickvision.train.engine import classification_scores, split_validator
 from kickvision.train.fit import fit
+from kickvision.train.pretrain import pretrain_photos
 from kickvision.train.prune import prune_bundle, prune_structured
 
 
@@ -79,7 +83,7 @@ def main() -> None:
     parser.add_argument("--out", help="JSON path (default benchmarks/results/pruning_<catalog>.json)")
     args = parser.parse_args()
 
-    gate = load_config(args.config).prune.tolerance  # what the pipeline's prune step would refuse
+    gate = load_config(args.config).prune  # its tolerances: what the pipeline's prune step would refuse
     overrides: dict = {"prune": {"tolerance": 1.0}}  # measure every ratio, refuse none
     if args.epochs:
         overrides["train"] = {"epochs": args.epochs}
@@ -98,11 +102,26 @@ def main() -> None:
             raise SystemExit(f"{args.model} was trained on classes {bundle.classes}, not this catalog's {data.classes}")
         train_seconds = float("nan")
     else:
-        bundle = fit(data, cfg.model, cfg.train, tokenizer, tokens, seed=cfg.seed, progress=False).bundle
+        encoders = None
+        if cfg.pretrain.enabled:
+            encoders, knn = pretrain_photos(data, cfg.model, cfg.pretrain, cfg.train, cfg.seed, progress=False)
+            print(f"pretrained photo encoders in {time.perf_counter() - started:.0f} s: {knn}", flush=True)
+        bundle = fit(
+            data,
+            cfg.model,
+            cfg.train,
+            tokenizer,
+            tokens,
+            seed=cfg.seed,
+            progress=False,
+            text_columns=cfg.data.text_columns,
+            photo_encoders=encoders,
+        ).bundle
         train_seconds = time.perf_counter() - started
     if args.save_model:
         save_bundle(bundle, args.save_model)
-    base = model_costs(bundle.model, tokens, latency=False) | test_scores(bundle.model, data)
+    validate = split_validator(data, data.indices("val"))
+    base = model_costs(bundle.model, tokens, latency=False) | test_scores(bundle.model, data) | validate(bundle.model)
     rows = [{"ratio": 0.0, **base, "top1_no_finetune": base["top1"], "macro_f1_no_finetune": base["macro_f1"]}]
     pruned_models = []
     weights = [cfg.prune.distill_weight]
@@ -118,24 +137,26 @@ def main() -> None:
             result = prune_bundle(bundle, data, prune_cfg, cfg.train, seed=cfg.seed, progress=False)
             model = result.bundle.model
             pruned_models.append(model)
+            scores = validate(model)
             rows.append(
                 {
                     "ratio": ratio,
                     "distill_weight": weight,
                     **model_costs(model, tokens, latency=False),
                     **test_scores(model, data),
+                    **scores,
                     "top1_no_finetune": no_finetune["top1"],
                     "macro_f1_no_finetune": no_finetune["macro_f1"],
                     "val_top1_before": result.metrics.get("prune_val_top1_before"),
                     "val_top1_after": result.metrics.get("prune_val_top1_after"),
+                    "val_macro_f1_before": result.metrics.get("prune_val_macro_f1_before"),
+                    "val_macro_f1_after": result.metrics.get("prune_val_macro_f1_after"),
+                    "prune_step_gate": prune_gate(base, scores, gate.tolerance, gate.macro_f1_tolerance)[1],
                     "prune_and_finetune_seconds": time.perf_counter() - started,
                 }
             )
             print(f"ratio {ratio} distill {weight}: {rows[-1]}", flush=True)
             if args.save_pruned:  # equipped as the prune step releases it: index, calibration, continual state
-                lost = result.metrics["prune_val_top1_before"] - result.metrics["prune_val_top1_after"]
-                if lost > gate:
-                    print(f"  note: the prune step's gate ({gate:.4f}) would keep the unpruned model (lost {lost:.4f})")
                 equip_for_release(result.bundle, data, cfg.continual, cfg.seed)
                 save_bundle(result.bundle, Path(args.save_pruned) / f"r{ratio}-d{weight}")
 
@@ -149,10 +170,10 @@ def main() -> None:
         f"({train_seconds:.0f} s), fine-tune {cfg.prune.finetune_epochs} epochs, {torch.get_num_threads()} CPU threads"
     )
     print(
-        "| ratio | distill | params | vs base | file MB | MACs (M) | b1 ms | b32 ms | b32 speed-up | top-1 pruned | "
-        "top-1 tuned | Δ top-1 | macro-F1 tuned |"
+        "| ratio | distill | params | vs base | file MB | MACs (M) | b1 ms | b32 ms | b32 speed-up | val top-1 | "
+        "val macro-F1 | top-1 pruned | top-1 tuned | Δ top-1 | macro-F1 tuned |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     b = rows[0]
     for r in rows:
         print(
@@ -160,9 +181,12 @@ def main() -> None:
             f"{r['params'] / b['params']:.0%} | "
             f"{r['file_bytes'] / 1e6:.1f} | {r['macs'] / 1e6:.0f} | {r['latency_b1_ms']:.1f} | "
             f"{r['latency_b32_ms']:.1f} | {b['latency_b32_ms'] / r['latency_b32_ms']:.2f}x | "
+            f"{r['val_top1']:.4f} | {r['val_macro_f1']:.4f} | "
             f"{r['top1_no_finetune']:.4f} | {r['top1']:.4f} | {(r['top1'] - b['top1']) * 100:+.2f} pt | "
             f"{r['macro_f1']:.4f} |"
         )
+    for r in rows[1:]:
+        print(f"ratio {r['ratio']:.1f}, distill {r['distill_weight']}: the prune step's gate: {r['prune_step_gate']}")
     meta = {"catalog": name, "config": cfg.name, "train_epochs": cfg.train.epochs, "prune": cfg.prune.model_dump()}
     write_result({"meta": meta, "train_seconds": train_seconds, "rows": rows}, args.out, f"pruning_{name}.json")
 

@@ -7,11 +7,19 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kickvision.config import TextEncoderConfig
+from kickvision.config import TextEncoderConfig, load_config
 from kickvision.data.images import resolve_image_transform
+from kickvision.errors import ConfigError
 from kickvision.model.net import build_model
 from kickvision.train.augment import PhotoAugment, PhotoMix
-from kickvision.train.engine import classify, create_optimizer, create_scheduler, split_validator, train_loop
+from kickvision.train.engine import (
+    classify,
+    create_optimizer,
+    create_scheduler,
+    pick_device,
+    split_validator,
+    train_loop,
+)
 from kickvision.train.loader import make_loader
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.settings import LoopSettings, finetune_settings, fit_settings, pretrain_settings, update_settings
@@ -149,6 +157,20 @@ def test_the_optimizer_is_torchs_fused_adamw_and_steps_as_the_per_tensor_one_doe
             optimizer.step()
     assert not _same(start, fused_model.state_dict())
     assert max((p - twin[p]).abs().max().item() for p in twin) < 1e-4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_training_on_a_device_this_machine_lacks_is_a_config_error_naming_train_device(tiny_config, demo_data):
+    model = build_model(tiny_config.model, len(demo_data.classes))
+    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, device="cuda")
+    loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
+    with pytest.raises(ConfigError, match=r"train.device: 'cuda', but this machine has no CUDA device"):
+        train_loop(model, demo_data, demo_data.indices("train")[:32], settings, loss, _scripted([0.5]), progress=False)
+    with pytest.raises(ConfigError, match="train.device: 'mps'"):
+        pick_device("mps")
+    with pytest.raises(ConfigError, match="setting 'train.device'"):  # a name no torch device has: at load time
+        load_config("demo", overrides={"train": {"device": "gpu"}})
+    assert pick_device("cpu") == pick_device("auto") == torch.device("cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

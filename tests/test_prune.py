@@ -1,4 +1,4 @@
-"""Structured pruning: smaller files and models, identical outputs after a save/load, the tolerance gate."""
+"""Structured pruning: smaller files and models, identical outputs after a save/load, the tolerance gates."""
 
 import copy
 
@@ -12,6 +12,7 @@ from kickvision.model.encoders import build_tokenizer
 from kickvision.model.net import build_model, count_parameters
 from kickvision.model.predict import predict_logits
 from kickvision.model.shapes import changed_shapes
+from kickvision.serve.gates import prune_gate
 from kickvision.serve.release import equip_for_release
 from kickvision.train.losses import Distillation
 from kickvision.train.prune import prune_bundle, prune_structured
@@ -102,6 +103,42 @@ def test_the_tolerance_gate_keeps_the_unpruned_model_when_pruning_costs_accuracy
     assert m["prune_val_top1_after"] < m["prune_val_top1_before"]
     # nothing to fine-tune; the pruned model's own branch-head votes (chosen on validation) can only add
     assert m["prune_val_top1_after"] >= m["prune_val_top1_pruned_no_finetune"]
+
+
+@pytest.mark.parametrize(
+    ("top1_after", "macro_f1_after", "macro_f1_tolerance", "kept", "words"),
+    [
+        (0.90, 0.80, None, True, "validation top-1 0.9000 -> 0.9000"),  # macro-F1 not checked: not in the reason
+        (0.90, 0.85, 0.01, False, "lost too much on the smaller categories (macro-F1)"),
+        (0.90, 0.865, 0.01, True, "macro-F1 0.8700 -> 0.8650"),
+        (0.89, 0.87, 0.01, False, "lost too much accuracy"),
+        (float("nan"), 0.87, None, False, "lost too much accuracy"),
+    ],
+)
+def test_the_prune_gate_reads_top1_and_where_set_macro_f1(top1_after, macro_f1_after, macro_f1_tolerance, kept, words):
+    before = {"val_top1": 0.90, "val_macro_f1": 0.87}
+    after = {"val_top1": top1_after, "val_macro_f1": macro_f1_after}
+    decision, reason = prune_gate(before, after, tolerance=0.005, macro_f1_tolerance=macro_f1_tolerance)
+    assert decision is kept and words in reason
+    assert ("macro-F1" in reason) is (macro_f1_tolerance is not None)
+
+
+def test_a_macro_f1_tolerance_keeps_the_unpruned_model_when_pruning_costs_the_smaller_categories(
+    shared_trained, learnt_data, tiny_config
+):
+    # Top-1's gate wide open: the pruned model would be kept but for what it lost in macro-F1.
+    brutal = tiny_config.prune.model_copy(
+        update={"ratio": 0.9, "head_ratio": 0.5, "round_to": None, "finetune_epochs": 0, "tolerance": 1.0}
+    )
+    lenient = prune_bundle(shared_trained, learnt_data, brutal, tiny_config.train, progress=False)
+    m = lenient.metrics
+    assert lenient.kept_pruned and m["prune_val_macro_f1_after"] < m["prune_val_macro_f1_before"]
+    strict = brutal.model_copy(update={"macro_f1_tolerance": 0.0})
+    result = prune_bundle(shared_trained, learnt_data, strict, tiny_config.train, progress=False)
+    assert not result.kept_pruned and result.bundle is shared_trained
+    assert result.reason.startswith("kept the unpruned model, pruning lost too much on the smaller categories")
+    same = [k for k in m if "_val_" in k or "params" in k]  # the same pruning, scored alike: only the gate differs
+    assert len(same) >= 6 and {k: result.metrics[k] for k in same} == pytest.approx({k: m[k] for k in same})
 
 
 def test_a_pruned_champion_can_be_updated(trained_bundle, learnt_data, tiny_config, tmp_path):

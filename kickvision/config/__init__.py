@@ -169,7 +169,11 @@ class TrainConfig(_Section):
         "the decay warms up to this ceiling: 1 - (1 + step)^(-2/3))",
     )
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
-    device: str = "auto"
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="auto (CUDA where there is one, else the CPU), cpu, cuda, cuda:N or mps",
+    )
     amp: bool = True  # bf16 autocast on CUDA only
     channels_last: bool = True  # on CUDA only: the weights and photos in NHWC, what cuDNN's fast convolutions read
     data_on_device: bool = Field(
@@ -197,6 +201,13 @@ class PruneConfig(_Section):
     )
     distill_temperature: float = Field(2.0, gt=0)
     tolerance: float = Field(0.005, ge=0, le=1, description="max validation top-1 loss to keep the pruned model")
+    macro_f1_tolerance: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="max validation macro-F1 loss to keep the pruned model, as well (pruning costs the rarest "
+        "categories first, which top-1 hardly sees); None = not checked",
+    )
 
 
 PRETRAIN_OBJECTIVES = ("title_alignment", "views", "labels")

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from kickvision.data.images import resolve_image_transform
 from kickvision.data.prepare import PreparedData
+from kickvision.errors import ConfigError
 from kickvision.model.net import MultimodalShoeNet, ShoeNetOutput
 from kickvision.model.predict import predict_logits
 from kickvision.train.freeze import frozen, frozen_parameters, hold_frozen_modes
@@ -82,9 +83,22 @@ class LoopResult:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`train.device` as a torch device: `auto` is CUDA where there is one, else the CPU. A device
+    this machine lacks, or a name torch does not know, is a ConfigError (one `error:` line), not a
+    traceback from deep inside the first `.to(...)`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device: {name!r} is not a device name (auto, cpu, cuda, cuda:N, mps)") from exc
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(device.type)
+    if available is not None and not available():
+        kind = device.type.upper()
+        raise ConfigError(f"train.device: {name!r}, but this machine has no {kind} device (use auto or cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def seed_everything(seed: int) -> None:

@@ -9,7 +9,8 @@ are concatenated), the class head's outputs and the embedding width (the index d
 The fine-tune is one more loop of the training engine (optionally distilling from the unpruned
 model) that keeps the best validation top-1 among the pruned start and each epoch; the branch
 heads' votes are then chosen again for the pruned model (train/fusion.py). The pruned model is kept
-only if it lost at most `prune.tolerance` of validation top-1. A pruned model is saved as ordinary
+only if it lost at most `prune.tolerance` of validation top-1 and, where `prune.macro_f1_tolerance`
+is set, at most that of validation macro-F1 (serve/gates.py `prune_gate`). A pruned model is saved as ordinary
 safetensors plus `BundleSpec.pruned_shapes` (model/shapes.py): no pickled module.
 """
 
@@ -27,6 +28,7 @@ from kickvision.model.bundle import ModelBundle, PruningRecord
 from kickvision.model.costs import example_inputs, model_costs
 from kickvision.model.net import MultimodalShoeNet
 from kickvision.model.shapes import changed_shapes
+from kickvision.serve.gates import prune_gate
 from kickvision.train.engine import (
     EpochCallback,
     pick_device,
@@ -127,8 +129,8 @@ def prune_bundle(
         return PruneResult(bundle, True, "already pruned (a catalog-drop update keeps its champion's structure)")
     tokens = bundle.max_title_tokens
     validate = split_validator(data, data.indices("val"))
-    before = model_costs(bundle.model, tokens)
-    before["val_top1"] = validate(bundle.model)["val_top1"]
+    scored = ("val_top1", "val_macro_f1")  # what the gate reads
+    before = model_costs(bundle.model, tokens) | {k: v for k, v in validate(bundle.model).items() if k in scored}
 
     seed_everything(seed)
     model = copy.deepcopy(bundle.model).cpu()
@@ -156,17 +158,14 @@ def prune_bundle(
     )
 
     head_weights = choose_branch_head_weights(model, data, data.indices("val"))  # the pruned heads' own votes
-    after = model_costs(model, tokens)
-    after["val_top1"] = validate(model)["val_top1"]
+    after = model_costs(model, tokens) | {k: v for k, v in validate(model).items() if k in scored}
     metrics = {f"prune_{k}_before": v for k, v in before.items()} | {f"prune_{k}_after": v for k, v in after.items()}
     metrics["prune_val_top1_pruned_no_finetune"] = loop.start_metrics["val_top1"]
     fewer = 1 - after["params"] / before["params"]
-    summary = (
-        f"params {before['params']:,.0f} -> {after['params']:,.0f} ({fewer:.0%} fewer), "
-        f"validation top-1 {before['val_top1']:.4f} -> {after['val_top1']:.4f} (tolerance {cfg.tolerance:.4f})"
-    )
-    if before["val_top1"] - after["val_top1"] > cfg.tolerance:
-        reason = f"kept the unpruned model, pruning lost too much accuracy: {summary}"
+    size = f"params {before['params']:,.0f} -> {after['params']:,.0f} ({fewer:.0%} fewer)"
+    kept, verdict = prune_gate(before, after, cfg.tolerance, cfg.macro_f1_tolerance)
+    if not kept:
+        reason = f"kept the unpruned model, pruning {verdict}; {size}"
         return PruneResult(bundle, False, reason, metrics, loop.history)
 
     spec = bundle.spec.model_copy(deep=True)
@@ -175,4 +174,4 @@ def prune_bundle(
     spec.training.parameters = int(after["params"])
     spec.training.branch_head_weights = head_weights
     pruned = ModelBundle(model, bundle.tokenizer, spec)
-    return PruneResult(pruned, True, f"pruned: {summary}", metrics, loop.history)
+    return PruneResult(pruned, True, f"pruned: {size}, {verdict}", metrics, loop.history)
