@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
 
     gate = load_config(args.config).prune  # its tolerances: what the pipeline's prune step would refuse
-    overrides: dict = {"prune": {"tolerance": 1.0}}  # measure every ratio, refuse none
+    overrides: dict = {"prune": {"tolerance": 1.0, "macro_f1_tolerance": None}}  # measure every ratio, refuse none
     if args.epochs:
         overrides["train"] = {"epochs": args.epochs}
     if args.finetune_epochs is not None:
@@ -121,7 +121,8 @@ def main() -> None:
     if args.save_model:
         save_bundle(bundle, args.save_model)
     validate = split_validator(data, data.indices("val"))
-    base = model_costs(bundle.model, tokens, latency=False) | test_scores(bundle.model, data) | validate(bundle.model)
+    validated = {k: v for k, v in validate(bundle.model).items() if k != "val_loss"}
+    base = model_costs(bundle.model, tokens, latency=False) | test_scores(bundle.model, data) | validated
     rows = [{"ratio": 0.0, **base, "top1_no_finetune": base["top1"], "macro_f1_no_finetune": base["macro_f1"]}]
     pruned_models = []
     weights = [cfg.prune.distill_weight]
@@ -137,7 +138,7 @@ def main() -> None:
             result = prune_bundle(bundle, data, prune_cfg, cfg.train, seed=cfg.seed, progress=False)
             model = result.bundle.model
             pruned_models.append(model)
-            scores = validate(model)
+            scores = {k: result.metrics[f"prune_{k}_after"] for k in ("val_top1", "val_macro_f1")}
             rows.append(
                 {
                     "ratio": ratio,

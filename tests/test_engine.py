@@ -159,7 +159,9 @@ def test_the_optimizer_is_torchs_fused_adamw_and_steps_as_the_per_tensor_one_doe
     assert max((p - twin[p]).abs().max().item() for p in twin) < 1e-4
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available() or torch.backends.mps.is_available(), reason="needs a machine without CUDA or MPS"
+)
 def test_training_on_a_device_this_machine_lacks_is_a_config_error_naming_train_device(tiny_config, demo_data):
     model = build_model(tiny_config.model, len(demo_data.classes))
     settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, device="cuda")
@@ -168,9 +170,21 @@ def test_training_on_a_device_this_machine_lacks_is_a_config_error_naming_train_
         train_loop(model, demo_data, demo_data.indices("train")[:32], settings, loss, _scripted([0.5]), progress=False)
     with pytest.raises(ConfigError, match="train.device: 'mps'"):
         pick_device("mps")
-    with pytest.raises(ConfigError, match="setting 'train.device'"):  # a name no torch device has: at load time
-        load_config("demo", overrides={"train": {"device": "gpu"}})
     assert pick_device("cpu") == pick_device("auto") == torch.device("cpu")
+
+
+def test_a_cuda_index_past_the_machines_devices_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with two GPUs, as torch reports it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match=r"train.device: 'cuda:2', but this machine has 2 CUDA device\(s\)"):
+        pick_device("cuda:2")
+
+
+@pytest.mark.parametrize("name", ["gpu", "CUDA", "cuda:-1", " cuda", "cpu:0"])
+def test_a_device_name_outside_auto_cpu_cuda_mps_fails_at_load_naming_train_device(name):
+    with pytest.raises(ConfigError, match="setting 'train.device'"):
+        load_config("demo", overrides={"train": {"device": name}})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

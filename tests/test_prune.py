@@ -113,6 +113,7 @@ def test_the_tolerance_gate_keeps_the_unpruned_model_when_pruning_costs_accuracy
         (0.90, 0.865, 0.01, True, "macro-F1 0.8700 -> 0.8650"),
         (0.89, 0.87, 0.01, False, "lost too much accuracy"),
         (float("nan"), 0.87, None, False, "lost too much accuracy"),
+        (0.895, 0.77, 0.1, True, "0.9000 -> 0.8950 (tolerance 0.0050)"),  # exactly the tolerances: within them
     ],
 )
 def test_the_prune_gate_reads_top1_and_where_set_macro_f1(top1_after, macro_f1_after, macro_f1_tolerance, kept, words):

@@ -171,7 +171,7 @@ class TrainConfig(_Section):
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch default")
     device: str = Field(
         "auto",
-        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        pattern=r"^(auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?)$",
         description="auto (CUDA where there is one, else the CPU), cpu, cuda, cuda:N or mps",
     )
     amp: bool = True  # bf16 autocast on CUDA only

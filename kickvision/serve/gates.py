@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_ROUNDING = 1e-9  # a loss of exactly the tolerance (180/200 -> 179/200 at 0.005) is within it
+
 
 def champion_gate(
     candidate_score: float, champion_score: float | None, metric: str, champion_version: str | None, n_rows: int
@@ -61,8 +63,9 @@ def prune_gate(
             f", macro-F1 {before['val_macro_f1']:.4f} -> {after['val_macro_f1']:.4f} "
             f"(tolerance {macro_f1_tolerance:.4f})"
         )
-    if not lost <= tolerance:  # (NaN fails too)
+    if not lost <= tolerance + _ROUNDING:  # (NaN fails too)
         return False, "lost too much accuracy: " + summary
-    if macro_f1_tolerance is not None and not before["val_macro_f1"] - after["val_macro_f1"] <= macro_f1_tolerance:
+    lost_f1 = before["val_macro_f1"] - after["val_macro_f1"]
+    if macro_f1_tolerance is not None and not lost_f1 <= macro_f1_tolerance + _ROUNDING:
         return False, "lost too much on the smaller categories (macro-F1): " + summary
     return True, summary

@@ -120,7 +120,8 @@ def prune_bundle(
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
 ) -> PruneResult:
-    """Prune a trained bundle, fine-tune it briefly, and keep it only within `cfg.tolerance`.
+    """Prune a trained bundle, fine-tune it briefly, and keep it only within `cfg.tolerance` of
+    validation top-1 (and `cfg.macro_f1_tolerance` of validation macro-F1, where set).
 
     Returns the pruned bundle (weights, pruned-shape map and provenance; its index, calibration
     and continual state must be recomputed by the caller) or the input bundle with the reason.

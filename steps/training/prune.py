@@ -1,4 +1,4 @@
-"""prune: structured pruning + short fine-tune; the pruned model is kept only within the accuracy tolerance."""
+"""prune: structured pruning + short fine-tune; the pruned model is kept only within the accuracy tolerances."""
 
 from typing import Annotated
 
@@ -27,12 +27,13 @@ def prune_model(
     seed: int,
     keep_structure: bool = False,
 ) -> Annotated[ModelBundle, "release_model"]:
-    """Prune every encoder to `prune.ratio`, fine-tune, and keep the result only within `prune.tolerance`.
+    """Prune every encoder to `prune.ratio`, fine-tune, and keep the result only within `prune.tolerance`
+    of validation top-1 (and `prune.macro_f1_tolerance` of validation macro-F1, where set).
 
     Args:
         bundle: the trained (or updated) model.
         data: its catalog; the train split fine-tunes, the validation split gates.
-        prune: ratio, fine-tune epochs, tolerance.
+        prune: ratio, fine-tune epochs, tolerances.
         train: loss and device settings for the fine-tune.
         continual: what the pruned model must carry for its next update (recomputed for its shapes).
         seed: fine-tune seed.
