@@ -32,12 +32,11 @@ from kickvision.config import load_config
 from kickvision.model.bundle import load_bundle, save_bundle
 from kickvision.model.costs import example_inputs, model_costs
 from kickvision.model.predict import predict_logits
-from kickvision.serve.gates import prune_gate
 from kickvision.serve.release import equip_for_release
 from kickvision.train.engine import classification_scores, split_validator
 from kickvision.train.fit import fit
 from kickvision.train.pretrain import pretrain_photos
-from kickvision.train.prune import prune_bundle, prune_structured
+from kickvision.train.prune import prune_bundle, prune_gate, prune_structured
 
 
 @torch.no_grad()

@@ -156,7 +156,11 @@ def test_the_optimizer_is_torchs_fused_adamw_and_steps_as_the_per_tensor_one_doe
             loss_fn(batch, classify(model, batch)).backward()
             optimizer.step()
     assert not _same(start, fused_model.state_dict())
-    assert max((p - twin[p]).abs().max().item() for p in twin) < 1e-4
+    # Rounding, not another rule: the two differ by under 2% of the furthest any weight moved (~0.03 in
+    # three steps at lr 0.01; 1.1e-4 measured on a CPU without AVX-512). Another beta, epsilon or weight
+    # decay moves weights by a sizeable share of a step.
+    moved = max((p - start[n]).abs().max().item() for n, p in fused_model.named_parameters())
+    assert max((p - twin[p]).abs().max().item() for p in twin) < 0.02 * moved
 
 
 @pytest.mark.skipif(

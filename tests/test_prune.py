@@ -12,10 +12,9 @@ from kickvision.model.encoders import build_tokenizer
 from kickvision.model.net import build_model, count_parameters
 from kickvision.model.predict import predict_logits
 from kickvision.model.shapes import changed_shapes
-from kickvision.serve.gates import prune_gate
 from kickvision.serve.release import equip_for_release
 from kickvision.train.losses import Distillation
-from kickvision.train.prune import prune_bundle, prune_structured
+from kickvision.train.prune import prune_bundle, prune_gate, prune_structured
 from kickvision.train.update import update_bundle
 from tests.conftest import prepare_drop
 

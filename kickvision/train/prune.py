@@ -10,7 +10,7 @@ The fine-tune is one more loop of the training engine (optionally distilling fro
 model) that keeps the best validation top-1 among the pruned start and each epoch; the branch
 heads' votes are then chosen again for the pruned model (train/fusion.py). The pruned model is kept
 only if it lost at most `prune.tolerance` of validation top-1 and, where `prune.macro_f1_tolerance`
-is set, at most that of validation macro-F1 (serve/gates.py `prune_gate`). A pruned model is saved as ordinary
+is set, at most that of validation macro-F1 (`prune_gate`, a pure function). A pruned model is saved as ordinary
 safetensors plus `BundleSpec.pruned_shapes` (model/shapes.py): no pickled module.
 """
 
@@ -28,7 +28,6 @@ from kickvision.model.bundle import ModelBundle, PruningRecord
 from kickvision.model.costs import example_inputs, model_costs
 from kickvision.model.net import MultimodalShoeNet
 from kickvision.model.shapes import changed_shapes
-from kickvision.serve.gates import prune_gate
 from kickvision.train.engine import (
     EpochCallback,
     pick_device,
@@ -50,6 +49,30 @@ class PruneResult:
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+_ROUNDING = 1e-9  # a loss of exactly the tolerance (180/200 -> 179/200 at 0.005) is within it
+
+
+def prune_gate(
+    before: dict[str, float], after: dict[str, float], tolerance: float, macro_f1_tolerance: float | None
+) -> tuple[bool, str]:
+    """Keep the pruned model only if validation top-1 fell by at most `tolerance` and, unless
+    `macro_f1_tolerance` is None, validation macro-F1 by at most that (`before`/`after`: `val_top1`,
+    `val_macro_f1`)."""
+    summary = f"validation top-1 {before['val_top1']:.4f} -> {after['val_top1']:.4f} (tolerance {tolerance:.4f})"
+    lost = before["val_top1"] - after["val_top1"]
+    if macro_f1_tolerance is not None:
+        summary += (
+            f", macro-F1 {before['val_macro_f1']:.4f} -> {after['val_macro_f1']:.4f} "
+            f"(tolerance {macro_f1_tolerance:.4f})"
+        )
+    if not lost <= tolerance + _ROUNDING:  # (NaN fails too)
+        return False, "lost too much accuracy: " + summary
+    lost_f1 = before["val_macro_f1"] - after["val_macro_f1"]
+    if macro_f1_tolerance is not None and not lost_f1 <= macro_f1_tolerance + _ROUNDING:
+        return False, "lost too much on the smaller categories (macro-F1): " + summary
+    return True, summary
 
 
 # ---------------------------------------------------------------- pruning
