@@ -14,6 +14,7 @@ from kickvision.model.net import build_model
 from kickvision.train.augment import PhotoAugment, PhotoMix
 from kickvision.train.engine import (
     classify,
+    compiled,
     create_optimizer,
     create_scheduler,
     pick_device,
@@ -183,6 +184,23 @@ def test_a_cuda_index_past_the_machines_devices_is_a_config_error(monkeypatch):
     assert pick_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match=r"train.device: 'cuda:2', but this machine has 2 CUDA device\(s\)"):
         pick_device("cuda:2")
+
+
+def test_compiling_on_a_machine_without_a_cpp_compiler_is_a_config_error_naming_train_compile(
+    tiny_config, demo_data, tmp_path, monkeypatch
+):
+    import torch._inductor.config as inductor
+
+    model = build_model(tiny_config.model, len(demo_data.classes))
+    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, device="cpu", compile=True)
+    loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
+    assert isinstance(compiled(model, torch.device("cpu")), torch._dynamo.eval_frame.OptimizedModule)  # g++ here
+    # where $CXX named a compiler this machine does not have (torch reads it into this setting at import)
+    monkeypatch.setattr(inductor.cpp, "cxx", (str(tmp_path / "no-such-g++"),))
+    with pytest.raises(
+        ConfigError, match="train.compile: torch.compile on the CPU builds C\\+\\+, and no C\\+\\+ compiler"
+    ):
+        train_loop(model, demo_data, demo_data.indices("train")[:32], settings, loss, _scripted([0.5]), progress=False)
 
 
 @pytest.mark.parametrize("name", ["gpu", "CUDA", "cuda:-1", " cuda", "cpu:0"])

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +101,30 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"train.device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def compiled(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`torch.compile(model)` (`train.compile`), once the compiler inductor will call is known to be there:
+    a C++ compiler on the CPU (torch's own search: `$CXX`, else g++), a C compiler for Triton's launcher on
+    CUDA (`$CC`, else gcc or clang, as Triton looks). Without one, the first training step would fail deep
+    inside inductor; here it is a ConfigError naming the setting."""
+    if device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+
+        try:
+            get_cpp_compiler()
+        except InvalidCxxCompiler as exc:
+            raise ConfigError(
+                "train.compile: torch.compile on the CPU builds C++, and no C++ compiler was found "
+                "(install g++ or point CXX at one, or set train.compile: false)"
+            ) from exc
+    elif device.type == "cuda" and not any(shutil.which(c) for c in (os.environ.get("CC"), "gcc", "clang") if c):
+        raise ConfigError(
+            "train.compile: torch.compile on CUDA needs a C compiler for Triton, and none was found "
+            "(install gcc or point CC at one, or set train.compile: false)"
+        )
+    return torch.compile(model)
 
 
 def seed_everything(seed: int) -> None:
@@ -205,7 +231,7 @@ def train_loop(
     transform = resolve_image_transform(model.cfg)
     batching = (data, train_indices, settings.batch_size, seed, settings.balanced_sampling)
     loader = DeviceBatches(*batching, device) if settings.data_on_device else make_loader(*batching)
-    runner = torch.compile(model) if settings.compile else model  # the training forward; shares the weights
+    runner = compiled(model, device) if settings.compile else model  # the training forward; shares the weights
     encoders = generic_pretrained_encoders(model)
     with frozen(frozen_parameters(encoders, settings.pretrained_trainable_layers)):  # trainable again afterwards
         optimizer = create_optimizer(model, settings)
