@@ -187,7 +187,7 @@ def test_a_cuda_index_past_the_machines_devices_is_a_config_error(monkeypatch):
 
 
 def test_compiling_on_a_machine_without_a_cpp_compiler_is_a_config_error_naming_train_compile(
-    tiny_config, demo_data, tmp_path, monkeypatch
+    tiny_config, demo_data, tmp_path
 ):
     import torch._inductor.config as inductor
 
@@ -195,12 +195,17 @@ def test_compiling_on_a_machine_without_a_cpp_compiler_is_a_config_error_naming_
     settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor=None, device="cpu", compile=True)
     loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
     assert isinstance(compiled(model, torch.device("cpu")), torch._dynamo.eval_frame.OptimizedModule)  # g++ here
-    # where $CXX named a compiler this machine does not have (torch reads it into this setting at import)
-    monkeypatch.setattr(inductor.cpp, "cxx", (str(tmp_path / "no-such-g++"),))
-    with pytest.raises(
-        ConfigError, match="train.compile: torch.compile on the CPU builds C\\+\\+, and no C\\+\\+ compiler"
+    # where $CXX named a compiler this machine does not have (torch reads it into this setting at import);
+    # torch's own patch, since its config module hides a setting that monkeypatch deletes on undo
+    missing = inductor.patch({"cpp.cxx": (str(tmp_path / "no-such-g++"),)})
+    with (
+        missing,
+        pytest.raises(
+            ConfigError, match="train.compile: torch.compile on the CPU builds C\\+\\+, and no C\\+\\+ compiler"
+        ),
     ):
         train_loop(model, demo_data, demo_data.indices("train")[:32], settings, loss, _scripted([0.5]), progress=False)
+    assert inductor.cpp.cxx != (str(tmp_path / "no-such-g++"),)  # the setting is back for the tests after
 
 
 @pytest.mark.parametrize("name", ["gpu", "CUDA", "cuda:-1", " cuda", "cpu:0"])
