@@ -13,6 +13,9 @@ table, writes JSON.
     .venv/bin/python benchmarks/pruning.py                        # the demo catalog
     # a model the training pipeline already trained (its train step's output artifact folder):
     .venv/bin/python benchmarks/pruning.py --catalog ../shared/data/fashion-footwear --config fashion --model DIR
+    # the text encoder's hidden width narrowed and kept, side by side:
+    .venv/bin/python benchmarks/pruning.py --catalog ../shared/data/fashion-footwear --config fashion \
+        --keep-text-width 0,1
     # ... and keep the pruned bundles, e.g. to serve one (benchmarks/serving.py --bundle DIR/r0.3-d1.0):
     .venv/bin/python benchmarks/pruning.py ... --ratios 0.3 --save-pruned /tmp/pruned
 """
@@ -73,6 +76,12 @@ def main() -> None:
     parser.add_argument(
         "--distill-weights", default=None, help="e.g. 0,1: each ratio fine-tuned without and with distillation"
     )
+    parser.add_argument(
+        "--keep-text-width",
+        default=None,
+        help="e.g. 0,1: each ratio pruned with the text encoder's hidden width narrowed, then kept "
+        "(prune.keep_text_width)",
+    )
     parser.add_argument("--model", help="a bundle folder trained with --config on --catalog")
     parser.add_argument("--save-model", help="also save the trained (unpruned) bundle here, e.g. for explain.py")
     parser.add_argument(
@@ -127,13 +136,18 @@ def main() -> None:
     weights = [cfg.prune.distill_weight]
     if args.distill_weights:
         weights = [float(w) for w in args.distill_weights.split(",")]
-    for ratio in [float(r) for r in args.ratios.split(",")]:
+    widths = [cfg.prune.keep_text_width]
+    if args.keep_text_width:
+        widths = [bool(int(k)) for k in args.keep_text_width.split(",")]
+    arms = [(ratio, keep) for ratio in [float(r) for r in args.ratios.split(",")] for keep in widths]
+    for ratio, keep in arms:
         shallow = copy.deepcopy(bundle.model).cpu()
-        prune_structured(shallow, ratio, ratio, cfg.prune.round_to, tokens)
+        prune_structured(shallow, ratio, ratio, cfg.prune.round_to, tokens, keep_text_width=keep)
         no_finetune = test_scores(shallow, data)
         for weight in weights:
             started = time.perf_counter()
-            prune_cfg = cfg.prune.model_copy(update={"ratio": ratio, "head_ratio": ratio, "distill_weight": weight})
+            changes = {"ratio": ratio, "head_ratio": ratio, "distill_weight": weight, "keep_text_width": keep}
+            prune_cfg = cfg.prune.model_copy(update=changes)
             result = prune_bundle(bundle, data, prune_cfg, cfg.train, seed=cfg.seed, progress=False)
             model = result.bundle.model
             pruned_models.append(model)
@@ -142,6 +156,7 @@ def main() -> None:
                 {
                     "ratio": ratio,
                     "distill_weight": weight,
+                    "keep_text_width": keep,
                     **model_costs(model, tokens, latency=False),
                     **test_scores(model, data),
                     **scores,
@@ -155,10 +170,10 @@ def main() -> None:
                     "prune_and_finetune_seconds": time.perf_counter() - started,
                 }
             )
-            print(f"ratio {ratio} distill {weight}: {rows[-1]}", flush=True)
+            print(f"ratio {ratio} distill {weight} text width kept {keep}: {rows[-1]}", flush=True)
             if args.save_pruned:  # equipped as the prune step releases it: index, calibration, continual state
                 equip_for_release(result.bundle, data, cfg.continual, cfg.seed)
-                save_bundle(result.bundle, Path(args.save_pruned) / f"r{ratio}-d{weight}")
+                save_bundle(result.bundle, Path(args.save_pruned) / f"r{ratio}-d{weight}{'-w' if keep else ''}")
 
     for batch in (1, 32):
         latencies = interleaved_latency_ms([bundle.model, *pruned_models], batch, tokens)
@@ -170,14 +185,15 @@ def main() -> None:
         f"({train_seconds:.0f} s), fine-tune {cfg.prune.finetune_epochs} epochs, {torch.get_num_threads()} CPU threads"
     )
     print(
-        "| ratio | distill | params | vs base | file MB | MACs (M) | b1 ms | b32 ms | b32 speed-up | val top-1 | "
-        "val macro-F1 | top-1 pruned | top-1 tuned | Δ top-1 | macro-F1 tuned |"
+        "| ratio | distill | text width | params | vs base | file MB | MACs (M) | b1 ms | b32 ms | b32 speed-up | "
+        "val top-1 | val macro-F1 | top-1 pruned | top-1 tuned | Δ top-1 | macro-F1 tuned |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     b = rows[0]
     for r in rows:
         print(
-            f"| {r['ratio']:.1f} | {r.get('distill_weight', '-')} | {r['params'] / 1e6:.2f}M | "
+            f"| {r['ratio']:.1f} | {r.get('distill_weight', '-')} | "
+            f"{'-' if r['ratio'] == 0 else 'kept' if r['keep_text_width'] else 'pruned'} | {r['params'] / 1e6:.2f}M | "
             f"{r['params'] / b['params']:.0%} | "
             f"{r['file_bytes'] / 1e6:.1f} | {r['macs'] / 1e6:.0f} | {r['latency_b1_ms']:.1f} | "
             f"{r['latency_b32_ms']:.1f} | {b['latency_b32_ms'] / r['latency_b32_ms']:.2f}x | "
@@ -186,7 +202,11 @@ def main() -> None:
             f"{r['macro_f1']:.4f} |"
         )
     for r in rows[1:]:
-        print(f"ratio {r['ratio']:.1f}, distill {r['distill_weight']}: the prune step's gate: {r['prune_step_gate']}")
+        width = "kept" if r["keep_text_width"] else "pruned"
+        print(
+            f"ratio {r['ratio']:.1f}, distill {r['distill_weight']}, text width {width}: "
+            f"the prune step's gate: {r['prune_step_gate']}"
+        )
     meta = {"catalog": name, "config": cfg.name, "train_epochs": cfg.train.epochs, "prune": cfg.prune.model_dump()}
     write_result({"meta": meta, "train_seconds": train_seconds, "rows": rows}, args.out, f"pruning_{name}.json")
 

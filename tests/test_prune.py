@@ -53,6 +53,43 @@ def test_pruned_model_is_smaller_and_reloads_to_identical_outputs(tiny_config, t
     torch.testing.assert_close(loaded(*inputs).embedding, pruned(*inputs).embedding, rtol=0, atol=0)
 
 
+def test_keeping_the_text_width_prunes_the_text_encoders_heads_and_feed_forward_but_not_its_hidden_width(
+    tiny_config, tmp_path
+):
+    from kickvision.config import TextEncoderConfig
+
+    text = TINY_BERT | {"overrides": TINY_BERT["overrides"] | {"num_attention_heads": 4}}
+    cfg = tiny_config.model.model_copy(update={"text_encoder": TextEncoderConfig.model_validate(text)})
+    model = build_model(cfg, n_classes=5).eval()
+    narrowed, kept = copy.deepcopy(model), copy.deepcopy(model)
+    prune_structured(narrowed, ratio=0.5, head_ratio=0.5, round_to=None)
+    prune_structured(kept, ratio=0.5, head_ratio=0.5, round_to=None, keep_text_width=True)
+
+    def text_shapes(net):
+        bert = net.text_encoder.model
+        layer = bert.encoder.layer[0]
+        return {
+            "width": bert.embeddings.word_embeddings.weight.shape[1],
+            "heads": layer.attention.self.query.out_features // layer.attention.self.attention_head_size,
+            "ffn": layer.intermediate.dense.out_features,
+        }
+
+    assert text_shapes(model) == {"width": 32, "heads": 4, "ffn": 64}
+    assert text_shapes(narrowed) == {"width": 16, "heads": 2, "ffn": 32}
+    assert text_shapes(kept) == {"width": 32, "heads": 2, "ffn": 32}
+    assert count_parameters(narrowed) < count_parameters(kept) < count_parameters(model)
+    # the photo branches are pruned as before: the knob is the text encoder's alone
+    photo = lambda net: [p.shape for p in net.image_encoders.parameters()]  # noqa: E731
+    assert photo(kept) == photo(narrowed) != photo(model)
+
+    spec = BundleSpec(
+        classes=[f"c{i}" for i in range(5)], max_title_tokens=12, pruned_shapes=changed_shapes(kept, model)
+    )
+    loaded = load_bundle(save_bundle(ModelBundle(kept, build_tokenizer(cfg.text_encoder), spec), tmp_path / "b")).model
+    inputs = (torch.randn(3, 3, 32, 32), torch.randint(1000, 2000, (3, 12)), torch.ones(3, 12, dtype=torch.long))
+    torch.testing.assert_close(loaded(*inputs).logits, kept(*inputs).logits, rtol=0, atol=0)
+
+
 def test_prune_bundle_reports_the_metrics_and_keeps_the_pruned_model_within_tolerance(
     shared_trained, learnt_data, tiny_config
 ):

@@ -3,8 +3,9 @@
 What is pruned, to `prune.ratio` by L2 group magnitude: CNN channels (residual couplings resolved
 by DepGraph), ViT attention heads (`head_ratio`) and MLP widths and its embedding width, the text
 encoder's heads, FFN widths and hidden width (its token-embedding table included, often the
-largest single tensor), and the fusion MLP. Kept whole: the per-branch projections (their outputs
-are concatenated), the class head's outputs and the embedding width (the index depends on it).
+largest single tensor; kept with `prune.keep_text_width`), and the fusion MLP. Kept whole: the
+per-branch projections (their outputs are concatenated), the class head's outputs and the
+embedding width (the index depends on it).
 
 The fine-tune is one more loop of the training engine (optionally distilling from the unpruned
 model) that keeps the best validation top-1 among the pruned start and each epoch; the branch
@@ -93,14 +94,23 @@ def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
 
 
 def prune_structured(
-    model: MultimodalShoeNet, ratio: float, head_ratio: float, round_to: int | None, tokens: int = 16
+    model: MultimodalShoeNet,
+    ratio: float,
+    head_ratio: float,
+    round_to: int | None,
+    tokens: int = 16,
+    keep_text_width: bool = False,
 ) -> None:
-    """Prune `model` in place (see the module docstring for what is pruned and what is kept)."""
+    """Prune `model` in place (see the module docstring for what is pruned and what is kept). With
+    `keep_text_width`, the text encoder's embeddings are left whole, and with them every group that would
+    narrow them (Torch-Pruning skips a group that reaches an ignored layer): its hidden width."""
     import torch_pruning as tp
 
     model.eval()
     heads = attention_heads(model)
     ignored = [model.classifier, model.embedding_head, *[projection[0] for projection in model.projections]]
+    if keep_text_width and model.text_encoder is not None:
+        ignored.append(model.text_encoder.model.embeddings)
     if model.gate is not None:
         ignored.append(model.gate)
     if model.branch_classifiers is not None:
@@ -158,9 +168,8 @@ def prune_bundle(
 
     seed_everything(seed)
     model = copy.deepcopy(bundle.model).cpu()
-    prune_structured(
-        model, cfg.ratio, cfg.head_ratio if cfg.head_ratio is not None else cfg.ratio, cfg.round_to, tokens
-    )
+    head_ratio = cfg.head_ratio if cfg.head_ratio is not None else cfg.ratio
+    prune_structured(model, cfg.ratio, head_ratio, cfg.round_to, tokens, keep_text_width=cfg.keep_text_width)
     if model.branch_classifiers is not None:  # fine-tune and keep epochs on the fused head; votes chosen after
         model.branch_head_weights.zero_()
     settings = finetune_settings(cfg, train_cfg)
