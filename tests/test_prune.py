@@ -53,30 +53,53 @@ def test_pruned_model_is_smaller_and_reloads_to_identical_outputs(tiny_config, t
     torch.testing.assert_close(loaded(*inputs).embedding, pruned(*inputs).embedding, rtol=0, atol=0)
 
 
+TINY_DISTILBERT = {  # the demo config's family: q_lin/k_lin/v_lin heads, ffn.lin1
+    "name": "distilbert-tiny",
+    "model_type": "distilbert",
+    "pretrained": False,
+    "overrides": {"n_layers": 1, "dim": 32, "hidden_dim": 64, "n_heads": 4},
+}
+
+
+def _text_shapes(net) -> dict[str, int]:
+    """The text encoder's hidden width, attention heads and feed-forward width (first layer)."""
+    text = net.text_encoder.model
+    width = text.get_input_embeddings().weight.shape[1]
+    if text.config.model_type == "bert":
+        attention, ffn = text.encoder.layer[0].attention.self, text.encoder.layer[0].intermediate.dense
+        return {
+            "width": width,
+            "heads": attention.query.out_features // attention.attention_head_size,
+            "ffn": ffn.out_features,
+        }
+    layer = text.transformer.layer[0]
+    head_size = text.config.dim // text.config.n_heads
+    return {
+        "width": width,
+        "heads": layer.attention.q_lin.out_features // head_size,
+        "ffn": layer.ffn.lin1.out_features,
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [TINY_BERT | {"overrides": TINY_BERT["overrides"] | {"num_attention_heads": 4}}, TINY_DISTILBERT],
+    ids=["bert", "distilbert"],
+)
 def test_keeping_the_text_width_prunes_the_text_encoders_heads_and_feed_forward_but_not_its_hidden_width(
-    tiny_config, tmp_path
+    tiny_config, tmp_path, text
 ):
     from kickvision.config import TextEncoderConfig
 
-    text = TINY_BERT | {"overrides": TINY_BERT["overrides"] | {"num_attention_heads": 4}}
     cfg = tiny_config.model.model_copy(update={"text_encoder": TextEncoderConfig.model_validate(text)})
     model = build_model(cfg, n_classes=5).eval()
     narrowed, kept = copy.deepcopy(model), copy.deepcopy(model)
     prune_structured(narrowed, ratio=0.5, head_ratio=0.5, round_to=None)
     prune_structured(kept, ratio=0.5, head_ratio=0.5, round_to=None, keep_text_width=True)
 
-    def text_shapes(net):
-        bert = net.text_encoder.model
-        layer = bert.encoder.layer[0]
-        return {
-            "width": bert.embeddings.word_embeddings.weight.shape[1],
-            "heads": layer.attention.self.query.out_features // layer.attention.self.attention_head_size,
-            "ffn": layer.intermediate.dense.out_features,
-        }
-
-    assert text_shapes(model) == {"width": 32, "heads": 4, "ffn": 64}
-    assert text_shapes(narrowed) == {"width": 16, "heads": 2, "ffn": 32}
-    assert text_shapes(kept) == {"width": 32, "heads": 2, "ffn": 32}
+    assert _text_shapes(model) == {"width": 32, "heads": 4, "ffn": 64}
+    assert _text_shapes(narrowed) == {"width": 16, "heads": 2, "ffn": 32}
+    assert _text_shapes(kept) == {"width": 32, "heads": 2, "ffn": 32}
     assert count_parameters(narrowed) < count_parameters(kept) < count_parameters(model)
     # the photo branches are pruned as before: the knob is the text encoder's alone
     photo = lambda net: [p.shape for p in net.image_encoders.parameters()]  # noqa: E731

@@ -102,15 +102,15 @@ def prune_structured(
     keep_text_width: bool = False,
 ) -> None:
     """Prune `model` in place (see the module docstring for what is pruned and what is kept). With
-    `keep_text_width`, the text encoder's embeddings are left whole, and with them every group that would
-    narrow them (Torch-Pruning skips a group that reaches an ignored layer): its hidden width."""
+    `keep_text_width`, the text encoder's token-embedding table is left whole, and with it every group that
+    would narrow it (Torch-Pruning skips a group that reaches an ignored layer): its hidden width."""
     import torch_pruning as tp
 
     model.eval()
     heads = attention_heads(model)
     ignored = [model.classifier, model.embedding_head, *[projection[0] for projection in model.projections]]
     if keep_text_width and model.text_encoder is not None:
-        ignored.append(model.text_encoder.model.embeddings)
+        ignored.append(model.text_encoder.model.get_input_embeddings())  # the token table: its width is the stream's
     if model.gate is not None:
         ignored.append(model.gate)
     if model.branch_classifiers is not None:
