@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.2,0.3,0.4,0.5,0.6")
     parser.add_argument("--finetune-epochs", type=int, help="override prune.finetune_epochs")
     parser.add_argument("--finetune-lr", type=float, help="override prune.lr")
+    parser.add_argument("--finetune-encoder-lr", type=float, help="override prune.encoder_lr")
     parser.add_argument(
         "--distill-weights", default=None, help="e.g. 0,1: each ratio fine-tuned without and with distillation"
     )
@@ -99,6 +100,8 @@ def main() -> None:
         overrides["prune"]["finetune_epochs"] = args.finetune_epochs
     if args.finetune_lr is not None:
         overrides["prune"]["lr"] = args.finetune_lr
+    if args.finetune_encoder_lr is not None:
+        overrides["prune"]["encoder_lr"] = args.finetune_encoder_lr
     cfg = load_config(args.config, overrides=overrides)
     data, tokenizer, name = prepared_catalog(args.catalog, cfg)
     tokens = cfg.data.max_title_tokens

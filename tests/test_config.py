@@ -66,6 +66,7 @@ def test_image_size_is_a_side_or_height_and_width(tmp_path):
         ({"validate": {"min_image_side": -5}}, "validate.min_image_side"),
         ({"validate": {"title_min_chars": 50, "title_max_chars": 10}}, "validate"),
         ({"prune": {"lr": 0}}, "prune.lr"),
+        ({"prune": {"encoder_lr": -1e-4}}, "prune.encoder_lr"),
         ({"continual": {"lr": -1}}, "continual.lr"),
         ({"pretrain": {"lr": 0}}, "pretrain.lr"),
         ({"pretrain": {"method": "views+mae"}}, "pretrain.method"),

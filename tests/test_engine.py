@@ -426,4 +426,6 @@ def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):
     )
     assert tune.monitor == "val_top1" and tune.score_start and tune.later_wins_ties and not fit.later_wins_ties
     assert tune.grad_clip == train.grad_clip
+    assert tune.encoder_lr is None  # MiniLM fine-tunes at prune.lr, not the fit's encoder_lr ...
+    assert finetune_settings(prune.model_copy(update={"encoder_lr": 2e-5}), train).encoder_lr == 2e-5  # ... unless set
     assert tune.weight_decay == update.weight_decay == train.weight_decay

@@ -201,6 +201,12 @@ class PruneConfig(_Section):
     )
     finetune_epochs: int = Field(3, ge=0)
     lr: float = Field(5e-4, gt=0, allow_inf_nan=False)
+    encoder_lr: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the fine-tune's LR for encoders pretrained on generic data (MiniLM); None = lr",
+    )
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the fine-tune's one-cycle schedule")
     distill_weight: float = Field(
         0.0, ge=0, description="weight of distillation from the unpruned model during the fine-tune (0 = off)"
