@@ -70,6 +70,11 @@ def main() -> None:
     parser.add_argument("--catalog", help="catalog drop (default: the demo catalog, generated)")
     parser.add_argument("--config", default="demo")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="training seed (pretraining, fit, fine-tunes); the split stays the config's, as accuracy.py",
+    )
     parser.add_argument("--ratios", default="0.2,0.3,0.4,0.5,0.6")
     parser.add_argument("--finetune-epochs", type=int, help="override prune.finetune_epochs")
     parser.add_argument("--finetune-lr", type=float, help="override prune.lr")
@@ -105,6 +110,7 @@ def main() -> None:
     cfg = load_config(args.config, overrides=overrides)
     data, tokenizer, name = prepared_catalog(args.catalog, cfg)
     tokens = cfg.data.max_title_tokens
+    seed = cfg.seed if args.seed is None else args.seed
 
     started = time.perf_counter()
     if args.model:  # same config and seed as its training, so the same split and label map
@@ -115,7 +121,7 @@ def main() -> None:
     else:
         encoders = None
         if cfg.pretrain.enabled:
-            encoders, knn = pretrain_photos(data, cfg.model, cfg.pretrain, cfg.train, cfg.seed, progress=False)
+            encoders, knn = pretrain_photos(data, cfg.model, cfg.pretrain, cfg.train, seed, progress=False)
             print(f"pretrained photo encoders in {time.perf_counter() - started:.0f} s: {knn}", flush=True)
         bundle = fit(
             data,
@@ -123,7 +129,7 @@ def main() -> None:
             cfg.train,
             tokenizer,
             tokens,
-            seed=cfg.seed,
+            seed=seed,
             progress=False,
             text_columns=cfg.data.text_columns,
             photo_encoders=encoders,
@@ -151,7 +157,7 @@ def main() -> None:
             started = time.perf_counter()
             changes = {"ratio": ratio, "head_ratio": ratio, "distill_weight": weight, "keep_text_width": keep}
             prune_cfg = cfg.prune.model_copy(update=changes)
-            result = prune_bundle(bundle, data, prune_cfg, cfg.train, seed=cfg.seed, progress=False)
+            result = prune_bundle(bundle, data, prune_cfg, cfg.train, seed=seed, progress=False)
             model = result.bundle.model
             pruned_models.append(model)
             scores = {k: result.metrics[f"prune_{k}_after"] for k in ("val_top1", "val_macro_f1")}
@@ -175,7 +181,7 @@ def main() -> None:
             )
             print(f"ratio {ratio} distill {weight} text width kept {keep}: {rows[-1]}", flush=True)
             if args.save_pruned:  # equipped as the prune step releases it: index, calibration, continual state
-                equip_for_release(result.bundle, data, cfg.continual, cfg.seed)
+                equip_for_release(result.bundle, data, cfg.continual, seed)
                 save_bundle(result.bundle, Path(args.save_pruned) / f"r{ratio}-d{weight}{'-w' if keep else ''}")
 
     for batch in (1, 32):
@@ -210,7 +216,13 @@ def main() -> None:
             f"ratio {r['ratio']:.1f}, distill {r['distill_weight']}, text width {width}: "
             f"the prune step's gate: {r['prune_step_gate']}"
         )
-    meta = {"catalog": name, "config": cfg.name, "train_epochs": cfg.train.epochs, "prune": cfg.prune.model_dump()}
+    meta = {
+        "catalog": name,
+        "config": cfg.name,
+        "seed": seed,
+        "train_epochs": cfg.train.epochs,
+        "prune": cfg.prune.model_dump(),
+    }
     write_result({"meta": meta, "train_seconds": train_seconds, "rows": rows}, args.out, f"pruning_{name}.json")
 
 

@@ -113,6 +113,30 @@ def test_keeping_the_text_width_prunes_the_text_encoders_heads_and_feed_forward_
     torch.testing.assert_close(loaded(*inputs).logits, kept(*inputs).logits, rtol=0, atol=0)
 
 
+def test_a_trained_model_loaded_from_disk_fine_tunes_its_generic_pretrained_text_encoder_at_prune_encoder_lr(
+    shared_trained, learnt_data, tiny_config, tmp_path
+):
+    """The prune step reads its model from the train step's artifact: rebuilt, its encoders no longer know
+    they started from MiniLM; the spec does, and the fine-tune gives MiniLM `prune.encoder_lr`."""
+    champion = copy.copy(shared_trained)
+    champion.spec = shared_trained.spec.model_copy(deep=True)
+    champion.spec.training.pretrained = {"text": True}  # as if the title encoder had started from MiniLM
+    loaded = load_bundle(save_bundle(champion, tmp_path / "trained"))
+    assert not loaded.model.text_encoder.pretrained_loaded
+    before = {n: p.detach().clone() for n, p in loaded.model.text_encoder.model.embeddings.named_parameters()}
+
+    def embeddings_moved(**changes) -> float:
+        cfg = tiny_config.prune.model_copy(
+            update={"keep_text_width": True, "tolerance": 1.0, "lr": 0.01, "finetune_epochs": 2} | changes
+        )
+        result = prune_bundle(loaded, learnt_data, cfg, tiny_config.train, progress=False)
+        assert result.kept_pruned and result.metrics["prune_val_top1_after"] > 0
+        after = dict(result.bundle.model.text_encoder.model.embeddings.named_parameters())
+        return max((after[n].detach() - before[n]).abs().max().item() for n in before)
+
+    assert embeddings_moved(encoder_lr=1e-12) < 1e-6 < embeddings_moved()
+
+
 def test_prune_bundle_reports_the_metrics_and_keeps_the_pruned_model_within_tolerance(
     shared_trained, learnt_data, tiny_config
 ):

@@ -54,6 +54,7 @@ from kickvision.model.predict import predict_arrays, predict_logits
 from kickvision.train.engine import (
     EpochCallback,
     Validator,
+    mark_pretrained_encoders,
     seed_everything,
     split_validator,
     train_loop,
@@ -312,18 +313,6 @@ def corrected_validator(validate: Validator, cfg: ContinualConfig, n_old: int) -
         return validate(corrected)
 
     return aligned
-
-
-def mark_pretrained_encoders(model, spec) -> None:
-    """A model rebuilt from a bundle no longer knows which encoders started from pretrained weights;
-    its spec does. The optimizer factory puts those pretrained on generic data (not on the catalog's
-    own photos) in the `encoder_lr` group, as the fit did."""
-    started = spec.training.pretrained
-    for i, encoder in enumerate(model.image_encoders):
-        encoder.pretrained_loaded = bool(started.get(f"image_{i}_{encoder.name}", False))
-        encoder.catalog_pretrained = spec.lineage.photo_pretraining is not None
-    if model.text_encoder is not None:
-        model.text_encoder.pretrained_loaded = bool(started.get("text", False))
 
 
 def learnt_paths(old: Lineage, drop: PreparedData) -> list[str]:
