@@ -193,20 +193,10 @@ class PruneConfig(_Section):
     ratio: float = Field(0.5, ge=0, lt=1, description="share of channels / widths removed per prunable group")
     head_ratio: float | None = Field(None, ge=0, lt=1, description="share of attention heads removed; None = ratio")
     round_to: int | None = Field(8, ge=1, description="keep widths multiples of this (fast kernels)")
-    keep_text_width: bool = Field(
-        False,
-        description="keep the text encoder's hidden width (its residual stream, token-embedding table included): "
-        "prune only its attention heads and feed-forward widths; the width of an encoder pretrained on generic "
-        "text carries most of what it learnt there",
-    )
+    keep_text_width: bool = Field(False, description="prune the text encoder's heads and FFNs, not its hidden width")
     finetune_epochs: int = Field(3, ge=0)
     lr: float = Field(5e-4, gt=0, allow_inf_nan=False)
-    encoder_lr: float | None = Field(
-        None,
-        gt=0,
-        allow_inf_nan=False,
-        description="the fine-tune's LR for encoders pretrained on generic data (MiniLM); None = lr",
-    )
+    encoder_lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="generic encoders' LR; None = lr")
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the fine-tune's one-cycle schedule")
     distill_weight: float = Field(
         0.0, ge=0, description="weight of distillation from the unpruned model during the fine-tune (0 = off)"

@@ -8,10 +8,11 @@ per-branch projections (their outputs are concatenated), the class head's output
 embedding width (the index depends on it).
 
 The fine-tune is one more loop of the training engine (optionally distilling from the unpruned
-model) that keeps the best validation top-1 among the pruned start and each epoch; the branch
-heads' votes are then chosen again for the pruned model (train/fusion.py). The pruned model is kept
-only if it lost at most `prune.tolerance` of validation top-1 and, where `prune.macro_f1_tolerance`
-is set, at most that of validation macro-F1 (`prune_gate`, a pure function). A pruned model is saved as ordinary
+model; encoders pretrained on generic data, such as MiniLM, at `prune.encoder_lr` where set) that
+keeps the best validation top-1 among the pruned start and each epoch; the branch heads' votes are
+then chosen again for the pruned model (train/fusion.py). The pruned model is kept only if it lost
+at most `prune.tolerance` of validation top-1 and, where `prune.macro_f1_tolerance` is set, at most
+that of validation macro-F1 (`prune_gate`, a pure function). A pruned model is saved as ordinary
 safetensors plus `BundleSpec.pruned_shapes` (model/shapes.py): no pickled module.
 """
 
