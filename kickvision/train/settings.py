@@ -119,8 +119,7 @@ def finetune_settings(prune: PruneConfig, train: TrainConfig) -> LoopSettings:
     """A pruning fine-tune: the best validation top-1 among the pruned starting point and each epoch
     (on a tie the later one: the same top-1 after more fine-tuning)."""
     changes = {"pct_start": prune.pct_start, "monitor": "val_top1", "score_start": True, "later_wins_ties": True}
-    changes["encoder_lr"] = prune.encoder_lr
-    return _secondary(train, prune.finetune_epochs, prune.lr, **changes)
+    return _secondary(train, prune.finetune_epochs, prune.lr, encoder_lr=prune.encoder_lr, **changes)
 
 
 def pretrain_settings(pretrain: PretrainConfig, train: TrainConfig) -> LoopSettings:
