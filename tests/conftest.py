@@ -125,6 +125,15 @@ def shared_trained(tiny_config, learnt_data):
     return bundle
 
 
+@pytest.fixture(scope="session")
+def loafers_drop(shared_trained, tiny_config, tmp_path_factory):
+    """A drop of a few known-category products and a new category (Loafers), encoded for the champion."""
+    from kickvision.data.demo import write_demo_drop
+
+    drop_dir = write_demo_drop(tmp_path_factory.mktemp("drop") / "d", n_per_class=3, new_per_class=12, image_size=32)
+    return prepare_drop(drop_dir, tiny_config, shared_trained.tokenizer, known_classes=shared_trained.classes)
+
+
 @pytest.fixture
 def trained_bundle(shared_trained):
     """A private copy of the shared trained bundle."""

@@ -13,10 +13,11 @@ from PIL import Image
 
 from kickvision.data.images import open_image_bounded
 from kickvision.evaluate.calibration import softmax
-from kickvision.model.bundle import SPEC_FILE, load_bundle, save_bundle
+from kickvision.model.bundle import SPEC_FILE, PhotoPretrainingRecord, load_bundle, save_bundle
 from kickvision.model.predict import predict_logits
 from kickvision.model.shapes import changed_shapes
 from kickvision.serve.predictor import ShoePredictor
+from kickvision.train.engine import generic_pretrained_encoders
 from kickvision.train.prune import prune_structured
 from tests.conftest import as_format_1
 
@@ -33,6 +34,27 @@ def test_bundle_round_trip_gives_identical_outputs_spec_index_and_memory(shared_
     np.testing.assert_array_equal(before_emb, after_emb)
     assert torch.equal(loaded.index.embeddings, shared_trained.index.embeddings)
     assert len(loaded.continual.replay) == len(shared_trained.continual.replay)
+
+
+def test_a_loaded_model_knows_which_encoders_started_pretrained_and_the_optimizer_groups_them_as_the_fit_did(
+    shared_trained, tmp_path
+):
+    bundle = copy.copy(shared_trained)
+    bundle.spec = shared_trained.spec.model_copy(deep=True)
+    encoders = bundle.model.pretrained_report()
+    image_keys = [k for k in encoders if k.startswith("image_")]
+    bundle.spec.training.pretrained = dict.fromkeys(encoders, True)  # as if all had started pretrained
+    bundle.spec.lineage.photo_pretraining = PhotoPretrainingRecord(method="labels", catalog_hash="c", epochs=1)
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "pretrained")).model
+    assert loaded.pretrained_report() == dict.fromkeys(encoders, True)
+    # the photo encoders were pretrained on the catalog's own photos: only MiniLM is "generic"
+    assert generic_pretrained_encoders(loaded) == [loaded.text_encoder]
+
+    bundle.spec.training.pretrained = {image_keys[0]: True}  # generic ImageNet weights, no photo pretraining
+    bundle.spec.lineage.photo_pretraining = None
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "imagenet")).model
+    assert generic_pretrained_encoders(loaded) == [loaded.image_encoders[0]]
+    assert not loaded.text_encoder.pretrained_loaded
 
 
 def test_serving_sees_the_pixels_and_tokens_training_saw(shared_trained, learnt_data):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from kickvision.data.demo import write_demo_drop
 from kickvision.evaluate.update import evaluate_update
 from kickvision.model.bundle import ModelBundle, load_bundle, save_bundle
 from kickvision.model.net import build_model, grow_classifier
@@ -16,7 +15,6 @@ from kickvision.train.ewc import EWCPenalty
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.replay import herding, select_exemplars
 from kickvision.train.update import update_bundle, update_validation
-from tests.conftest import prepare_drop
 
 
 def _inputs(cfg, batch=3, tokens=8):
@@ -90,13 +88,6 @@ def test_herding_picks_distinct_rows_whose_mean_tracks_the_class_mean():
     assert herd_error < np.median(random_errors)
     picked = select_exemplars(x, np.array(["a", "b"] * 100), per_class=3)
     assert len(picked) == 6 and len(set(picked.tolist())) == 6
-
-
-@pytest.fixture(scope="module")
-def loafers_drop(shared_trained, tiny_config, tmp_path_factory):
-    """A drop of a few known-category products and a new category (Loafers), encoded for the champion."""
-    drop_dir = write_demo_drop(tmp_path_factory.mktemp("drop") / "d", n_per_class=3, new_per_class=12, image_size=32)
-    return prepare_drop(drop_dir, tiny_config, shared_trained.tokenizer, known_classes=shared_trained.classes)
 
 
 def test_fisher_replay_and_holdout_survive_a_bundle_round_trip(shared_trained, learnt_data, tiny_config, tmp_path):

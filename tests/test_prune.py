@@ -116,13 +116,14 @@ def test_keeping_the_text_width_prunes_the_text_encoders_heads_and_feed_forward_
 def test_a_trained_model_loaded_from_disk_fine_tunes_its_generic_pretrained_text_encoder_at_prune_encoder_lr(
     shared_trained, learnt_data, tiny_config, tmp_path
 ):
-    """The prune step reads its model from the train step's artifact: rebuilt, its encoders no longer know
-    they started from MiniLM; the spec does, and the fine-tune gives MiniLM `prune.encoder_lr`."""
+    """The prune step reads its model from the train step's artifact: rebuilt without weights, its encoders
+    learn from the spec that the title encoder started from MiniLM, and the fine-tune gives it `prune.encoder_lr`."""
     champion = copy.copy(shared_trained)
     champion.spec = shared_trained.spec.model_copy(deep=True)
     champion.spec.training.pretrained = {"text": True}  # as if the title encoder had started from MiniLM
     loaded = load_bundle(save_bundle(champion, tmp_path / "trained"))
-    assert not loaded.model.text_encoder.pretrained_loaded
+    assert loaded.model.text_encoder.pretrained_loaded
+    assert not any(e.pretrained_loaded for e in loaded.model.image_encoders)  # the spec says they started at random
     before = {n: p.detach().clone() for n, p in loaded.model.text_encoder.model.embeddings.named_parameters()}
 
     def embeddings_moved(**changes) -> float:

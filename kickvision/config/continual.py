@@ -60,6 +60,11 @@ class ContinualConfig(_Section):
     bias_correction: Literal["none", "weight_aligning"] = Field(
         "none", description="weight_aligning: scale new categories' classifier rows to the old rows' mean norm"
     )
+    new_class_init: Literal["random", "probe"] = Field(
+        "random",
+        description="probe: new categories' classifier rows fitted on the champion's features before training "
+        "(LP-FT, train/probe.py); random: a random-normal start",
+    )
     fisher_normalise: bool = Field(
         False,
         description="divide the Fisher by its mean before the penalty, so ewc_lambda means the same across models",

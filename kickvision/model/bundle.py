@@ -176,6 +176,7 @@ def load_bundle(folder: str | Path) -> ModelBundle:
     if spec.pruned_shapes:  # a pruned model: reshape the fresh one to fit
         apply_pruned_shapes(model, spec.pruned_shapes, state)
     model.load_state_dict(state)
+    model.mark_pretrained(spec.training.pretrained, catalog_photos=spec.lineage.photo_pretraining is not None)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR))
     index = EmbeddingIndex.load(folder / INDEX_DIR) if (folder / INDEX_DIR).is_dir() else None

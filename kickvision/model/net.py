@@ -156,6 +156,16 @@ class MultimodalShoeNet(nn.Module):
             report["text"] = self.text_encoder.pretrained_loaded
         return report
 
+    def mark_pretrained(self, report: dict[str, bool], catalog_photos: bool) -> None:
+        """The inverse of `pretrained_report` for a model rebuilt without weights: which encoders started
+        from pretrained weights (and whether the photo encoders' were pretrained on the catalog's own
+        photos), so that a later fine-tune gives them the learning rates the fit gave them."""
+        for i, encoder in enumerate(self.image_encoders):
+            encoder.pretrained_loaded = bool(report.get(f"image_{i}_{encoder.name}", False))
+            encoder.catalog_pretrained = catalog_photos
+        if self.text_encoder is not None:
+            self.text_encoder.pretrained_loaded = bool(report.get("text", False))
+
 
 def build_model(cfg: ModelConfig, n_classes: int) -> MultimodalShoeNet:
     """The factory: a MultimodalShoeNet from config, with offline pretrained weights where allowed."""

@@ -141,18 +141,6 @@ def generic_pretrained_encoders(model: MultimodalShoeNet) -> list[torch.nn.Modul
     return [e for e in encoders if e is not None and e.pretrained_loaded and not getattr(e, "catalog_pretrained", 0)]
 
 
-def mark_pretrained_encoders(model, spec) -> None:
-    """A model rebuilt from a bundle no longer knows which encoders started from pretrained weights;
-    its spec does. The optimizer factory puts those pretrained on generic data (not on the catalog's
-    own photos) in the `encoder_lr` group (and under `pretrained_trainable_layers`), as the fit did."""
-    started = spec.training.pretrained
-    for i, encoder in enumerate(model.image_encoders):
-        encoder.pretrained_loaded = bool(started.get(f"image_{i}_{encoder.name}", False))
-        encoder.catalog_pretrained = spec.lineage.photo_pretraining is not None
-    if model.text_encoder is not None:
-        model.text_encoder.pretrained_loaded = bool(started.get("text", False))
-
-
 def create_optimizer(model: MultimodalShoeNet, settings: LoopSettings) -> torch.optim.Optimizer:
     """AdamW with two parameter groups: generic pretrained encoders at `encoder_lr`, everything else
     at `lr`; parameters that do not require a gradient (frozen) are left out."""

@@ -32,7 +32,6 @@ from kickvision.model.net import MultimodalShoeNet
 from kickvision.model.shapes import changed_shapes
 from kickvision.train.engine import (
     EpochCallback,
-    mark_pretrained_encoders,
     pick_device,
     seed_everything,
     split_validator,
@@ -170,7 +169,6 @@ def prune_bundle(
 
     seed_everything(seed)
     model = copy.deepcopy(bundle.model).cpu()
-    mark_pretrained_encoders(model, bundle.spec)  # a model loaded from its train step's artifact: for encoder_lr
     head_ratio = cfg.head_ratio if cfg.head_ratio is not None else cfg.ratio
     prune_structured(model, cfg.ratio, head_ratio, cfg.round_to, tokens, keep_text_width=cfg.keep_text_width)
     if model.branch_classifiers is not None:  # fine-tune and keep epochs on the fused head; votes chosen after

@@ -8,6 +8,8 @@ the replay exemplars the champion carries, with what the config's `continual` se
 - DER++ logit replay and LwF distillation (train/losses.py) towards the champion's logits, computed
   once before training on every training row (fused head, photos un-augmented): MSE on the replay
   exemplars, soft targets on the drop's products, over the old categories only;
+- with `new_class_init: probe`, before training: the new categories' classifier rows fitted on the
+  champion's features of the training products, the old rows fixed (LP-FT; train/probe.py);
 - weight aligning (Zhao et al. 2020) after training: the new categories' classifier rows are scaled
   to the old rows' mean norm, undoing the bias towards the categories the update saw most recently;
 - with a validation memory (`validation_per_class`): the epoch kept is the one with the best top-1
@@ -54,7 +56,6 @@ from kickvision.model.predict import predict_arrays, predict_logits
 from kickvision.train.engine import (
     EpochCallback,
     Validator,
-    mark_pretrained_encoders,
     seed_everything,
     split_validator,
     train_loop,
@@ -62,6 +63,7 @@ from kickvision.train.engine import (
 from kickvision.train.ewc import EWCPenalty, normalise_fisher
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss, LogitReplay, OldClassDistillation
+from kickvision.train.probe import probe_new_class_rows
 from kickvision.train.replay import build_continual_state, capped_memory
 from kickvision.train.settings import update_settings
 
@@ -147,7 +149,6 @@ def update_bundle(
         raise ValueError("the drop was not prepared against the champion's label map")
     seed_everything(seed)
     model = copy.deepcopy(champion.model)
-    mark_pretrained_encoders(model, champion.spec)  # for continual.encoder_lr / pretrained_trainable_layers
     grow_classifier(model, len(drop.classes))
     anchor = {n: p.detach().cpu().clone() for n, p in champion.model.named_parameters()}
 
@@ -169,6 +170,10 @@ def update_bundle(
             losses.append(LogitReplay(targets, is_replay, cfg.logit_replay_weight))
         if cfg.distill_weight:
             losses.append(OldClassDistillation(targets, ~is_replay, cfg.distill_weight, cfg.distill_temperature))
+    if cfg.new_class_init == "probe":  # LP-FT: the new categories' rows fitted on the champion's features first
+        probed = time.perf_counter()
+        metrics |= probe_new_class_rows(model, train_data, np.arange(len(train_set)), len(champion.classes))
+        metrics["update_seconds_probe"] = time.perf_counter() - probed
     validation = update_validation(drop, state, cfg)
     validate = split_validator(validation.data, validation.indices)
     if validation.chooses:

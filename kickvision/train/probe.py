@@ -1,0 +1,104 @@
+"""New categories' classifier rows fitted on the champion's features before an update trains (LP-FT).
+
+A catalog drop that brings new categories grows every class head (the fused classifier and each
+branch head) by random rows. Fine-tuning a whole network under a random head distorts the features
+the old categories rely on: the first steps' large gradients come from a head that knows nothing
+(Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-
+Distribution", whose remedy is LP-FT: linear probing, then fine-tuning). So, with
+`continual.new_class_init: probe`, the update first
+
+1. computes once, in eval mode with photos as stored, the input of every class head on the
+   training products (the drop's and the replay exemplars);
+2. fits the new rows (weights and biases) of each head by full-batch L-BFGS on cross-entropy over
+   *all* categories, the old rows fixed (so a new category is fitted against the old ones it must
+   be told apart from), each category weighted by 1 / its count (the update samples them balanced),
+   with an L2 penalty `PROBE_L2`·‖W_new‖² (separable features would otherwise grow the rows without
+   bound). The rows keep the scale they were fitted at: it is the one that weighs a new category
+   against the old rows' logits as they are (scaling them to the old rows' mean norm, as weight
+   aligning does after training, undid the fit on a tiny model: its new categories fell to 0 top-1).
+
+The old rows are untouched, so the old logits stay exactly the champion's until training starts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kickvision.data.prepare import PreparedData
+from kickvision.model.net import MultimodalShoeNet
+from kickvision.model.predict import predict_logits
+
+PROBE_L2 = 1e-3
+PROBE_ITERATIONS = 100
+
+
+def class_heads(model: MultimodalShoeNet) -> list[tuple[str, torch.nn.Linear]]:
+    """Every head with one row per category: the fused classifier, then the branch heads."""
+    heads = [("classifier", model.classifier)]
+    return heads + [(f"branch_classifier_{i}", h) for i, h in enumerate(model.branch_classifiers or [])]
+
+
+def head_inputs(model: MultimodalShoeNet, data: PreparedData, indices: np.ndarray) -> dict[str, torch.Tensor]:
+    """The input of every class head on the rows `indices` (eval mode, photos as stored)."""
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in class_heads(model)}
+    handles = [
+        head.register_forward_pre_hook(lambda _m, args, name=name: captured[name].append(args[0].detach().float()))
+        for name, head in class_heads(model)
+    ]
+    try:
+        predict_logits(model, data, indices)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: torch.cat(parts).cpu() for name, parts in captured.items()}
+
+
+def fit_new_rows(
+    features: torch.Tensor, labels: torch.Tensor, head: torch.nn.Linear, n_old: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights, biases) of the rows after `n_old`: balanced cross-entropy over all categories with the
+    old rows fixed, L2-penalised, by L-BFGS from zero."""
+    n_new = head.out_features - n_old
+    old_w, old_b = head.weight[:n_old].detach().float().cpu(), head.bias[:n_old].detach().float().cpu()
+    old_logits = features @ old_w.T + old_b
+    counts = torch.bincount(labels, minlength=head.out_features).float()
+    class_weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
+    class_weight = class_weight * (counts > 0).sum() / class_weight.sum()
+    weight = torch.zeros(n_new, features.shape[1], requires_grad=True)
+    bias = torch.zeros(n_new, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=PROBE_ITERATIONS, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        logits = torch.cat([old_logits, features @ weight.T + bias], 1)
+        loss = F.cross_entropy(logits, labels, weight=class_weight) + PROBE_L2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+@torch.no_grad()
+def probe_new_class_rows(
+    model: MultimodalShoeNet, data: PreparedData, indices: np.ndarray, n_old: int
+) -> dict[str, float]:
+    """Fit every class head's rows after the first `n_old` on the rows `indices` of `data` (see the module
+    docstring). Returns, per head, the fitted rows' top-1 on those products of new categories."""
+    labels = torch.as_tensor(data.labels()[indices])
+    new = labels >= n_old
+    if not bool(new.any()):
+        return {}
+    inputs = head_inputs(model, data, indices)
+    metrics = {}
+    with torch.enable_grad():
+        fitted = {name: fit_new_rows(inputs[name], labels, head, n_old) for name, head in class_heads(model)}
+    for name, head in class_heads(model):
+        weight, bias = fitted[name]
+        head.weight[n_old:] = weight.to(head.weight)
+        head.bias[n_old:] = bias.to(head.bias)
+        logits = inputs[name][new] @ head.weight.detach().float().cpu().T + head.bias.detach().float().cpu()
+        metrics[f"probe_new_top1_{name}"] = float((logits.argmax(1) == labels[new]).float().mean())
+    return metrics
