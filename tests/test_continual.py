@@ -353,15 +353,17 @@ def test_an_update_names_every_catalog_folder_it_learnt_only_when_the_champion_n
 
 
 def test_an_update_trains_the_encoders_pretrained_on_generic_data_at_continual_encoder_lr_or_freezes_them(
-    shared_trained, loafers_drop, tiny_config
+    shared_trained, loafers_drop, tiny_config, tmp_path
 ):
-    """A rebuilt champion's encoders do not know they started pretrained; its spec does, and the update
-    gives those encoders their own learning rate (the fit's lower encoder_lr, for one), or leaves them
-    exactly as they are with `pretrained_trainable_layers: 0` (EWC and weight decay included) while the
-    rest of the model learns the drop; the Fisher for the next drop still covers them."""
-    champion = copy.copy(shared_trained)
-    champion.spec = shared_trained.spec.model_copy(deep=True)
-    champion.spec.training.pretrained = {"text": True}  # as if the title encoder had started from MiniLM
+    """A champion loaded from its bundle learns from its spec which encoders started pretrained, and the
+    update gives those encoders their own learning rate (the fit's lower encoder_lr, for one), or leaves
+    them exactly as they are with `pretrained_trainable_layers: 0` (EWC and weight decay included) while
+    the rest of the model learns the drop; the Fisher for the next drop still covers them."""
+    saved = copy.copy(shared_trained)
+    saved.spec = shared_trained.spec.model_copy(deep=True)
+    saved.spec.training.pretrained = {"text": True}  # as if the title encoder had started from MiniLM
+    champion = load_bundle(save_bundle(saved, tmp_path / "champion"))
+    assert champion.model.text_encoder.pretrained_loaded
     before = {n: p.detach().clone() for n, p in champion.model.text_encoder.named_parameters()}
 
     def update(**changes):
