@@ -79,6 +79,24 @@ def test_the_fitted_rows_tell_new_categories_from_the_old_rows_logits_as_they_ar
     assert weight.norm(dim=1).tolist() == pytest.approx([old_norm] * 2, rel=1e-5)
 
 
+def test_a_new_category_without_training_products_keeps_its_row_while_the_others_are_fitted():
+    """All of one new category went to validation and test: it has nothing to be fitted to, so its row stays as
+    it was (fitted, its logit would only be pushed down), and the other new category is still told apart."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(32, 5)
+    labels = torch.tensor([0, 1, 2, 4]).repeat_interleave(40)  # category 3 is new and has no training products
+    features = torch.randn(5, 32)[labels] * 2 + torch.randn(160, 32)
+    weight, bias = fit_new_rows(features, labels, head, n_old=3)
+    torch.testing.assert_close(weight[0], head.weight[3].detach(), rtol=0, atol=0)
+    torch.testing.assert_close(bias[0], head.bias[3].detach(), rtol=0, atol=0)
+    logits = torch.cat(
+        [features @ head.weight[:3].detach().T + head.bias[:3].detach(), features @ weight[1:].T + bias[1:]], 1
+    )
+    new = labels == 4
+    assert bool((logits[new].argmax(1) == 3).all())  # column 3 here is category 4's fitted row
+    assert weight[1].norm().item() == pytest.approx(head.weight[:3].detach().norm(dim=1).mean().item(), rel=1e-5)
+
+
 def test_the_probed_heads_read_the_inputs_the_model_classifies_from(shared_trained, loafers_drop):
     model, indices = shared_trained.model, loafers_drop.indices("val")
     inputs = head_inputs(model, loafers_drop, indices)

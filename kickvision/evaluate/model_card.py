@@ -32,7 +32,7 @@ def render_model_card(
     m = report.metrics
     counts = data.rows.groupby(["category", "split"]).size().unstack(fill_value=0)
     cfg = bundle.model_config
-    started = bundle.spec.training.pretrained  # recorded at training: a reloaded encoder cannot tell
+    started = bundle.spec.training.pretrained  # recorded at training (load_bundle marks the encoders from it)
 
     def origin(key: str) -> str:
         return "pretrained" if started.get(key) else "from scratch"

@@ -11,7 +11,8 @@ Distribution", whose remedy is LP-FT: linear probing, then fine-tuning). So, wit
    training products (the drop's and the replay exemplars);
 2. fits the new rows (weights and biases) of each head by full-batch L-BFGS on cross-entropy over
    *all* categories, the old rows fixed (so a new category is fitted against the old ones it must
-   be told apart from), each category weighted by 1 / its count (the update samples them balanced),
+   be told apart from), each category weighted by 1 / its count (as `continual.balanced_sampling`
+   samples them; a new category with no training products keeps its random row),
    starting from the new categories' centred feature means (weight imprinting, Qi et al. 2018);
 3. holds each new row's norm at the old rows' mean norm while fitting (only its direction and the
    bias are free): the norm weight aligning gives new rows after training (train/update.py). Fitted
@@ -63,36 +64,43 @@ def head_inputs(model: MultimodalShoeNet, data: PreparedData, indices: np.ndarra
 def fit_new_rows(
     features: torch.Tensor, labels: torch.Tensor, head: torch.nn.Linear, n_old: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weights, biases) of the rows after `n_old`: balanced cross-entropy over all categories with the
-    old rows fixed, each new row's norm held at the old rows' mean norm, by L-BFGS from the new
-    categories' centred feature means (weight imprinting)."""
-    n_new = head.out_features - n_old
+    """(weights, biases) of the rows after `n_old`: balanced cross-entropy over the old categories and the
+    new ones with training products, the old rows fixed, each new row's norm held at the old rows' mean
+    norm, by L-BFGS from the new categories' centred feature means (weight imprinting). A new category
+    without training products (the split sent all of it to validation and test) keeps the row it has:
+    left in the fit, its logit would only be pushed down, with nothing to say where it belongs."""
+    weight = head.weight[n_old:].detach().float().cpu().clone()
+    bias = head.bias[n_old:].detach().float().cpu().clone()
     old_w, old_b = head.weight[:n_old].detach().float().cpu(), head.bias[:n_old].detach().float().cpu()
+    counts = torch.bincount(labels, minlength=head.out_features).float()
+    present = (counts[n_old:] > 0).nonzero().flatten()
+    if len(present) == 0:
+        return weight, bias
+    fitted = torch.cat([torch.arange(n_old), n_old + present])
+    targets = torch.searchsorted(fitted, labels)  # label -> its column among the fitted categories
     norm = old_w.norm(dim=1).mean()
     old_logits = features @ old_w.T + old_b
-    counts = torch.bincount(labels, minlength=head.out_features).float()
-    class_weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
-    class_weight = class_weight * (counts > 0).sum() / class_weight.sum()
+    class_weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))[fitted]
+    class_weight = class_weight * (counts[fitted] > 0).sum() / class_weight.sum()
     centre = features.mean(0)
-    means = torch.stack(
-        [features[labels == c].mean(0) if counts[c] > 0 else centre for c in range(n_old, head.out_features)]
-    )
+    means = torch.stack([features[labels == n_old + c].mean(0) for c in present.tolist()])
     direction = (means - centre + 1e-6).requires_grad_(True)
-    bias = old_b.mean().repeat(n_new).requires_grad_(True)
-    optimizer = torch.optim.LBFGS([direction, bias], max_iter=PROBE_ITERATIONS, line_search_fn="strong_wolfe")
+    fitted_bias = old_b.mean().repeat(len(present)).requires_grad_(True)
+    optimizer = torch.optim.LBFGS([direction, fitted_bias], max_iter=PROBE_ITERATIONS, line_search_fn="strong_wolfe")
 
     def rows() -> torch.Tensor:
         return norm * direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        logits = torch.cat([old_logits, features @ rows().T + bias], 1)
-        loss = F.cross_entropy(logits, labels, weight=class_weight)
+        logits = torch.cat([old_logits, features @ rows().T + fitted_bias], 1)
+        loss = F.cross_entropy(logits, targets, weight=class_weight)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return rows().detach(), bias.detach()
+    weight[present], bias[present] = rows().detach(), fitted_bias.detach()
+    return weight, bias
 
 
 @torch.no_grad()
