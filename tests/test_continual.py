@@ -463,6 +463,10 @@ def test_an_update_keeps_the_epoch_best_on_old_and_new_validation_products_and_r
     )
 
     assert result.metrics["update_interpolation"] in (0.5, 1.0)
+    # The run records the validation top-1 of the weights it leaves, not only of the epoch it mixed.
+    # (α 1 is among those tried, so the mix validates at least as well as the kept epoch, equally at α 1).
+    interpolated, kept = result.metrics["update_val_top1_interpolated"], result.metrics["update_val_top1_kept"]
+    assert interpolated >= kept and (interpolated == kept or result.metrics["update_interpolation"] < 1)
 
     last = update_bundle(shared_trained, loafers_drop, c, tiny_config.train, progress=False)  # no memory kept
     assert last.metrics["update_kept_epoch"] == 4 and "update_validation_products" not in last.metrics
@@ -549,6 +553,7 @@ def test_weight_interpolation_mixes_shared_weights_keeps_new_classifier_rows_and
     def validate(model):
         return {"val_top1": -float((model.state_dict()[name] - target).abs().sum())}
 
-    assert choose_interpolation(updated, champion, [1.0, 0.25, 0.5], validate) == 0.5
+    alpha, score = choose_interpolation(updated, champion, [1.0, 0.25, 0.5], validate)
+    assert alpha == 0.5 and score == validate(updated)["val_top1"] > validate(champion)["val_top1"]
     torch.testing.assert_close(updated.state_dict()[name], target)
-    assert choose_interpolation(updated, champion, [0.5, 1.0], lambda m: {"val_top1": 1.0}) == 1.0
+    assert choose_interpolation(updated, champion, [0.5, 1.0], lambda m: {"val_top1": 1.0}) == (1.0, 1.0)

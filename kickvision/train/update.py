@@ -200,8 +200,9 @@ def update_bundle(
         metrics["update_val_top1_kept"] = float(loop.best_score)  # the kept epoch's
         if loop.start_metrics:  # the champion's own weights competed (kept epoch 0: they won)
             metrics["update_val_top1_start"] = loop.start_metrics["val_top1"]
-        if cfg.interpolation != [1.0]:
-            metrics["update_interpolation"] = choose_interpolation(model, champion.model, cfg.interpolation, validate)
+        if cfg.interpolation != [1.0]:  # the kept epoch's weights mixed with the champion's, scored again
+            alpha, score = choose_interpolation(model, champion.model, cfg.interpolation, validate)
+            metrics["update_interpolation"], metrics["update_val_top1_interpolated"] = alpha, score
     if cfg.bias_correction == "weight_aligning":
         metrics |= align_new_class_weights(model, len(champion.classes))
     # The grown, retrained branch heads vote with weights chosen for this model (before the Fisher,
@@ -290,9 +291,9 @@ def interpolate_weights(updated: dict, champion: dict, alpha: float) -> dict:
 
 def choose_interpolation(
     model: MultimodalShoeNet, champion: MultimodalShoeNet, alphas: list[float], validate: Validator
-) -> float:
+) -> tuple[float, float]:
     """Set `model` (in place) to its interpolation with the champion whose α has the best validation
-    top-1 (on a tie the larger α: more of the update); returns that α."""
+    top-1 (on a tie the larger α: more of the update); returns that α and its validation top-1."""
     updated = {k: v.detach().clone() for k, v in model.state_dict().items()}
     old = {k: v.detach() for k, v in champion.state_dict().items()}
     best, best_alpha = None, 1.0
@@ -303,7 +304,7 @@ def choose_interpolation(
             best, best_alpha = score, alpha
     model.load_state_dict(interpolate_weights(updated, old, best_alpha))
     model.eval()
-    return best_alpha
+    return best_alpha, float(best)
 
 
 def corrected_validator(validate: Validator, cfg: ContinualConfig, n_old: int) -> Validator:
