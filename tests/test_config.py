@@ -16,6 +16,13 @@ def test_unknown_setting_names_the_setting(tmp_path):
         load_config(path)
 
 
+def test_a_setting_of_an_earlier_release_names_what_replaced_it(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("continual:\n  freeze_pretrained_encoders: true\n")
+    with pytest.raises(ConfigError, match=r"continual.freeze_pretrained_encoders.*pretrained_trainable_layers: 0"):
+        load_config(path)
+
+
 def test_wrong_type_is_a_config_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epochs: many\n")

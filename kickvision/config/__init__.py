@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kickvision.config.base import _Section
+from kickvision.config.base import RENAMED, _Section
 from kickvision.config.continual import ContinualConfig
 from kickvision.errors import ConfigError
 
@@ -366,6 +366,8 @@ def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = Non
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden" and where in RENAMED:
+            message = f"no longer a setting; replaced by {RENAMED[where]}"
         if not where:  # a rule across sections names its settings itself
             raise ConfigError(f"{path}: {message}") from None
         raise ConfigError(f"{path}: setting '{where}': {message}") from None

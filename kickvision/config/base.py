@@ -7,3 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# settings a config of an earlier release may still carry -> what replaced them (named in the error)
+RENAMED = {"continual.freeze_pretrained_encoders": "continual.pretrained_trainable_layers: 0 (true) or null (false)"}
