@@ -202,7 +202,8 @@ def update_bundle(
             metrics["update_val_top1_start"] = loop.start_metrics["val_top1"]
         if cfg.interpolation != [1.0]:  # the kept epoch's weights mixed with the champion's, scored again
             alpha, score = choose_interpolation(model, champion.model, cfg.interpolation, validate)
-            metrics["update_interpolation"], metrics["update_val_top1_interpolated"] = alpha, score
+            metrics["update_interpolation"] = alpha
+            metrics["update_val_top1_interpolated"] = score
     if cfg.bias_correction == "weight_aligning":
         metrics |= align_new_class_weights(model, len(champion.classes))
     # The grown, retrained branch heads vote with weights chosen for this model (before the Fisher,
