@@ -23,7 +23,9 @@ counted): on a shared machine other tenants stretch wall time from one minute to
 seconds are less sensitive to them but not immune (a shared core runs slower, and torch's threads
 spin while they wait for a stalled one), so both ratios to the joint retrain are reported. Base
 models and joint retrains are cached on disk (--cache), keyed by the catalog, the config sections
-they depend on, the seed and the class order.
+they depend on, the seed and the class order. An update recipe that adjusts its logits to the drop's
+class prior (`logit_adjustment`, train/prior.py) is also scored with the shift taken out of its
+classifier's biases (`NAME (τ 0)`): the same weights, side by side, at no second training.
 
     .venv/bin/python benchmarks/continual.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/continual.py                      # the demo catalog (scenario A only)
@@ -60,6 +62,7 @@ from kickvision.serve.gates import update_gate
 from kickvision.train.engine import pick_device
 from kickvision.train.fit import fit
 from kickvision.train.pretrain import pretrain_photos
+from kickvision.train.prior import class_prior
 from kickvision.train.replay import continual_state_after_training
 from kickvision.train.update import update_bundle
 
@@ -270,6 +273,18 @@ def split_scores(bundle: ModelBundle, data: PreparedData, old: np.ndarray, new: 
     return scores
 
 
+def without_prior_shift(bundle: ModelBundle, drop: PreparedData, tau: float) -> ModelBundle:
+    """`bundle` with the update's logit adjustment (τ·log of the drop's training prior) taken out of
+    its classifier's biases: the update as it would be without it, at no second training."""
+    model = copy.deepcopy(bundle.model)
+    prior = class_prior(drop.labels()[drop.indices("train")], len(drop.classes))
+    with torch.no_grad():
+        model.classifier.bias -= torch.as_tensor(tau * np.log(prior), dtype=model.classifier.bias.dtype)
+    unshifted = copy.copy(bundle)
+    unshifted.model = model
+    return unshifted
+
+
 def forgetting(scores: dict, val_old_before: float, test_old_before: float) -> dict:
     """Old-category top-1 lost since the base model, on the val and the test split."""
     return {
@@ -338,20 +353,23 @@ def run_single_drop(
         start = with_memory(champion, base, c, update_seed, states)
         with clocked() as clock:
             result = update_bundle(start, drop, c, cfg.train, seed=update_seed, progress=False)
-        updated = result.bundle
-        metrics = evaluate_update(start, updated, drop) | {"replay_exemplars": len(start.continual.replay)}
-        metrics |= result.metrics  # e.g. weight aligning's scale per class head
-        promoted, reason = update_gate(metrics, c.forgetting_tolerance)
-        scores = split_scores(updated, everything, old, new, "")
-        scores |= forgetting(scores, before["before_val_old"], before["before_test_old"])
-        results.append(
-            {"scenario": name, "method": recipe, "update_seed": update_seed, "promoted": promoted, "gate": reason}
-            | clock.row()
-            | scores
-            | metrics
-            | {"recipe": c.model_dump(mode="json"), "history": result.history}
-        )
-        print(_row(results[-1]), flush=True)
+        variants = [(recipe, result.bundle)]
+        if tau := result.metrics.get("update_logit_adjustment"):  # the same weights without the prior shift
+            variants.append((f"{recipe} (τ 0)", without_prior_shift(result.bundle, drop, tau)))
+        for method, updated in variants:
+            metrics = evaluate_update(start, updated, drop) | {"replay_exemplars": len(start.continual.replay)}
+            metrics |= result.metrics  # e.g. weight aligning's scale per class head
+            promoted, reason = update_gate(metrics, c.forgetting_tolerance)
+            scores = split_scores(updated, everything, old, new, "")
+            scores |= forgetting(scores, before["before_val_old"], before["before_test_old"])
+            results.append(
+                {"scenario": name, "method": method, "update_seed": update_seed, "promoted": promoted, "gate": reason}
+                | clock.row()
+                | scores
+                | metrics
+                | {"recipe": c.model_dump(mode="json"), "history": result.history}
+            )
+            print(_row(results[-1]), flush=True)
 
     if JOINT in recipes:
         retrained, clock = trained(joint, cfg, seed, cache, "joint retrain")

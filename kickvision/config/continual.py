@@ -74,6 +74,12 @@ class ContinualConfig(_Section):
         min_length=1,
         description="α·updated + (1−α)·champion, the α best on the validation memory; [1.0]: the updated weights",
     )
+    logit_adjustment: list[Annotated[float, Field(ge=0, le=2)]] = Field(
+        [0.0],
+        min_length=1,
+        description="τ candidates: τ·log(the drop's class prior) added to the classifier's biases after a "
+        "class-balanced update, the τ best on the validation memory (0 always competes; train/prior.py); [0.0]: none",
+    )
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
     refused_update: Literal["keep_champion", "joint_retrain"] = Field(
         "keep_champion",

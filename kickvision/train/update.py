@@ -22,7 +22,9 @@ the replay exemplars the champion carries, with what the config's `continual` se
   epoch. Then, when `interpolation` lists more than α = 1, the weights become
   α·updated + (1−α)·champion (WiSE-FT, Wortsman et al. 2022) with the listed α that scores best on
   the same validation products (a tensor the update left as it was stays bit for bit). The branch
-  heads' vote weights of a trained epoch are chosen after, on the same products.
+  heads' vote weights of a trained epoch are chosen after, on the same products, and last, when
+  `logit_adjustment` lists τ > 0: τ·log(the drop's class prior) joins the classifier's biases with
+  the τ (or none) best on them, since class-balanced sampling trained for a uniform prior (train/prior.py).
 - the encoders pretrained on generic data train at `encoder_lr`, and with `pretrained_trainable_layers`
   N only their top N layers (the engine's: no backward pass below them; 0 leaves them as they are).
 
@@ -63,6 +65,7 @@ from kickvision.train.engine import (
 from kickvision.train.ewc import EWCPenalty, normalise_fisher
 from kickvision.train.fusion import choose_branch_head_weights
 from kickvision.train.losses import ClassificationLoss, LogitReplay, OldClassDistillation
+from kickvision.train.prior import choose_logit_adjustment, class_prior
 from kickvision.train.probe import probe_new_class_rows
 from kickvision.train.replay import build_continual_state, capped_memory
 from kickvision.train.settings import update_settings
@@ -213,6 +216,11 @@ def update_bundle(
         head_weights = dict(champion.spec.training.branch_head_weights)
     else:
         head_weights = choose_branch_head_weights(model, validation.data, validation.indices)
+    if validation.chooses and cfg.logit_adjustment != [0.0]:  # balanced sampling's uniform prior -> the drop's
+        prior = class_prior(drop.labels()[drop.indices("train")], len(drop.classes))
+        tau, score = choose_logit_adjustment(model, prior, cfg.logit_adjustment, validation.data, validation.indices)
+        metrics["update_logit_adjustment"] = tau
+        metrics["update_val_top1_adjusted"] = score
     # Memory for the next drop: Fisher on what this update trained on, replay, holdout, validation refreshed.
     started = time.perf_counter()
     merged = ExemplarSet.from_prepared(drop, drop.indices("test"))
@@ -265,8 +273,8 @@ def update_validation(drop: PreparedData, state: ContinualState, cfg: ContinualC
         reason = f"no validation products of {', '.join(unvalidated)}"
     else:
         reason = "no validation memory"
-    if cfg.validation_per_class or cfg.interpolation != [1.0]:
-        log.warning("the update keeps its last epoch (and interpolates nothing): %s", reason)
+    if cfg.validation_per_class or cfg.interpolation != [1.0] or cfg.logit_adjustment != [0.0]:
+        log.warning("the update keeps its last epoch (and interpolates and adjusts nothing): %s", reason)
     return UpdateValidation(drop, drop.indices("val"), False, drop_val)
 
 
