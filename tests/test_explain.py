@@ -127,6 +127,67 @@ def test_patch_occlusion_is_the_fall_in_log_probability_when_one_patch_of_the_ph
     np.testing.assert_allclose(occlusion, scale_cam_image(falls, target_size=(16, 32)), atol=1e-4)
 
 
+def test_patch_occlusion_runs_the_other_image_encoders_once_and_gives_the_map_of_occluding_patch_by_patch(
+    tiny_config, photo
+):
+    """With a CNN beside the ViT (both see the whole photo; only the ViT loses a patch), the CNN runs on
+    one copy of the photo, not on every occluded row, and the map is the one of occluding each patch
+    in a forward of its own."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    from kickvision.evaluate.cam import branch_maps, is_vit, patch_occlusion
+
+    both = tiny_config.model.model_copy(update={"text_encoder": None, "image_size": (32, 16)})
+    torch.manual_seed(4)
+    bundle = ModelBundle(
+        build_model(both, n_classes=3).eval(),
+        build_tokenizer(None),
+        BundleSpec(classes=["a", "b", "c"], max_title_tokens=12),
+    )
+    model = bundle.model
+    cnn, vit = sorted(model.image_encoders, key=is_vit)
+    assert is_vit(vit) and not is_vit(cnn)
+    _, images, ids, mask = encode_product(bundle, photo, None)
+    transform = bundle.image_transform()
+    blank = transform.normalise(transform.blank()[None])
+    wrapper = ImageOnlyInput(model, ids, mask)
+    batches = []
+    counter = cnn.backbone.conv1.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+    try:
+        occlusion = patch_occlusion(wrapper, vit, images, blank, target=1, same_photo=[cnn])
+    finally:
+        counter.remove()
+    assert batches == [1]
+
+    patch_embed = vit.backbone.patch_embed
+    rows, cols = patch_embed.grid_size
+    blank_tokens = patch_embed(blank).reshape(rows * cols, -1).detach()
+    with torch.no_grad():
+        whole = wrapper(images).log_softmax(1)[0, 1]
+        falls = np.zeros(rows * cols, np.float32)
+        for k in range(rows * cols):
+
+            def one_patch(_module, _args, tokens, k=k):
+                flat = tokens.reshape(1, rows * cols, -1).clone()
+                flat[0, k] = blank_tokens[k]
+                return flat.reshape(tokens.shape)
+
+            handle = patch_embed.register_forward_hook(one_patch)
+            try:
+                falls[k] = max(float(whole - wrapper(images).log_softmax(1)[0, 1]), 0.0)
+            finally:
+                handle.remove()
+    assert falls.max() > 0
+    expected = scale_cam_image(falls.reshape(1, rows, cols), target_size=(16, 32))
+    np.testing.assert_allclose(occlusion, expected, atol=1e-4)
+    # branch_maps, as explain and the evaluate step call it, gives the ViT that map
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    maps = branch_maps(model, wrapper, images, blank, 1, ClassifierOutputSoftmaxTarget(1))
+    vit_name = next(name for name in maps if "vit" in name)
+    np.testing.assert_allclose(maps[vit_name], expected[0], atol=1e-4)
+
+
 def test_a_portrait_model_explains_on_its_own_input_shape_and_keeps_it_through_save_and_load(
     tiny_config, photo, tmp_path
 ):

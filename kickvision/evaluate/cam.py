@@ -18,6 +18,8 @@ scaled to 0..1 as Grad-CAM++'s is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from pytorch_grad_cam import GradCAMPlusPlus
@@ -64,10 +66,19 @@ class BranchGradCAMPlusPlus(GradCAMPlusPlus):
 
 @torch.no_grad()
 def patch_occlusion(
-    wrapper: nn.Module, encoder: ImageEncoder, images: torch.Tensor, blank: torch.Tensor, target: int
+    wrapper: nn.Module,
+    encoder: ImageEncoder,
+    images: torch.Tensor,
+    blank: torch.Tensor,
+    target: int,
+    same_photo: Sequence[nn.Module] = (),
 ) -> np.ndarray:
     """[1, H, W] in 0..1 for one photo ([1, 3, H, W], normalised): each ViT patch's fall in the target
-    class's log-probability when the ViT sees that patch of `blank` (normalised, same shape) instead."""
+    class's log-probability when the ViT sees that patch of `blank` (normalised, same shape) instead.
+
+    One batch of patches + 1 copies of the photo; only the ViT's patch tokens differ between them, so
+    the `same_photo` modules (the model's other image encoders: their input is the same photo in every
+    row) run on one copy and their output is repeated."""
     if images.shape[0] != 1:
         raise ValueError(f"patch occlusion explains one photo at a time, got a batch of {images.shape[0]}")
     patch_embed = encoder.backbone.patch_embed
@@ -81,11 +92,15 @@ def patch_occlusion(
         flat[each + 1, each] = blank_tokens  # row 0 keeps the whole photo; row k+1 loses patch k
         return flat.reshape(tokens.shape)
 
-    handle = patch_embed.register_forward_hook(occlude)
+    handles = [patch_embed.register_forward_hook(occlude)]
+    for other in same_photo:
+        handles.append(other.register_forward_pre_hook(lambda _module, args: (args[0][:1], *args[1:])))
+        handles.append(other.register_forward_hook(lambda _m, _a, out: out.expand(patches + 1, *out.shape[1:])))
     try:
         log_p = wrapper(images.expand(patches + 1, -1, -1, -1)).float().log_softmax(1)[:, target]
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     falls = (log_p[0] - log_p[1:]).clamp(min=0).reshape(1, rows, cols).cpu().numpy()
     return scale_cam_image(falls, target_size=(images.shape[-1], images.shape[-2]))
 
@@ -104,7 +119,8 @@ def branch_maps(
             maps = dict(zip(cnns, cam(input_tensor=images, targets=[cam_target])[0], strict=True))
     for name, encoder in encoders.items():
         if is_vit(encoder):
-            maps[name] = patch_occlusion(wrapper, encoder, images, blank, target)[0]
+            others = [e for e in model.image_encoders if e is not encoder]
+            maps[name] = patch_occlusion(wrapper, encoder, images, blank, target, same_photo=others)[0]
     return {name: maps[name] for name in methods}
 
 
