@@ -359,6 +359,9 @@ def run_single_drop(
         for method, updated in variants:
             metrics = evaluate_update(start, updated, drop) | {"replay_exemplars": len(start.continual.replay)}
             metrics |= result.metrics  # e.g. weight aligning's scale per class head
+            if updated is not result.bundle:  # the shift taken out: its τ and score are not this model's
+                metrics = {k: v for k, v in metrics.items() if k != "update_val_top1_adjusted"}
+                metrics["update_logit_adjustment"] = 0.0
             promoted, reason = update_gate(metrics, c.forgetting_tolerance)
             scores = split_scores(updated, everything, old, new, "")
             scores |= forgetting(scores, before["before_val_old"], before["before_test_old"])

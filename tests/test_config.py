@@ -23,6 +23,12 @@ def test_a_setting_of_an_earlier_release_names_what_replaced_it(tmp_path):
         load_config(path)
 
 
+def test_a_logit_adjustment_without_class_balanced_sampling_is_refused_naming_both_settings():
+    load_config("fashion", overrides={"continual": {"logit_adjustment": [0.0, 0.5]}})  # balanced: fine
+    with pytest.raises(ConfigError, match=r"continual.*logit_adjustment.*balanced_sampling: false"):
+        load_config("fashion", overrides={"continual": {"logit_adjustment": [0.0, 0.5], "balanced_sampling": False}})
+
+
 def test_wrong_type_is_a_config_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epochs: many\n")

@@ -183,7 +183,13 @@ def test_patch_occlusion_runs_the_other_image_encoders_once_and_gives_the_map_of
     # branch_maps, as explain and the evaluate step call it, gives the ViT that map
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    maps = branch_maps(model, wrapper, images, blank, 1, ClassifierOutputSoftmaxTarget(1))
+    batches.clear()
+    counter = cnn.backbone.conv1.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+    try:
+        maps = branch_maps(model, wrapper, images, blank, 1, ClassifierOutputSoftmaxTarget(1))
+    finally:
+        counter.remove()
+    assert batches == [1, 1]  # Grad-CAM++'s pass, then the occlusion's
     vit_name = next(name for name in maps if "vit" in name)
     np.testing.assert_allclose(maps[vit_name], expected[0], atol=1e-4)
 

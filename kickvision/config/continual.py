@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kickvision.config.base import _Section
 
@@ -80,6 +80,16 @@ class ContinualConfig(_Section):
         description="τ candidates: τ·log(the drop's class prior) added to the classifier's biases after a "
         "class-balanced update, the τ best on the validation memory (0 always competes; train/prior.py); [0.0]: none",
     )
+
+    @model_validator(mode="after")
+    def _adjusts_a_balanced_update(self) -> ContinualConfig:
+        if any(self.logit_adjustment) and not self.balanced_sampling:
+            raise ValueError(
+                "logit_adjustment corrects class-balanced sampling's uniform prior; with balanced_sampling: false "
+                "the update already learns the drop's prior (set logit_adjustment: [0.0])"
+            )
+        return self
+
     forgetting_tolerance: float = Field(0.02, ge=0, le=1, description="max old-category top-1 drop to promote")
     refused_update: Literal["keep_champion", "joint_retrain"] = Field(
         "keep_champion",

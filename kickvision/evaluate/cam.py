@@ -77,8 +77,9 @@ def patch_occlusion(
     class's log-probability when the ViT sees that patch of `blank` (normalised, same shape) instead.
 
     One batch of patches + 1 copies of the photo; only the ViT's patch tokens differ between them, so
-    the `same_photo` modules (the model's other image encoders: their input is the same photo in every
-    row) run on one copy and their output is repeated."""
+    the `same_photo` modules (the model's other image encoders, called with the photos as their first
+    positional argument: their input is the same photo in every row) run on one copy and their output
+    is repeated. The model must be in eval mode (in training, dropout would differ row by row)."""
     if images.shape[0] != 1:
         raise ValueError(f"patch occlusion explains one photo at a time, got a batch of {images.shape[0]}")
     patch_embed = encoder.backbone.patch_embed
@@ -92,10 +93,18 @@ def patch_occlusion(
         flat[each + 1, each] = blank_tokens  # row 0 keeps the whole photo; row k+1 loses patch k
         return flat.reshape(tokens.shape)
 
+    rows_seen = []
+
+    def first_row(_module: nn.Module, args: tuple) -> tuple:
+        rows_seen.append(args[0].shape[0])
+        return (args[0][:1], *args[1:])
+
+    def repeated(_module: nn.Module, _args, out: torch.Tensor) -> torch.Tensor:
+        return out.expand(rows_seen.pop(), *out.shape[1:])
+
     handles = [patch_embed.register_forward_hook(occlude)]
     for other in same_photo:
-        handles.append(other.register_forward_pre_hook(lambda _module, args: (args[0][:1], *args[1:])))
-        handles.append(other.register_forward_hook(lambda _m, _a, out: out.expand(patches + 1, *out.shape[1:])))
+        handles += [other.register_forward_pre_hook(first_row), other.register_forward_hook(repeated)]
     try:
         log_p = wrapper(images.expand(patches + 1, -1, -1, -1)).float().log_softmax(1)[:, target]
     finally:

@@ -3,8 +3,10 @@
 Class-balanced sampling trains the classifier as if every category were equally common: its logits
 estimate log p(x | y) up to a constant. Products arrive with the catalog's own prior π, and the Bayes
 decision under that prior is argmax_y logit_y + log π_y (the prior-shift correction of Saerens et al.
-2002; the post-hoc logit adjustment of Menon et al. 2021, run the other way round). How far to trust
-the estimate of π is a scale τ:
+2002; the post-hoc logit adjustment of Menon et al. 2021, run the other way round). So it only makes
+sense after class-balanced training (the config refuses it otherwise). An update estimates π from the
+drop's training products, which over-represent a drop's new categories against the whole catalog the
+model serves; how far to trust that estimate is a scale τ:
 
 1. `class_prior`: π from training labels, add-one smoothed, so a category the labels lack is made
    rarer, never impossible;
@@ -13,7 +15,8 @@ the estimate of π is a scale τ:
    best τ wins (on a tie the smaller: the lesser change), and τ·log π is added to the fused classifier's
    biases. The fused logits are that classifier's plus the branch heads' votes, so the shift reaches
    every prediction, and the saved model keeps its structure: serving, explaining and the next
-   update see an ordinary classifier.
+   update see an ordinary classifier (whose biases then hold the shift: the next update trains from
+   them and distils the champion's logits with it).
 """
 
 from __future__ import annotations

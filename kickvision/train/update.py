@@ -23,8 +23,9 @@ the replay exemplars the champion carries, with what the config's `continual` se
   α·updated + (1−α)·champion (WiSE-FT, Wortsman et al. 2022) with the listed α that scores best on
   the same validation products (a tensor the update left as it was stays bit for bit). The branch
   heads' vote weights of a trained epoch are chosen after, on the same products, and last, when
-  `logit_adjustment` lists τ > 0: τ·log(the drop's class prior) joins the classifier's biases with
-  the τ (or none) best on them, since class-balanced sampling trained for a uniform prior (train/prior.py).
+  `logit_adjustment` lists τ > 0 and a trained epoch is kept: τ·log(the drop's class prior) joins the
+  classifier's biases with the τ (or none) best on them, since class-balanced sampling trained for a
+  uniform prior (train/prior.py).
 - the encoders pretrained on generic data train at `encoder_lr`, and with `pretrained_trainable_layers`
   N only their top N layers (the engine's: no backward pass below them; 0 leaves them as they are).
 
@@ -212,11 +213,12 @@ def update_bundle(
     # The grown, retrained branch heads vote with weights chosen for this model (before the Fisher,
     # which is taken on the model as it will predict), on old and new products when the memory can;
     # the champion's own weights won the competition as they were, votes included, and stay so.
-    if loop.best_epoch == 0 and loop.start_metrics:
+    kept_champion = loop.best_epoch == 0 and bool(loop.start_metrics)
+    if kept_champion:
         head_weights = dict(champion.spec.training.branch_head_weights)
     else:
         head_weights = choose_branch_head_weights(model, validation.data, validation.indices)
-    if validation.chooses and cfg.logit_adjustment != [0.0]:  # balanced sampling's uniform prior -> the drop's
+    if validation.chooses and any(cfg.logit_adjustment) and not kept_champion:  # uniform prior -> the drop's
         prior = class_prior(drop.labels()[drop.indices("train")], len(drop.classes))
         tau, score = choose_logit_adjustment(model, prior, cfg.logit_adjustment, validation.data, validation.indices)
         metrics["update_logit_adjustment"] = tau
@@ -273,7 +275,7 @@ def update_validation(drop: PreparedData, state: ContinualState, cfg: ContinualC
         reason = f"no validation products of {', '.join(unvalidated)}"
     else:
         reason = "no validation memory"
-    if cfg.validation_per_class or cfg.interpolation != [1.0] or cfg.logit_adjustment != [0.0]:
+    if cfg.validation_per_class or cfg.interpolation != [1.0] or any(cfg.logit_adjustment):
         log.warning("the update keeps its last epoch (and interpolates and adjusts nothing): %s", reason)
     return UpdateValidation(drop, drop.indices("val"), False, drop_val)
 
