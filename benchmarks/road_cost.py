@@ -37,14 +37,7 @@ from pytorch_grad_cam.metrics.road import ROADCombined, ROADLeastRelevantFirst, 
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
 from kickvision.config import load_config
-from kickvision.evaluate.cam import (
-    BranchGradCAMPlusPlus,
-    branch_maps,
-    cam_layer,
-    explain_methods,
-    is_vit,
-    patch_occlusion,
-)
+from kickvision.evaluate.cam import branch_maps, cnn_maps, explain_methods, is_vit, patch_occlusion
 from kickvision.evaluate.explain import ImageOnlyInput
 from kickvision.evaluate.faithfulness import PERCENTILES, road_combined
 
@@ -54,17 +47,11 @@ MAPS_BEFORE, MAPS = "maps, occlusion on every image encoder (before)", "maps, br
 
 def maps_before(model, wrapper, images, blank, target, cam_target) -> dict[str, np.ndarray]:
     """`branch_maps` as it was before 2026-12-07: the ViT's occlusion rows through every image encoder."""
-    methods = explain_methods(model)
-    encoders = dict(zip(methods, model.image_encoders, strict=True))
-    cnns = {name: cam_layer(e) for name, e in encoders.items() if not is_vit(e)}
-    maps = {}
-    if cnns:
-        with BranchGradCAMPlusPlus(model=wrapper, target_layers=list(cnns.values())) as cam:
-            maps = dict(zip(cnns, cam(input_tensor=images, targets=[cam_target])[0], strict=True))
-    for name, encoder in encoders.items():
+    maps = cnn_maps(model, wrapper, images, cam_target)
+    for name, encoder in zip(explain_methods(model), model.image_encoders, strict=True):
         if is_vit(encoder):
             maps[name] = patch_occlusion(wrapper, encoder, images, blank, target)[0]
-    return {name: maps[name] for name in methods}
+    return {name: maps[name] for name in explain_methods(model)}
 
 
 def per_map_and_percentile(images: torch.Tensor, cams: np.ndarray, targets, model) -> np.ndarray:

@@ -119,18 +119,22 @@ def branch_maps(
 ) -> dict[str, np.ndarray]:
     """Branch name -> [H, W] map in 0..1 for one photo: the CNN branches' Grad-CAM++ of `cam_target`
     (a pytorch-grad-cam output target) from one forward and backward pass, each ViT's patch occlusion."""
-    methods = explain_methods(model)
-    encoders = dict(zip(methods, model.image_encoders, strict=True))
-    cnns = {name: cam_layer(e) for name, e in encoders.items() if not is_vit(e)}
-    maps = {}
-    if cnns:
-        with BranchGradCAMPlusPlus(model=wrapper, target_layers=list(cnns.values())) as cam:
-            maps = dict(zip(cnns, cam(input_tensor=images, targets=[cam_target])[0], strict=True))
-    for name, encoder in encoders.items():
+    maps = cnn_maps(model, wrapper, images, cam_target)
+    for name, encoder in zip(explain_methods(model), model.image_encoders, strict=True):
         if is_vit(encoder):
             others = [e for e in model.image_encoders if e is not encoder]
             maps[name] = patch_occlusion(wrapper, encoder, images, blank, target, same_photo=others)[0]
-    return {name: maps[name] for name in methods}
+    return {name: maps[name] for name in explain_methods(model)}
+
+
+def cnn_maps(model: MultimodalShoeNet, wrapper: nn.Module, images: torch.Tensor, cam_target) -> dict[str, np.ndarray]:
+    """Branch name -> [H, W] Grad-CAM++ map of each CNN branch, all from one forward and backward pass."""
+    encoders = dict(zip(explain_methods(model), model.image_encoders, strict=True))
+    cnns = {name: cam_layer(e) for name, e in encoders.items() if not is_vit(e)}
+    if not cnns:
+        return {}
+    with BranchGradCAMPlusPlus(model=wrapper, target_layers=list(cnns.values())) as cam:
+        return dict(zip(cnns, cam(input_tensor=images, targets=[cam_target])[0], strict=True))
 
 
 def branch_family(encoder_name: str) -> str:
