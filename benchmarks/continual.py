@@ -62,7 +62,7 @@ from kickvision.serve.gates import update_gate
 from kickvision.train.engine import pick_device
 from kickvision.train.fit import fit
 from kickvision.train.pretrain import pretrain_photos
-from kickvision.train.prior import class_prior
+from kickvision.train.prior import class_prior, shift_classifier_bias
 from kickvision.train.replay import continual_state_after_training
 from kickvision.train.update import update_bundle
 
@@ -277,9 +277,7 @@ def without_prior_shift(bundle: ModelBundle, drop: PreparedData, tau: float) -> 
     """`bundle` with the update's logit adjustment (τ·log of the drop's training prior) taken out of
     its classifier's biases: the update as it would be without it, at no second training."""
     model = copy.deepcopy(bundle.model)
-    prior = class_prior(drop.labels()[drop.indices("train")], len(drop.classes))
-    with torch.no_grad():
-        model.classifier.bias -= torch.as_tensor(tau * np.log(prior), dtype=model.classifier.bias.dtype)
+    shift_classifier_bias(model, class_prior(drop.labels()[drop.indices("train")], len(drop.classes)), -tau)
     unshifted = copy.copy(bundle)
     unshifted.model = model
     return unshifted

@@ -50,7 +50,12 @@ def choose_logit_adjustment(
         if best is None or top1 > best:
             best_tau, best = tau, top1
     if best_tau:
-        with torch.no_grad():
-            bias = model.classifier.bias
-            bias += torch.as_tensor(best_tau * log_prior, dtype=bias.dtype, device=bias.device)
+        shift_classifier_bias(model, prior, best_tau)
     return best_tau, float(best)
+
+
+@torch.no_grad()
+def shift_classifier_bias(model: MultimodalShoeNet, prior: np.ndarray, tau: float) -> None:
+    """Add τ·log `prior` to `model`'s fused classifier biases in place (a negative τ takes a shift out)."""
+    bias = model.classifier.bias
+    bias += torch.as_tensor(tau * np.log(prior), dtype=bias.dtype, device=bias.device)
