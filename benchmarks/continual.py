@@ -155,7 +155,7 @@ def class_order(data: PreparedData, masks: list[np.ndarray]) -> list[list[str]]:
 # rounding), and settings added later while at the value that trains as before, so that models cached before
 # them stay valid.
 SPEED_ONLY = ("data_on_device", "compile")
-AS_BEFORE = {"pretrained_trainable_layers": None}
+AS_BEFORE = {"pretrained_trainable_layers": None, "cpu_amp": False}  # cpu_amp changes the numbers: in the key when on
 
 
 def cache_key(cfg: RunConfig, data: PreparedData, classes: list[str], seed: int) -> str:

@@ -8,13 +8,18 @@ second and the ratio; writes JSON. What the two ways are (`--compare`):
 - `trim`: the text encoder reading only the token columns some title of the batch uses
   (`trim_padding`, as kickvision runs) vs every column up to `max_title_tokens` (as it ran before);
 - `optimizer`: torch's fused AdamW kernel (`create_optimizer`, as kickvision runs) vs AdamW stepping
-  each tensor in turn (torch's own choice on a CPU, as it ran before); training only.
+  each tensor in turn (torch's own choice on a CPU, as it ran before); training only;
+- `amp`: float32 vs bf16 autocast on the CPU (`torch.autocast("cpu", dtype=torch.bfloat16)` around the
+  forward and the loss, weights and optimizer in float32); worth it only where the CPU has native bf16
+  instructions (AVX512-BF16, AMX), which `torch.backends.mkldnn` reports.
 
     .venv/bin/python benchmarks/throughput.py --catalog ../shared/data/fashion-footwear --config fashion
     .venv/bin/python benchmarks/throughput.py --catalog ../shared/data/fashion-footwear --config fashion \
         --set 'data.text_columns=[]'          # titles alone
     .venv/bin/python benchmarks/throughput.py --catalog ../shared/data/fashion-footwear --config fashion \
         --compare optimizer --batch-sizes 32
+    .venv/bin/python benchmarks/throughput.py --catalog ../shared/data/fashion-footwear --config fashion \
+        --compare amp --batch-sizes 64
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ from kickvision.train.loader import make_loader
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.settings import fit_settings
 
-WAYS = {"trim": ("every column", "trimmed"), "optimizer": ("per tensor", "fused")}  # (before, as kickvision runs)
+WAYS = {
+    "trim": ("every column", "trimmed"),
+    "optimizer": ("per tensor", "fused"),
+    "amp": ("float32", "bf16 autocast"),
+}  # (before, as kickvision runs)
 
 
 def every_column(encoder: TextEncoder, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -52,7 +61,9 @@ def per_tensor_adamw(model, settings) -> torch.optim.Optimizer:
     return torch.optim.AdamW([g | {"fused": None, "foreach": False} for g in groups])
 
 
-def train_rate(model, data, cfg, batch_size: int, seconds: float, optimizer_factory=create_optimizer) -> float:
+def train_rate(
+    model, data, cfg, batch_size: int, seconds: float, optimizer_factory=create_optimizer, bf16: bool = False
+) -> float:
     """Training samples per second over about `seconds` of steps (after one warm-up step)."""
     settings = fit_settings(cfg.train)
     optimizer = optimizer_factory(model, settings)
@@ -63,9 +74,11 @@ def train_rate(model, data, cfg, batch_size: int, seconds: float, optimizer_fact
     while started is None or time.perf_counter() - started < seconds:
         for batch in make_loader(data, data.indices("train"), batch_size, cfg.seed, balanced=True):
             batch["image"] = transform.standardise(transform.to_unit(batch["image"]))
-            out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
+                loss = loss_fn(batch, out)
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(batch, out).backward()
+            loss.backward()
             optimizer.step()
             if started is None:
                 started = time.perf_counter()  # the first step warms up
@@ -76,11 +89,12 @@ def train_rate(model, data, cfg, batch_size: int, seconds: float, optimizer_fact
     return seen / (time.perf_counter() - started)
 
 
-def predict_rate(model, data, batch_size: int) -> float:
+def predict_rate(model, data, batch_size: int, bf16: bool = False) -> float:
     indices = data.indices("val")
-    predict_logits(model, data, indices[:batch_size], batch_size=batch_size)  # warm-up
-    started = time.perf_counter()
-    predict_logits(model, data, indices, batch_size=batch_size)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        predict_logits(model, data, indices[:batch_size], batch_size=batch_size)  # warm-up
+        started = time.perf_counter()
+        predict_logits(model, data, indices, batch_size=batch_size)
     return len(indices) / (time.perf_counter() - started)
 
 
@@ -117,23 +131,25 @@ def main() -> None:
                 del model.text_encoder.forward  # back to the class's own (trimming) forward
             if way == "per tensor":
                 factory = per_tensor_adamw
-            rates.setdefault(f"train_{way}", []).append(train_rate(model, data, cfg, batch_size, args.seconds, factory))
-            if args.compare == "trim":
-                rates.setdefault(f"predict_{way}", []).append(predict_rate(model, data, batch_size))
+            bf16 = way == "bf16 autocast"
+            rate = train_rate(model, data, cfg, batch_size, args.seconds, factory, bf16)
+            rates.setdefault(f"train_{way}", []).append(rate)
+            if args.compare in ("trim", "amp"):
+                rates.setdefault(f"predict_{way}", []).append(predict_rate(model, data, batch_size, bf16))
         row |= {key: float(np.mean(values)) for key, values in rates.items()}
         row["train_ratio"] = row[f"train_{b}"] / row[f"train_{a}"]
-        if args.compare == "trim":
+        if args.compare in ("trim", "amp"):
             row["predict_ratio"] = row[f"predict_{b}"] / row[f"predict_{a}"]
         rows.append(row)
         print(row, flush=True)
     print(
         f"| batch | train, {a} | train, {b} | ratio |"
-        + (f" predict, {a} | predict, {b} | ratio |" * (args.compare == "trim"))
+        + (f" predict, {a} | predict, {b} | ratio |" * (args.compare in ("trim", "amp")))
     )
-    print("|---|---|---|---|" + "---|---|---|" * (args.compare == "trim"))
+    print("|---|---|---|---|" + "---|---|---|" * (args.compare in ("trim", "amp")))
     for r in rows:
         line = f"| {r['batch_size']} | {r[f'train_{a}']:.1f}/s | {r[f'train_{b}']:.1f}/s | {r['train_ratio']:.2f} |"
-        if args.compare == "trim":
+        if args.compare in ("trim", "amp"):
             line += f" {r[f'predict_{a}']:.0f}/s | {r[f'predict_{b}']:.0f}/s | {r['predict_ratio']:.2f} |"
         print(line)
     meta = {
@@ -144,6 +160,7 @@ def main() -> None:
         "host": platform.node(),
     }
     meta |= {"threads": torch.get_num_threads(), "tokens_median": float(np.median(lengths))}
+    meta["cpu_bf16"] = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     suffix = "" if args.compare == "trim" else f"_{args.compare}"
     write_result({"meta": meta, "results": rows}, args.out, f"throughput_{name}_{cfg.name}{suffix}.json")
 

@@ -11,10 +11,12 @@ from kickvision.config import TextEncoderConfig, load_config
 from kickvision.data.images import resolve_image_transform
 from kickvision.errors import ConfigError
 from kickvision.model.net import build_model
+from kickvision.train import engine
 from kickvision.train.augment import PhotoAugment, PhotoMix
 from kickvision.train.engine import (
     classify,
     compiled,
+    cpu_has_native_bf16,
     create_optimizer,
     create_scheduler,
     pick_device,
@@ -206,6 +208,41 @@ def test_compiling_on_a_machine_without_a_cpp_compiler_is_a_config_error_naming_
     ):
         train_loop(model, demo_data, demo_data.indices("train")[:32], settings, loss, _scripted([0.5]), progress=False)
     assert inductor.cpp.cxx != (str(tmp_path / "no-such-g++"),)  # the setting is back for the tests after
+
+
+def _precisions(tiny_config, demo_data, cpu_amp: bool) -> tuple[set, set, set]:
+    """The fused head's output dtypes in training steps and in validation, and the weights' dtypes after."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model, len(demo_data.classes))
+    seen, phase = {"train": set(), "validate": set()}, ["train"]
+    model.classifier.register_forward_hook(lambda module, args, out: seen[phase[0]].add(out.dtype))
+    validate = split_validator(demo_data, demo_data.indices("val"))
+
+    def validated(m):
+        phase[0] = "validate"
+        scores = validate(m)
+        phase[0] = "train"
+        return scores
+
+    settings = LoopSettings(epochs=1, batch_size=16, lr=0.01, monitor="val_top1", device="cpu", cpu_amp=cpu_amp)
+    loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
+    train_loop(model, demo_data, demo_data.indices("train")[:64], settings, loss, validated, progress=False)
+    return seen["train"], seen["validate"], {p.dtype for p in model.parameters()}
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16 (AVX512-BF16, AMX)")
+def test_with_cpu_amp_a_cpu_trains_in_bf16_and_validates_and_keeps_float32_weights(tiny_config, demo_data):
+    assert _precisions(tiny_config, demo_data, cpu_amp=True) == ({torch.bfloat16}, {torch.float32}, {torch.float32})
+    assert _precisions(tiny_config, demo_data, cpu_amp=False) == ({torch.float32},) * 3
+
+
+def test_cpu_amp_on_a_cpu_without_native_bf16_trains_in_float32_and_says_so(
+    tiny_config, demo_data, monkeypatch, caplog
+):
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)  # what oneDNN reports on such a CPU
+    with caplog.at_level("WARNING", logger="kickvision.train.engine"):
+        assert _precisions(tiny_config, demo_data, cpu_amp=True) == ({torch.float32},) * 3
+    assert "train.cpu_amp: this CPU has no native bf16" in caplog.text
 
 
 @pytest.mark.parametrize("name", ["gpu", "CUDA", "cuda:-1", " cuda", "cpu:0"])

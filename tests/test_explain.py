@@ -241,6 +241,24 @@ def test_road_faithfulness_is_scored_per_branch_against_random_maps_on_the_same_
     assert cam_faithfulness(shared_trained, learnt_data, n=0) == {"cam_faithfulness_products": 0.0}
 
 
+def test_road_imputes_each_products_random_map_once_for_both_title_conditions(shared_trained, learnt_data, monkeypatch):
+    from pytorch_grad_cam.metrics import road as road_module
+
+    from kickvision.evaluate.faithfulness import CONDITIONS, PERCENTILES, cam_faithfulness
+
+    imputed: list[torch.Tensor] = []
+    impute = road_module.NoisyLinearImputer.__call__
+    monkeypatch.setattr(
+        road_module.NoisyLinearImputer, "__call__", lambda self, *a: imputed.append(impute(self, *a)) or imputed[-1]
+    )
+    products, branches = 3, len(shared_trained.model.image_encoders)
+    metrics = cam_faithfulness(shared_trained, learnt_data, n=products)
+    per_product = 2 * len(PERCENTILES) * (len(CONDITIONS) * branches + 1)  # every branch map twice, random once
+    assert branches == 2 and len(imputed) == products * per_product
+    # the random map is scored in both conditions: the title moves its score, the imputed photos do not
+    assert metrics["cam_faithfulness_random"] != metrics["cam_faithfulness_random_photo_only"]
+
+
 def test_road_is_pytorch_grad_cams_combined_score_in_one_forward(tiny_bundle, photo, monkeypatch):
     from pytorch_grad_cam.metrics import road as road_module
     from pytorch_grad_cam.metrics.road import ROADCombined

@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import torch
 
 from kickvision.cli import main as cli_main
 from kickvision.serve.pyfunc_logging import photos_as_bytes
@@ -93,6 +94,8 @@ def test_mlflow_has_metrics_params_artifacts_and_aliases(first_run):
     assert "Great Expectations" in docs and "product_id" in docs  # GX Data Docs of the catalog checks
     for tag in ("kickvision.pipeline", "kickvision.catalog_hash", "kickvision.git_commit", "kickvision.zenml_run_id"):
         assert run.data.tags.get(tag), tag
+    cuda = torch.cuda.is_available()  # train.amp: bf16 on CUDA; train.cpu_amp is off in the tests' config
+    assert run.data.tags["kickvision.training_precision"] == ("bf16 autocast" if cuda else "float32")
     card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
     assert f"| test_top1 | {run.data.metrics['test_top1']:.4f} |" in card
     assert f"| test_macro_f1 | {run.data.metrics['test_macro_f1']:.4f} |" in card

@@ -174,16 +174,15 @@ class TrainConfig(_Section):
         pattern=r"^(auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?)$",
         description="auto (CUDA where there is one, else the CPU), cpu, cuda, cuda:N or mps",
     )
-    amp: bool = True  # bf16 autocast on CUDA only
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on the CPU too, where it has native bf16 (AVX512-BF16, AMX); else float32
     channels_last: bool = True  # on CUDA only: the weights and photos in NHWC, what cuDNN's fast convolutions read
     data_on_device: bool = Field(
         False,
         description="keep the training split's pixels and tokens on the training device, cut batches there "
         "(no per-product loader, no copy per step; on a GPU the split must fit its memory)",
     )
-    compile: bool = Field(
-        False, description="torch.compile the training forward (pays on a GPU; the first steps compile)"
-    )
+    compile: bool = Field(False, description="torch.compile the training forward (pays on a GPU; first steps compile)")
 
 
 class PruneConfig(_Section):

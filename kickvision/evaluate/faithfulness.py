@@ -9,8 +9,9 @@ for a more faithful map; the same score for uniform random maps is the floor a r
 Each product is scored twice: with its title held fixed (the fused prediction a user sees, where a
 confident title leaves the photo little to move) and with the title hidden (`_photo_only`: what the
 photo branches decide on their own, where the maps have something to explain). A branch's margin
-over random maps is judged per product (paired: the same products, the same imputation noise), as
-the mean difference over its standard error (`..._margin_se`; >= 3 is a margin noise does not make).
+over random maps is judged per product (paired: the same products; a product's random map is imputed
+once and scored in both conditions), as the mean difference over its standard error (`..._margin_se`;
+>= 3 is a margin noise does not make).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def cam_faithfulness(
     difference of target-class probabilities), `_std` of each across products, and each branch's
     paired margin over random maps in standard errors, `cam_faithfulness_<family>[_photo_only]_margin_se`.
     ROAD's imputation noise is drawn from a generator seeded with `seed`, so the scores repeat run to
-    run (the global generator is left as it was).
+    run (the global generator is left as it was). A product's random map and its imputed photos are
+    the same in both conditions: imputed once, scored twice.
     """
     model = bundle.model.eval()
     if not model.image_encoders:
@@ -47,13 +49,12 @@ def cam_faithfulness(
     if not len(chosen):
         return {"cam_faithfulness_products": 0.0}
     scores: dict[str, list[float]] = {}
-    for condition, hide_title in CONDITIONS.items():
-        rng = np.random.default_rng(seed)  # the same random maps and imputation noise in each condition
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            for j in chosen:
-                for key, score in _road_scores(model, data, int(j), transform, rng, hide_title).items():
-                    scores.setdefault(f"{key}{condition}", []).append(score)
+    rng = np.random.default_rng(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for j in chosen:
+            for key, score in _road_scores(model, data, int(j), transform, rng).items():
+                scores.setdefault(key, []).append(score)
     metrics = {}
     for key, values in scores.items():
         metrics[f"cam_faithfulness_{key}"] = float(np.mean(values))
@@ -82,25 +83,31 @@ def paired_margin_se(branch: np.ndarray, random: np.ndarray) -> float:
     return float(differences.mean() / se) if se > 0 else float("nan")
 
 
-def _road_scores(model, data: PreparedData, j: int, transform, rng, hide_title: bool) -> dict[str, float]:
-    """Product j's ROAD score for each branch's map (kickvision/evaluate/cam.py) and for a random map."""
+def _road_scores(model, data: PreparedData, j: int, transform, rng) -> dict[str, float]:
+    """Product j's ROAD score for each branch's map (kickvision/evaluate/cam.py) and for a random map,
+    in each condition (title fixed, title hidden). The random map does not depend on the condition, so
+    its imputations (a third of ROAD's cost with two branches) are drawn once and put through both."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     ids = torch.from_numpy(data.input_ids[j : j + 1])
     mask = torch.from_numpy(data.attention_mask[j : j + 1])
     images = transform.normalise(data.images[j : j + 1])
-    wrapper = ImageOnlyInput(model, ids, mask, text_present=torch.zeros(1) if hide_title else None)
-    with torch.no_grad():
-        target = int(wrapper(images).argmax(1))
-    targets = [ClassifierOutputSoftmaxTarget(target)]
     blank = transform.blank_input()
-    by_branch = branch_maps(model, wrapper, images, blank, target, targets[0])
-    maps = {branch_family(name.split("_", 1)[1]): cam for name, cam in by_branch.items()}
-    maps["random"] = rng.random(images.shape[-2:], dtype=np.float32)
-    scores = road_combined(
-        images.expand(len(maps), -1, -1, -1), np.stack(list(maps.values())), targets * len(maps), wrapper
-    )
-    return dict(zip(maps, scores.tolist(), strict=True))
+    random_map = rng.random(images.shape[-2:], dtype=np.float32)
+    random_imputed = road_imputations(images, random_map[None])
+    scores = {}
+    for condition, hide_title in CONDITIONS.items():
+        wrapper = ImageOnlyInput(model, ids, mask, text_present=torch.zeros(1) if hide_title else None)
+        with torch.no_grad():
+            target = int(wrapper(images).argmax(1))
+        cam_target = ClassifierOutputSoftmaxTarget(target)
+        by_branch = branch_maps(model, wrapper, images, blank, target, cam_target)
+        families = [branch_family(name.split("_", 1)[1]) for name in by_branch]
+        cams = np.stack(list(by_branch.values()))
+        imputed = torch.cat([road_imputations(images.expand(len(cams), -1, -1, -1), cams), random_imputed], dim=2)
+        road = road_from_imputations(imputed, [cam_target] * (len(cams) + 1), wrapper)
+        scores |= {f"{key}{condition}": score for key, score in zip([*families, "random"], road.tolist(), strict=True)}
+    return scores
 
 
 def road_combined(images: torch.Tensor, cams: np.ndarray, targets, model) -> np.ndarray:
@@ -108,21 +115,40 @@ def road_combined(images: torch.Tensor, cams: np.ndarray, targets, model) -> np.
 
     The library scores each percentile and direction with a forward of its own, and the unperturbed
     photos again each time, though that score cancels in (LeRF - MoRF) / 2. Here its imputations
-    (`metric.perturbation`) are drawn in the library's order (LeRF at each percentile, then MoRF; the
-    batch within each), and every perturbed photo goes through the model in one batch: one forward per
-    call instead of 4 x len(PERCENTILES)."""
+    (`road_imputations`, in the library's order) all go through the model in one batch: one forward
+    per call instead of 4 x len(PERCENTILES)."""
+    return road_from_imputations(road_imputations(images, cams), targets, model)
+
+
+def road_imputations(images: torch.Tensor, cams: np.ndarray) -> torch.Tensor:
+    """ROAD's imputed photos, shape (2, len(PERCENTILES), len(images), C, H, W): the least relevant pixels
+    removed at each percentile, then the most relevant (`metric.perturbation`), drawn in the library's
+    order (LeRF at each percentile, then MoRF; the batch within each), on the images' device."""
     from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 
     perturbed = [
-        metric(p).perturbation(image.cpu(), torch.from_numpy(cam))
+        torch.stack(
+            [
+                metric(p).perturbation(image.cpu(), torch.from_numpy(cam))
+                for image, cam in zip(images, cams, strict=True)
+            ]
+        )
         for metric in (ROADLeastRelevantFirst, ROADMostRelevantFirst)
         for p in PERCENTILES
-        for image, cam in zip(images, cams, strict=True)
     ]
+    return torch.stack(perturbed).unflatten(0, (2, len(PERCENTILES))).to(images.device)
+
+
+def road_from_imputations(imputed: torch.Tensor, targets, model) -> np.ndarray:
+    """The combined ROAD score per image of `road_imputations`' photos (one target per image), in one forward."""
+    directions, percentiles, n = imputed.shape[:3]
     with torch.no_grad():
-        outputs = model(torch.stack(perturbed).to(images.device))
+        outputs = model(imputed.flatten(0, 2))
     scores = np.float32(
-        [target(output).cpu().numpy() for target, output in zip(targets * 2 * len(PERCENTILES), outputs, strict=True)]
+        [
+            target(output).cpu().numpy()
+            for target, output in zip(targets * directions * percentiles, outputs, strict=True)
+        ]
     )
-    lerf, morf = scores.reshape(2, len(PERCENTILES), len(images)).mean(1)
+    lerf, morf = scores.reshape(directions, percentiles, n).mean(1)
     return (lerf - morf) / 2

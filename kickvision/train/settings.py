@@ -35,7 +35,8 @@ class LoopSettings:
     score_start: bool = False  # validate before the first epoch; the starting weights compete too
     later_wins_ties: bool = False  # on an equal `monitor` value keep the later weights (they saw more data)
     device: str = "auto"
-    amp: bool = True
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on a CPU with native bf16
     channels_last: bool = True  # on CUDA only
     num_threads: int = 0
     data_on_device: bool = False  # batches cut from tensors on the training device (loader.DeviceBatches)
@@ -61,6 +62,7 @@ def fit_settings(train: TrainConfig) -> LoopSettings:
         patience=train.patience,
         device=train.device,
         amp=train.amp,
+        cpu_amp=train.cpu_amp,
         channels_last=train.channels_last,
         num_threads=train.num_threads,
         data_on_device=train.data_on_device,

@@ -12,7 +12,9 @@ from kickvision.model.encoders import build_tokenizer
 from kickvision.model.photo_encoders import PhotoEncoders
 from kickvision.serve.release import equip_for_release
 from kickvision.tracking import flatten_params
+from kickvision.train.engine import pick_device, trains_in_bf16
 from kickvision.train.fit import fit
+from kickvision.train.settings import fit_settings
 from materializers import ModelBundleMaterializer
 
 
@@ -50,6 +52,8 @@ def train_model(
     )
     mlflow.log_params({f"split_{k}_rows": v for k, v in data.split_counts().items()})
     mlflow.set_tag("kickvision.zenml_run_id", str(get_step_context().pipeline_run.id))
+    bf16 = trains_in_bf16(pick_device(train.device), fit_settings(train))  # train.cpu_amp asks; the CPU decides
+    mlflow.set_tag("kickvision.training_precision", "bf16 autocast" if bf16 else "float32")
     result = fit(
         data,
         model,
