@@ -7,6 +7,11 @@ products), photos hard-linked (copied across file systems). Then, in a fresh kic
 reports what each printed: test top-1, forgetting, new-category top-1 and whether the update became
 champion.
 
+With `--update-variant "continual.epochs=6;continual.patience=2"` (repeatable) the update also runs with
+those settings changed, side by side: each variant starts from the same trained state (the state folder is
+copied after the training and put back before each variant; every path in it stays the same), so each
+update meets the champion, registry and ZenML cache the first one met.
+
     .venv/bin/python benchmarks/update_as_a_user.py --catalog ../shared/data/fashion-footwear --config fashion
 """
 
@@ -22,8 +27,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from common import write_result
 
+from kickvision.config import deep_merge, dotted_overrides, load_config, resolve_config_path
 from kickvision.data.catalog import link_or_copy, read_catalog, resolve_inside
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +72,15 @@ def summary_value(output: str, label: str) -> str:
     return match.group(1).strip() if match else ""
 
 
+def variant_config(config: str, variant: str, out: Path) -> Path:
+    """A copy of `config` with the `;`-separated KEY=VALUE settings of `variant` changed, validated."""
+    raw = yaml.safe_load(resolve_config_path(config).read_text()) or {}
+    changed = deep_merge(raw, dotted_overrides([a.strip() for a in variant.split(";") if a.strip()]))
+    out.write_text(yaml.safe_dump(changed, sort_keys=False))
+    load_config(out)  # a misspelt setting fails here, by name, before anything runs
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", required=True)
@@ -74,6 +90,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work", default="/tmp/kickvision-update-as-a-user", help="folders, state and logs")
     parser.add_argument("--skip-train", action="store_true", help="reuse the state's champion (same --work)")
+    parser.add_argument(
+        "--update-variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE;...",
+        help="also update with these settings changed, from the same trained state (repeatable)",
+    )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/update_as_a_user_<config>.json)")
     args = parser.parse_args()
 
@@ -89,12 +112,27 @@ def main() -> None:
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     cli = str(Path(sys.executable).with_name("kickvision"))
+    variants = {"update": args.config} | {
+        f"update[{v}]": str(variant_config(args.config, v, work / f"variant{i}.yaml"))
+        for i, v in enumerate(args.update_variant, 1)
+    }
     results = {}
     steps = [] if args.skip_train else [("train", [cli, "train", "--catalog", str(base), "--config", args.config])]
-    steps.append(("update", [cli, "update", "--drop", str(drop), "--config", args.config]))
-    for name, command in steps:
-        code, seconds, output = run(command, env, work / f"{name}.log")
+    steps += [(name, [cli, "update", "--drop", str(drop), "--config", config]) for name, config in variants.items()]
+    trained = work / "state.trained"
+    shutil.rmtree(trained, ignore_errors=True)  # a snapshot of an earlier invocation is not this state
+    for number, (name, command) in enumerate(steps):
+        if name.startswith("update") and len(variants) > 1:
+            if not trained.exists():  # the state as the training left it, before the first update
+                shutil.copytree(state, trained, symlinks=True)
+            else:  # the previous update's state is kept beside it; this one starts where the first did
+                kept = work / f"state.after{number}"
+                shutil.rmtree(kept, ignore_errors=True)
+                state.rename(kept)
+                shutil.copytree(trained, state, symlinks=True)
+        code, seconds, output = run(command, env, work / f"{name}.log".replace("/", "_"))
         results[name] = {
+            "config": command[-1],
             "exit": code,
             "seconds": seconds,
             "test_top1": summary_value(output, "test top-1"),
@@ -106,7 +144,7 @@ def main() -> None:
         }
         print(f"{name}: exit {code}, {seconds / 60:.1f} min: {results[name]}", flush=True)
         if code != 0:
-            print(f"see {work / (name + '.log')}")
+            print(f"see {work / (name + '.log').replace('/', '_')}")
             break
     print("\n| command | wall | test top-1 | old top-1 | new top-1 | registered |")
     print("|---|---|---|---|---|---|")

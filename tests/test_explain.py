@@ -330,5 +330,5 @@ def test_the_vits_map_points_at_the_region_that_decides_the_class_whatever_the_t
         mass.append(cam[:16, :16].sum() / max(cam.sum(), 1e-9))  # an all-zero map counts as pointing nowhere
     # Of the map's mass in the deciding quadrant (uniform maps: 0.25). Patch occlusion, measured over
     # seeds 0-3 and 42: 0.82-0.93; the ViT's Grad-CAM++ after the last block (its map before) gave
-    # 0.11-0.74 and failed here at seeds 0 and 1 (benchmarks/vit_maps.py; README, "ViT maps").
+    # 0.11-0.74 and failed here at seeds 0 and 1 (benchmarks/vit_maps.py; docs/measured.md, "ViT maps").
     assert np.mean(mass) > 0.5

@@ -7,7 +7,7 @@ A ViT is explained by occluding its patches instead. Gradient maps of a ViT's to
 Grad-CAM or LayerCAM, hooked after the last block, after the first, or on the embedded patches) show
 where attention moved the evidence, not where it came from: on synthetic catalogs whose class is
 decided by one quadrant of the photo, their mass in that quadrant ranged 0.06-0.83 over training
-seeds for every method and layer (uniform: 0.25; README, "ViT maps"). Occlusion asks the question
+seeds for every method and layer (uniform: 0.25; docs/measured.md, "ViT maps"). Occlusion asks the question
 directly: for each patch, how far does the target class's log-probability fall when the ViT sees
 that patch of a blank photo (white, as a missing photo is) in its place? The patch is replaced
 after the patch embedding, in the ViT alone (the other branches see the whole photo), so the map
