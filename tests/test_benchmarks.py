@@ -189,3 +189,21 @@ def test_a_train_arm_changes_only_the_train_settings_it_names_and_a_bad_one_fail
     assert (shorter.train.epochs, shorter.train.lr) == (8, 0.0005) and shorter.model == base.model
     with pytest.raises(ConfigError, match="pretrained_trainable_layers"):
         accuracy.train_arms(base, "fashion", {}, "pretrained_trainable_layers=-1")
+
+
+def test_an_update_variant_is_the_config_with_only_the_named_settings_changed_and_a_misspelt_one_fails(bench, tmp_path):
+    import update_as_a_user
+    import yaml
+
+    from kickvision.config import ConfigError, load_config, resolve_config_path
+
+    path = update_as_a_user.variant_config("fashion", "continual.epochs=6; continual.patience=2", tmp_path / "v.yaml")
+    original = yaml.safe_load(resolve_config_path("fashion").read_text())
+    changed = yaml.safe_load(path.read_text())
+    assert changed["continual"] == original["continual"] | {"epochs": 6, "patience": 2}
+    assert {k: v for k, v in changed.items() if k != "continual"} == {
+        k: v for k, v in original.items() if k != "continual"
+    }
+    assert load_config(path).continual.epochs == 6
+    with pytest.raises(ConfigError, match="continual.epoch'"):
+        update_as_a_user.variant_config("fashion", "continual.epoch=6", tmp_path / "bad.yaml")
