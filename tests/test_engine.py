@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from kickvision.config import TextEncoderConfig, load_config
@@ -407,6 +408,23 @@ def test_encoder_stages_cover_every_weight_once_from_the_bottom_up(tiny_config):
     assert first == {id(p) for p in model.text_encoder.model.embeddings.parameters()}
     last = {id(p) for p in model.text_encoder.stages()[-1]}
     assert last == {id(p) for p in model.text_encoder.model.transformer.layer[-1].parameters()}
+
+
+def test_an_update_with_new_categories_trains_at_the_scaled_rates_and_one_of_known_categories_at_the_set_ones(
+    tiny_config,
+):
+    continual = tiny_config.continual.model_copy(
+        update={"lr": 0.0005, "encoder_lr": 0.00005, "new_categories_lr_scale": 2.0}
+    )
+    learning = update_settings(continual, tiny_config.train, True, new_categories=True)
+    refining = update_settings(continual, tiny_config.train, True, new_categories=False)
+    assert (learning.lr, learning.encoder_lr) == (0.001, 0.0001)
+    assert (refining.lr, refining.encoder_lr) == (0.0005, 0.00005)
+    one_rate = continual.model_copy(update={"encoder_lr": None})  # None: every parameter at lr, scaled too
+    assert update_settings(one_rate, tiny_config.train, True, new_categories=True).encoder_lr is None
+    assert update_settings(one_rate, tiny_config.train, True, new_categories=True).lr == 0.001
+    with pytest.raises(ValidationError, match="new_categories_lr_scale"):
+        type(continual).model_validate(continual.model_dump() | {"new_categories_lr_scale": 0})
 
 
 def test_each_loop_takes_its_knobs_from_its_own_config_section(tiny_config):

@@ -47,6 +47,14 @@ class ContinualConfig(_Section):
     pretrained_trainable_layers: int | None = Field(
         None, ge=0, description="generic pretrained encoders train their top N stages (encoder.stages()); None: all"
     )
+    new_categories_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        allow_inf_nan=False,
+        description="lr and encoder_lr multiplied by it when the drop brings a new category (its features are "
+        "to learn; a drop of known categories only refines them)",
+    )
     patience: int | None = Field(None, ge=1, description="with a validation memory: stop after N epochs not better")
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")
     balanced_sampling: bool = Field(True, description="sample drop and replay products class-balanced")

@@ -100,12 +100,15 @@ def update_settings(
     `continual.patience` epochs without a better one; when the drop brings no new category the
     starting weights compete too (with one they cannot predict it, so they never stand in for an
     update). Without, the last epoch (the drop's validation split alone cannot see forgetting; the
-    update gate measures that on the champion's holdout)."""
+    update gate measures that on the champion's holdout). A drop that brings a new category trains at
+    both learning rates times `continual.new_categories_lr_scale`: it has features to learn, where a
+    drop of known categories only refines them."""
+    scale = continual.new_categories_lr_scale if new_categories else 1.0
     return _secondary(
         train,
         continual.epochs,
-        continual.lr,
-        encoder_lr=continual.encoder_lr,
+        continual.lr * scale,
+        encoder_lr=None if continual.encoder_lr is None else continual.encoder_lr * scale,
         pretrained_trainable_layers=continual.pretrained_trainable_layers,
         batch_size=continual.batch_size,
         pct_start=continual.pct_start,
