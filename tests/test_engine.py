@@ -421,8 +421,8 @@ def test_an_update_with_new_categories_trains_at_the_scaled_rates_and_one_of_kno
     assert (learning.lr, learning.encoder_lr) == (0.001, 0.0001)
     assert (refining.lr, refining.encoder_lr) == (0.0005, 0.00005)
     one_rate = continual.model_copy(update={"encoder_lr": None})  # None: every parameter at lr, scaled too
-    assert update_settings(one_rate, tiny_config.train, True, new_categories=True).encoder_lr is None
-    assert update_settings(one_rate, tiny_config.train, True, new_categories=True).lr == 0.001
+    single = update_settings(one_rate, tiny_config.train, True, new_categories=True)
+    assert single.encoder_lr is None and single.lr == 0.001
     with pytest.raises(ValidationError, match="new_categories_lr_scale"):
         type(continual).model_validate(continual.model_dump() | {"new_categories_lr_scale": 0})
 

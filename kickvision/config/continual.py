@@ -20,8 +20,9 @@ class ContinualConfig(_Section):
     needs the old catalog. The update recipe: EWC (`ewc_lambda`, `fisher_normalise`), replay, DER++
     logit replay (`logit_replay_weight`), LwF (`distill_weight`), weight aligning (`bias_correction`);
     `encoder_lr` for the encoders pretrained on generic data (as `train.encoder_lr` in the fit; None =
-    lr), `pretrained_trainable_layers` to train only their top layers (0: none; no backward below); with
-    a validation memory, the epoch (or the champion's own weights; `patience` stops early) and the
+    lr; both times `new_categories_lr_scale` for a drop with a new category), `pretrained_trainable_layers`
+    to train only their top layers (0: none; no backward below); with a validation memory, the epoch (or
+    the champion's own weights; `patience` stops early) and the
     `interpolation` with the champion's weights chosen on it; see train/update.py.
     """
 
