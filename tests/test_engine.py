@@ -393,6 +393,35 @@ def test_a_frozen_image_stem_keeps_its_batch_statistics_while_the_stages_above_l
     assert all(not torch.equal(after[k], before[k]) for k in moved)
 
 
+def test_an_update_that_keeps_batch_norm_statistics_trains_the_weights_and_leaves_every_running_statistic(
+    tiny_config, demo_data
+):
+    """`continual.batch_norm_statistics: keep`: the ResNet's convolutions and batch-norm scales learn
+    (the blocks' last scale starts at zero, so one step moves it before the convolutions under it),
+    its running means and variances (and batch counts) stay the champion's; `update` moves them."""
+    states = {}
+    for choice in ("keep", "update"):
+        torch.manual_seed(0)
+        model = build_model(tiny_config.model, len(demo_data.classes))
+        before = copy.deepcopy(model.state_dict())
+        continual = tiny_config.continual.model_copy(update={"batch_norm_statistics": choice, "epochs": 1})
+        settings = update_settings(continual, tiny_config.train)
+        assert settings.keep_norm_statistics == (choice == "keep")
+        loss = [ClassificationLoss.from_config(tiny_config.train, tiny_config.model)]
+        train_loop(model, demo_data, demo_data.indices("train"), settings, loss, lambda m: {}, progress=False)
+        states[choice] = before, model.state_dict()
+    before, kept = states["keep"]
+    statistics = [k for k in kept if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert any(k.startswith("image_encoders.0.") for k in statistics)
+    assert all(torch.equal(kept[k], before[k]) for k in statistics)
+    learnt = "image_encoders.0.backbone.conv1.weight", "image_encoders.0.backbone.layer1.0.bn2.weight"
+    assert [k for k in learnt if torch.equal(kept[k], before[k])] == []
+    before, updated = states["update"]
+    assert all(not torch.equal(updated[k], before[k]) for k in statistics if "running_mean" in k)
+    with pytest.raises(ValidationError, match="batch_norm_statistics"):
+        type(continual).model_validate(continual.model_dump() | {"batch_norm_statistics": "freeze"})
+
+
 def test_encoder_stages_cover_every_weight_once_from_the_bottom_up(tiny_config):
     """The stages the engine freezes from: every parameter in exactly one stage, the input side first
     (a BERT-family text encoder: embeddings, then its layers; timm backbones: stem, then stages)."""

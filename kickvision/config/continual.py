@@ -56,6 +56,11 @@ class ContinualConfig(_Section):
         description="lr and encoder_lr multiplied by it when the drop brings a new category (its features are "
         "to learn; a drop of known categories only refines them)",
     )
+    batch_norm_statistics: Literal["update", "keep"] = Field(
+        "update",
+        description="keep: the photo encoders' batch-norm running statistics stay the champion's while the update "
+        "trains (their scale and shift still learn); update: they follow the drop and replay batches",
+    )
     patience: int | None = Field(None, ge=1, description="with a validation memory: stop after N epochs not better")
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")
     balanced_sampling: bool = Field(True, description="sample drop and replay products class-balanced")

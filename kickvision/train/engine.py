@@ -54,7 +54,7 @@ from kickvision.data.prepare import PreparedData
 from kickvision.errors import ConfigError
 from kickvision.model.net import MultimodalShoeNet, ShoeNetOutput
 from kickvision.model.predict import predict_logits
-from kickvision.train.freeze import frozen, frozen_parameters, hold_frozen_modes
+from kickvision.train.freeze import frozen, frozen_parameters, hold_frozen_modes, hold_norm_statistics
 from kickvision.train.loader import DeviceBatches, make_loader
 from kickvision.train.losses import LossTerm
 from kickvision.train.settings import LoopSettings
@@ -333,6 +333,8 @@ def _one_epoch(steps: _Steps, desc: str) -> dict[str, float]:
     )
     model.train()
     hold_frozen_modes(steps.encoders, settings.pretrained_trainable_layers)
+    if settings.keep_norm_statistics:
+        hold_norm_statistics(model)
     started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     bar = tqdm(steps.loader, desc=desc, leave=False, disable=None if steps.progress else True)
     for batch in bar:

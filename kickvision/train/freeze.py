@@ -47,3 +47,11 @@ def hold_frozen_modes(encoders: Sequence[torch.nn.Module], trainable_stages: int
             norm = isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
             if (trainable_stages == 0 or norm) and not any(p.requires_grad for p in module.parameters()):
                 module.eval()
+
+
+def hold_norm_statistics(model: torch.nn.Module) -> None:
+    """After `model.train()`: every batch norm in eval mode, so it normalises with the running
+    statistics it has and leaves them as they are (its scale and shift still train)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()

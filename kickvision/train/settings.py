@@ -27,6 +27,7 @@ class LoopSettings:
     pct_start: float = 0.15
     grad_clip: float | None = 1.0
     balanced_sampling: bool = False
+    keep_norm_statistics: bool = False  # batch norms in eval mode while training: running statistics as they were
     augment: PhotoAugment | None = PhotoAugment()  # None: photos as they are
     mix: PhotoMix | None = None  # mixup / CutMix of the augmented photos; loss terms read batch["target"]
     ema_decay: float | None = None  # validate and keep a moving average of the weights
@@ -113,6 +114,7 @@ def update_settings(
         batch_size=continual.batch_size,
         pct_start=continual.pct_start,
         balanced_sampling=continual.balanced_sampling,
+        keep_norm_statistics=continual.batch_norm_statistics == "keep",
         monitor="val_top1" if choose_epoch else None,
         patience=continual.patience if choose_epoch else None,
         score_start=choose_epoch and not new_categories,
