@@ -26,6 +26,8 @@ the replay exemplars the champion carries, with what the config's `continual` se
   `logit_adjustment` lists τ > 0 and a trained epoch is kept: τ·log(the drop's class prior) joins the
   classifier's biases with the τ (or none) best on them, since class-balanced sampling trained for a
   uniform prior (train/prior.py).
+- with `batch_norm_statistics: keep` the photo encoders' batch norms normalise with the champion's
+  running statistics and leave them as they are (their scale and shift still train);
 - the encoders pretrained on generic data train at `encoder_lr`, and with `pretrained_trainable_layers`
   N only their top N layers (the engine's: no backward pass below them; 0 leaves them as they are).
 
