@@ -24,9 +24,21 @@ def test_a_setting_of_an_earlier_release_names_what_replaced_it(tmp_path):
 
 
 def test_a_logit_adjustment_without_class_balanced_sampling_is_refused_naming_both_settings():
-    load_config("fashion", overrides={"continual": {"logit_adjustment": [0.0, 0.5]}})  # balanced: fine
+    load_config("fashion", overrides={"continual": {"logit_adjustment": [0.0, 0.5], "balanced_sampling": True}})
     with pytest.raises(ConfigError, match=r"continual.*logit_adjustment.*balanced_sampling: false"):
         load_config("fashion", overrides={"continual": {"logit_adjustment": [0.0, 0.5], "balanced_sampling": False}})
+
+
+def test_an_updates_sampling_reads_true_false_or_a_power_between_and_refuses_one_outside_naming_the_setting(
+    tmp_path,
+):
+    path = tmp_path / "sampling.yaml"
+    for written, read in (("true", 1.0), ("false", 0.0), ("0.5", 0.5), ("1", 1.0)):
+        path.write_text(f"continual:\n  balanced_sampling: {written}\n")
+        assert load_config(path).continual.balanced_sampling == read
+    path.write_text("continual:\n  balanced_sampling: 1.5\n")
+    with pytest.raises(ConfigError, match=r"continual.balanced_sampling.*less than or equal to 1"):
+        load_config(path)
 
 
 def test_wrong_type_is_a_config_error(tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from kickvision.model.net import build_model
 from kickvision.train.engine import train_loop
-from kickvision.train.loader import DeviceBatches, make_loader
+from kickvision.train.loader import DeviceBatches, balanced_sampler, make_loader
 from kickvision.train.losses import ClassificationLoss
 from kickvision.train.settings import LoopSettings
 
@@ -103,3 +103,22 @@ def test_with_balanced_sampling_a_loop_on_device_batches_trains_exactly_as_on_th
         train_loop(model, demo_data, rows, settings, loss, lambda m: {}, progress=False)
         trained.append(model.state_dict())
     assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+
+
+def test_a_sampling_power_draws_each_class_in_proportion_to_its_count_to_one_minus_the_power(demo_data):
+    """1 / count^x per product: class-balanced at 1 (exactly the weights before the power existed), square-root
+    sampling at 0.5; and the sampler draws by those weights."""
+    labels = demo_data.labels()
+    train = demo_data.indices("train")
+    common, rare = (train[labels[train] == c] for c in (0, 1))
+    rows = np.concatenate([common, rare[: len(common) // 4]])  # one class four times as common as the other
+    counts = np.array([len(common), len(common) // 4])
+    for power in (1.0, 0.5, 0.25):
+        weights = balanced_sampler(demo_data, rows, 0, power).weights.numpy()
+        share = np.array([weights[labels[rows] == c].sum() for c in (0, 1)]) / weights.sum()
+        expected = counts ** (1 - power) / (counts ** (1 - power)).sum()
+        assert np.allclose(share, expected), (power, share, expected)
+    assert np.array_equal(balanced_sampler(demo_data, rows, 0).weights.numpy(), 1.0 / counts[labels[rows]])
+    many = np.tile(rows, 2000)  # ~40,000 draws: the share's standard error is ~0.0025
+    drawn = labels[many[np.array(list(balanced_sampler(demo_data, many, 0, 0.5)))]]
+    assert abs((drawn == 1).mean() - np.sqrt(counts[1]) / np.sqrt(counts).sum()) < 0.01

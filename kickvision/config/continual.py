@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kickvision.config.base import _Section
 
@@ -63,7 +63,21 @@ class ContinualConfig(_Section):
     )
     patience: int | None = Field(None, ge=1, description="with a validation memory: stop after N epochs not better")
     pct_start: float = Field(0.2, gt=0, lt=1, description="warm-up share of the update's one-cycle schedule")
-    balanced_sampling: bool = Field(True, description="sample drop and replay products class-balanced")
+    balanced_sampling: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="how the drop and replay products are drawn: each with weight 1 / (its category's count)^x; "
+        "true (1): every category equally likely; false (0): as the data come (a plain shuffle); 0.5: square-root "
+        "sampling, between the two",
+    )
+
+    @field_validator("balanced_sampling", mode="before")
+    @classmethod
+    def _true_is_one(cls, value: object) -> object:
+        return float(value) if isinstance(value, bool) else value
+
     logit_replay_weight: float = Field(
         0.0, ge=0, allow_inf_nan=False, description="DER++: MSE to the champion's logits on the replay exemplars"
     )

@@ -10,23 +10,23 @@ data, not in code:
 - loss terms `(batch, output) -> tensor`, summed (losses.py), and gradient hooks that act between
   backward and the optimizer step (the EWC penalty, ewc.py).
 
-Per epoch: one pass of AdamW over parameter groups (generic pretrained encoders at `encoder_lr`,
-only their top `pretrained_trainable_layers` layers if set: no gradient below, so no backward pass
-through them; 0 freezes them whole, in eval mode; the rest at `lr`, after timm's
-create_optimizer_v2) under a one-cycle schedule, gradients clipped to `grad_clip`, bf16 autocast on
-CUDA (`amp`) and, with `cpu_amp`, on a CPU with native bf16 (1.41x the training samples/s of float32
-for the fashion model on 2 cores of an AVX512-BF16 EPYC, benchmarks/throughput.py --compare amp); photos
-augmented and, with `mix`, mixed (augment.py; the loss terms then read the soft targets in
-`batch["target"]`); then validation (float32). With `ema_decay` a moving average of the weights
-(timm's ModelEmaV3) follows every optimizer step, and the average is what is validated and kept;
-its decay warms up from 0 as min(ema_decay, 1 - (1 + step)^(-2/3)), so `ema_decay` is a ceiling
-(0.99 is reached after ~1,000 steps). The epoch with the best `monitor` value is kept (on a tie the earlier
-one, or the later with `later_wins_ties`); training stops after `patience` epochs without a
-strictly better value. Batches come from a host loader or, with `data_on_device`, are cut from
-tensors on the training device (loader.py); with `compile` the training forward runs through
-torch.compile (the model's own weights; validation and what is kept are the plain model). Callers
-seed (`seed_everything`) before building what the loop trains, since model initialisation draws
-from the same generator as dropout.
+Per epoch: one pass of AdamW over parameter groups (generic pretrained encoders at `encoder_lr`, only their
+top `pretrained_trainable_layers` layers if set: no gradient below, so no backward pass through them; 0
+freezes them whole, in eval mode; the rest at `lr`, after timm's create_optimizer_v2; with
+`keep_norm_statistics` every batch norm also stays in eval mode, so its running statistics hold while its
+scale and shift learn) under a one-cycle schedule, gradients clipped to `grad_clip`, bf16 autocast on CUDA
+(`amp`) and, with `cpu_amp`, on a CPU with native bf16 (1.41x the training samples/s of float32 for the
+fashion model on 2 cores of an AVX512-BF16 EPYC, benchmarks/throughput.py --compare amp); photos augmented
+and, with `mix`, mixed (augment.py; the loss terms then read the soft targets in `batch["target"]`); then
+validation (float32). With `ema_decay` a moving average of the weights (timm's ModelEmaV3) follows every
+optimizer step, and the average is what is validated and kept; its decay warms up from 0 as min(ema_decay, 1 -
+(1 + step)^(-2/3)), so `ema_decay` is a ceiling (0.99 is reached after ~1,000 steps). The epoch with the best
+`monitor` value is kept (on a tie the earlier one, or the later with `later_wins_ties`); training stops after
+`patience` epochs without a strictly better value. Batches come from a host loader or, with `data_on_device`,
+are cut from tensors on the training device (loader.py); with `compile` the training forward runs through
+torch.compile (the model's own weights; validation and what is kept are the plain model). Callers seed
+(`seed_everything`) before building what the loop trains, since model initialisation draws from the same
+generator as dropout.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Two sources of the same batches: `make_loader`, a DataLoader that gathers each p
 collates on the host (the engine copies each batch to its device), and `DeviceBatches`, which puts
 the split's tensors on the training device once and cuts every batch there by index, so a GPU never
 waits on the host (`train.data_on_device`). Both draw each epoch's order from the same kind of
-sampler: a seeded shuffle, or class-balanced draws with replacement.
+sampler: a seeded shuffle, or draws with replacement weighted towards rare classes (class-balanced at
+`balanced_sampling` 1, square-root at 0.5).
 """
 
 from __future__ import annotations
@@ -38,18 +39,22 @@ class ShoeBatches(torch.utils.data.Dataset):
         }
 
 
-def balanced_sampler(data: PreparedData, indices: np.ndarray, seed: int) -> torch.utils.data.Sampler:
-    """Draws with replacement, each class equally likely; as many draws per epoch as `indices`."""
+def balanced_sampler(
+    data: PreparedData, indices: np.ndarray, seed: int, power: float = 1.0
+) -> torch.utils.data.Sampler:
+    """Draws with replacement, each product with weight 1 / (its class's count)^`power`, so a class of n products
+    is drawn in proportion to n^(1 - power): at 1 each class equally likely, at 0.5 square-root sampling; as many
+    draws per epoch as `indices`."""
     labels = data.labels()[indices]
-    weights = 1.0 / np.bincount(labels, minlength=len(data.classes))[labels]
+    weights = 1.0 / np.bincount(labels, minlength=len(data.classes))[labels] ** float(power)
     return torch.utils.data.WeightedRandomSampler(weights, len(indices), generator=torch.Generator().manual_seed(seed))
 
 
 def make_loader(
-    data: PreparedData, indices: np.ndarray, batch_size: int, seed: int, balanced: bool
+    data: PreparedData, indices: np.ndarray, batch_size: int, seed: int, balanced: float
 ) -> torch.utils.data.DataLoader:
-    """A shuffled training loader over `indices` (class-balanced sampling with `balanced`)."""
-    sampler = balanced_sampler(data, indices, seed) if balanced else None
+    """A shuffled training loader over `indices` (with `balanced` > 0, `balanced_sampler` at that power)."""
+    sampler = balanced_sampler(data, indices, seed, balanced) if balanced else None
     return torch.utils.data.DataLoader(
         ShoeBatches(data, indices),
         batch_size=batch_size,
@@ -72,7 +77,7 @@ class DeviceBatches:
         indices: np.ndarray,
         batch_size: int,
         seed: int,
-        balanced: bool,
+        balanced: float,
         device: torch.device | str,
     ):
         rows = np.asarray(indices, dtype=np.int64)
@@ -88,7 +93,7 @@ class DeviceBatches:
         # unbalanced, its shuffle draws from that generator too, so the same draw keeps the same order
         self.generator = torch.Generator().manual_seed(seed)
         self.sampler = (
-            balanced_sampler(data, rows, seed)
+            balanced_sampler(data, rows, seed, balanced)
             if balanced
             else torch.utils.data.RandomSampler(range(len(rows)), generator=self.generator)
         )

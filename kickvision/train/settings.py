@@ -26,7 +26,7 @@ class LoopSettings:
     weight_decay: float = 0.05
     pct_start: float = 0.15
     grad_clip: float | None = 1.0
-    balanced_sampling: bool = False
+    balanced_sampling: float = 0.0  # draw weight 1/count^x of the product's category: 1 class-balanced, 0 a shuffle
     keep_norm_statistics: bool = False  # batch norms in eval mode while training: running statistics as they were
     augment: PhotoAugment | None = PhotoAugment()  # None: photos as they are
     mix: PhotoMix | None = None  # mixup / CutMix of the augmented photos; loss terms read batch["target"]
