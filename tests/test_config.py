@@ -33,7 +33,7 @@ def test_an_updates_sampling_reads_true_false_or_a_power_between_and_refuses_one
     tmp_path,
 ):
     path = tmp_path / "sampling.yaml"
-    for written, read in (("true", 1.0), ("false", 0.0), ("0.5", 0.5), ("1", 1.0)):
+    for written, read in (("true", 1.0), ("false", 0.0), ("0.5", 0.5), ("1", 1.0), ('"false"', 0.0), ('"On"', 1.0)):
         path.write_text(f"continual:\n  balanced_sampling: {written}\n")
         assert load_config(path).continual.balanced_sampling == read
     path.write_text("continual:\n  balanced_sampling: 1.5\n")

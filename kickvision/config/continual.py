@@ -9,6 +9,8 @@ from pydantic import Field, field_validator, model_validator
 
 from kickvision.config.base import _Section
 
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
 
 class ContinualConfig(_Section):
     """Catalog-drop updates: what every model carries for them, and how an update trains and is gated.
@@ -76,6 +78,9 @@ class ContinualConfig(_Section):
     @field_validator("balanced_sampling", mode="before")
     @classmethod
     def _true_is_one(cls, value: object) -> object:
+        """`true` reads as 1 and `false` as 0, also written as a string (`"true"`, `"off"`) as the bool it was."""
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            value = _BOOL_WORDS[value.strip().lower()]
         return float(value) if isinstance(value, bool) else value
 
     logit_replay_weight: float = Field(
