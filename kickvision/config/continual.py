@@ -3,13 +3,14 @@ and is gated."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from kickvision.config.base import _Section
 
-_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+_AS_BOOL = TypeAdapter(bool)
 
 
 class ContinualConfig(_Section):
@@ -77,11 +78,13 @@ class ContinualConfig(_Section):
 
     @field_validator("balanced_sampling", mode="before")
     @classmethod
-    def _true_is_one(cls, value: object) -> object:
-        """`true` reads as 1 and `false` as 0, also written as a string (`"true"`, `"off"`) as the bool it was."""
-        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-            value = _BOOL_WORDS[value.strip().lower()]
-        return float(value) if isinstance(value, bool) else value
+    def _a_bool_word_is_one_or_zero(cls, value: object) -> object:
+        """`true`/`false` read as 1/0 (pydantic's float does that), also written as a string (`"true"`, `"off"`: any
+        word pydantic reads as a bool); anything else is left to the float check, which names the setting."""
+        if isinstance(value, str):
+            with contextlib.suppress(ValidationError):
+                return float(_AS_BOOL.validate_python(value))
+        return value
 
     logit_replay_weight: float = Field(
         0.0, ge=0, allow_inf_nan=False, description="DER++: MSE to the champion's logits on the replay exemplars"
