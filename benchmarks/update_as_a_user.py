@@ -10,7 +10,8 @@ champion.
 With `--update-variant "continual.epochs=6;continual.patience=2"` (repeatable) the update also runs with
 those settings changed, side by side: each variant starts from the same trained state (the state folder is
 copied after the training and put back before each variant; every path in it stays the same), so each
-update meets the champion, registry and ZenML cache the first one met.
+update meets the champion, registry and ZenML cache the first one met. The copy (`state.trained`) stays, so
+`--skip-train` later updates from the same trained state again.
 
     .venv/bin/python benchmarks/update_as_a_user.py --catalog ../shared/data/fashion-footwear --config fashion
 """
@@ -89,7 +90,11 @@ def main() -> None:
     parser.add_argument("--moved", type=float, default=0.3, help="share of the other products moved to the drop")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work", default="/tmp/kickvision-update-as-a-user", help="folders, state and logs")
-    parser.add_argument("--skip-train", action="store_true", help="reuse the state's champion (same --work)")
+    parser.add_argument(
+        "--skip-train",
+        action="store_true",
+        help="reuse the trained state of an earlier run in --work (its state.trained snapshot, else its state)",
+    )
     parser.add_argument(
         "--update-variant",
         action="append",
@@ -119,16 +124,20 @@ def main() -> None:
     results = {}
     steps = [] if args.skip_train else [("train", [cli, "train", "--catalog", str(base), "--config", args.config])]
     steps += [(name, [cli, "update", "--drop", str(drop), "--config", config]) for name, config in variants.items()]
+    # Every update starts from the state as the training left it: snapshotted before the first update
+    # (a fresh training replaces an earlier snapshot); with --skip-train an existing snapshot is that state.
     trained = work / "state.trained"
-    shutil.rmtree(trained, ignore_errors=True)  # a snapshot of an earlier invocation is not this state
+    if not args.skip_train:
+        shutil.rmtree(trained, ignore_errors=True)
     for number, (name, command) in enumerate(steps):
-        if name.startswith("update") and len(variants) > 1:
-            if not trained.exists():  # the state as the training left it, before the first update
+        if name.startswith("update"):
+            if not trained.exists():
                 shutil.copytree(state, trained, symlinks=True)
-            else:  # the previous update's state is kept beside it; this one starts where the first did
-                kept = work / f"state.after{number}"
-                shutil.rmtree(kept, ignore_errors=True)
-                state.rename(kept)
+            else:  # whatever state is there (an earlier update's) is kept beside it, then the snapshot restored
+                if state.exists():
+                    kept = work / f"state.before{number}"
+                    shutil.rmtree(kept, ignore_errors=True)
+                    state.rename(kept)
                 shutil.copytree(trained, state, symlinks=True)
         code, seconds, output = run(command, env, work / f"{name}.log".replace("/", "_"))
         results[name] = {
