@@ -263,13 +263,19 @@ def top1_on(bundle: ModelBundle, data: PreparedData, mask: np.ndarray) -> float:
 
 
 def split_scores(bundle: ModelBundle, data: PreparedData, old: np.ndarray, new: np.ndarray, prefix: str) -> dict:
-    """old / new / overall top-1 of `bundle` on the val and the test split (val_ and test_ keys)."""
+    """old / new / overall top-1 of `bundle` on the val and the test split (val_ and test_ keys), and
+    the recall of each category among `new` (`test_recall_Heels`): where the new products' errors sit."""
     scores = {}
+    categories = data.rows["category"].to_numpy()
     for split in ("val", "test"):
         in_split = (data.rows["split"] == split).to_numpy()
         scores[f"{prefix}{split}_old"] = top1_on(bundle, data, in_split & old)
         scores[f"{prefix}{split}_new"] = top1_on(bundle, data, in_split & new)
         scores[f"{prefix}{split}_overall"] = top1_on(bundle, data, in_split & (old | new))
+        for category in sorted(set(categories[new])):
+            scores[f"{prefix}{split}_recall_{category}"] = top1_on(
+                bundle, data, in_split & new & (categories == category)
+            )
     return scores
 
 

@@ -125,8 +125,11 @@ def main() -> None:
     steps = [] if args.skip_train else [("train", [cli, "train", "--catalog", str(base), "--config", args.config])]
     steps += [(name, [cli, "update", "--drop", str(drop), "--config", config]) for name, config in variants.items()]
     # Every update starts from the state as the training left it: snapshotted before the first update
-    # (a fresh training replaces an earlier snapshot); with --skip-train an existing snapshot is that state.
+    # (a fresh training replaces an earlier snapshot); with --skip-train an existing snapshot is that state,
+    # else the state folder as it is (the trained state only if no update of an older version of this script ran in it).
     trained = work / "state.trained"
+    if args.skip_train and not (trained.exists() or state.exists()):
+        parser.error(f"--skip-train: no trained state in {work} (neither state.trained nor state)")
     if not args.skip_train:
         shutil.rmtree(trained, ignore_errors=True)
     for number, (name, command) in enumerate(steps):
