@@ -263,8 +263,9 @@ def top1_on(bundle: ModelBundle, data: PreparedData, mask: np.ndarray) -> float:
 
 
 def split_scores(bundle: ModelBundle, data: PreparedData, old: np.ndarray, new: np.ndarray, prefix: str) -> dict:
-    """old / new / overall top-1 of `bundle` on the val and the test split (val_ and test_ keys), and
-    the recall of each category among `new` (`test_recall_Heels`): where the new products' errors sit."""
+    """old / new / overall top-1 of `bundle` on the val and the test split (val_ and test_ keys); for
+    each category among `new`, its recall there (`test_recall_Flats`) and what its products are
+    predicted as (`test_predicted_Flats`: share per class): where the new products' errors sit."""
     scores = {}
     categories = data.rows["category"].to_numpy()
     for split in ("val", "test"):
@@ -272,10 +273,16 @@ def split_scores(bundle: ModelBundle, data: PreparedData, old: np.ndarray, new: 
         scores[f"{prefix}{split}_old"] = top1_on(bundle, data, in_split & old)
         scores[f"{prefix}{split}_new"] = top1_on(bundle, data, in_split & new)
         scores[f"{prefix}{split}_overall"] = top1_on(bundle, data, in_split & (old | new))
-        for category in sorted(set(categories[new])):
-            scores[f"{prefix}{split}_recall_{category}"] = top1_on(
-                bundle, data, in_split & new & (categories == category)
-            )
+        idx = np.flatnonzero(in_split & new)
+        if not len(idx):
+            continue
+        logits, _ = predict_logits(bundle.model, data, idx)
+        predicted = np.array(bundle.classes)[logits.argmax(1)]
+        for category in sorted(set(categories[idx])):
+            mine = predicted[categories[idx] == category]
+            scores[f"{prefix}{split}_recall_{category}"] = float(np.mean(mine == category))
+            shares = pd.Series(mine).value_counts(normalize=True)
+            scores[f"{prefix}{split}_predicted_{category}"] = {str(k): round(float(v), 4) for k, v in shares.items()}
     return scores
 
 

@@ -42,13 +42,16 @@ def test_a_shuffled_epoch_of_device_batches_visits_every_product_once_in_a_new_o
     assert np.array_equal(again, epochs[0])  # seeded: the same run draws the same order
 
 
-def test_device_batches_come_in_the_host_loaders_order_epoch_after_epoch_shuffled_or_balanced(demo_data):
+def test_device_batches_come_in_the_host_loaders_order_epoch_after_epoch_shuffled_balanced_or_at_a_power(demo_data):
     rows = demo_data.indices("train")
-    for balanced in (False, True):
+    orders = {}
+    for balanced in (False, True, 0.5):
         host = make_loader(demo_data, rows, 8, 3, balanced=balanced)
         cut = DeviceBatches(demo_data, rows, 8, 3, balanced=balanced, device="cpu")
-        for _ in range(2):
-            assert [b["index"].tolist() for b in host] == [b["index"].tolist() for b in cut]
+        for epoch in range(2):
+            orders[balanced, epoch] = [b["index"].tolist() for b in host]
+            assert orders[balanced, epoch] == [b["index"].tolist() for b in cut]
+    assert orders[0.5, 0] != orders[True, 0]  # the power reaches the sampler, not only whether to balance
 
 
 def test_balanced_device_batches_draw_every_class_about_equally_however_rare(demo_data):

@@ -114,15 +114,16 @@ class ContinualConfig(_Section):
         [0.0],
         min_length=1,
         description="τ candidates: τ·log(the drop's class prior) added to the classifier's biases after a "
-        "class-balanced update, the τ best on the validation memory (0 always competes; train/prior.py); [0.0]: none",
+        "class-balanced update (after one at sampling power x, τ = x is the exact correction), the τ best on the "
+        "validation memory (0 always competes; train/prior.py); [0.0]: none",
     )
 
     @model_validator(mode="after")
     def _adjusts_a_balanced_update(self) -> ContinualConfig:
         if any(self.logit_adjustment) and not self.balanced_sampling:
             raise ValueError(
-                "logit_adjustment corrects class-balanced sampling's uniform prior; with balanced_sampling: false "
-                "the update already learns the drop's prior (set logit_adjustment: [0.0])"
+                "logit_adjustment corrects class-balanced (or partly balanced) sampling's prior; with "
+                "balanced_sampling: false the update already learns the drop's prior (set logit_adjustment: [0.0])"
             )
         return self
 

@@ -4,7 +4,9 @@ Class-balanced sampling trains the classifier as if every category were equally 
 estimate log p(x | y) up to a constant. Products arrive with the catalog's own prior π, and the Bayes
 decision under that prior is argmax_y logit_y + log π_y (the prior-shift correction of Saerens et al.
 2002; the post-hoc logit adjustment of Menon et al. 2021, run the other way round). So it only makes
-sense after class-balanced training (the config refuses it otherwise). An update estimates π from the
+sense after class-balanced training (the config refuses it after natural sampling). Partly balanced
+sampling (`continual.balanced_sampling` a power x in (0, 1): a product drawn with weight 1 / n_y^x)
+trains under a prior ∝ π^(1-x), which τ = x turns back into π. An update estimates π from the
 drop's training products, which over-represent a drop's new categories against the whole catalog the
 model serves; how far to trust that estimate is a scale τ:
 
