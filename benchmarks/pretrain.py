@@ -2,8 +2,9 @@
 
 For each seed and each pretraining method (`--methods`, default the config's `pretrain.method`),
 side by side in one run, with the config's image encoders:
-- k-NN top-1 of each encoder's photo vectors (validation photos against training photos, on the
-  catalog's labels): untrained, and after pretraining (the standard self-supervised probe);
+- k-NN and linear-probe top-1 of each encoder's photo vectors (validation photos against training
+  photos, on the catalog's labels): untrained, and after pretraining (the standard self-supervised
+  evaluation);
 - an image-only model (the config's model without its text branch, the train section's recipe)
   trained from scratch and from the pretrained encoders: test top-1 and macro-F1, wall time
   (`--knn-only` skips these models: a cheap comparison of methods).
@@ -33,7 +34,7 @@ def main() -> None:
         "--skip-scratch", action="store_true", help="no from-scratch image-only model (compare recipes)"
     )
     parser.add_argument("--methods", help="comma-separated pretrain.method values (default: the config's)")
-    parser.add_argument("--knn-only", action="store_true", help="no image-only models: k-NN of each method only")
+    parser.add_argument("--knn-only", action="store_true", help="no image-only models: the probes of each method only")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/pretrain_<catalog>_<config>.json)")
     args = parser.parse_args()
     overrides = deep_merge({"pretrain": {"enabled": True}}, dotted_overrides(args.set))
@@ -61,13 +62,18 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{'seed':>5} {'method':<30} {'encoder':<28} {'k-NN scratch':>13} {'k-NN pretrained':>16} {'s':>6}")
+    print(
+        f"\n{'seed':>5} {'method':<30} {'encoder':<28} {'k-NN scratch':>13} {'k-NN pretrained':>16} "
+        f"{'probe scratch':>14} {'probe pretrained':>17} {'s':>6}"
+    )
     for row in rows:
         for key in [k for k in row if k.startswith("pretrain_knn_top1_") and not k.endswith("_scratch")]:
             encoder = key.removeprefix("pretrain_knn_top1_")
+            probe = f"pretrain_probe_top1_{encoder}"
             print(
                 f"{row['seed']:>5} {row['method']:<30} {encoder:<28} {row[key + '_scratch']:>13.4f} "
-                f"{row[key]:>16.4f} {row['pretrain_seconds']:>6.0f}"
+                f"{row[key]:>16.4f} {row[probe + '_scratch']:>14.4f} {row[probe]:>17.4f} "
+                f"{row['pretrain_seconds']:>6.0f}"
             )
     print(f"\n{'seed':>5} {'image-only model':<30} {'top-1':>7} {'macro-F1':>9} {'best ep':>8} {'train s':>8}")
     for row in rows:

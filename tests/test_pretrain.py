@@ -1,6 +1,7 @@
 """Photo pretraining: title alignment learns, its encoders travel as a pickle-free artifact into training."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from kickvision.train.pretrain import (
     ViewAgreementLoss,
     embed_titles,
     knn_top1,
+    linear_probe_top1,
     objective_losses,
     pretrain_photos,
     pretrain_validator,
@@ -41,7 +43,8 @@ def test_title_alignment_finds_each_photos_title_better_than_chance(pretrained, 
     assert metrics["pretrain_val_loss"] < chance - 0.2
     assert 1 <= metrics["pretrain_best_epoch"] <= 3 and encoders.record.epochs == metrics["pretrain_best_epoch"]
     names = ["0_resnet18", "1_vit_tiny_patch16_224"]
-    assert {f"pretrain_knn_top1_{n}{s}" for n in names for s in ("", "_scratch")} <= set(metrics)
+    keys = {f"pretrain_{p}_top1_{n}{s}" for p in ("knn", "probe") for n in names for s in ("", "_scratch")}
+    assert keys <= set(metrics) and all(0 <= metrics[k] <= 1 for k in keys)
     assert encoders.record.catalog_hash == learnt_data.catalog_hash and encoders.record.method == "title_alignment"
 
 
@@ -78,6 +81,8 @@ def test_a_model_trained_from_pretrained_encoders_names_them_in_its_lineage_and_
     assert reloaded.spec.lineage.photo_pretraining == encoders.record
     card = render_model_card(reloaded, evaluate_bundle(reloaded, learnt_data), learnt_data, "kickvision")
     assert "pretrained on the catalog's own photos (title_alignment" in card and "resnet18 (pretrained)" in card
+    untrained_then_pretrained = r"0_resnet18 \d\.\d{3} -> \d\.\d{3}, 1_vit_tiny_patch16_224 \d\.\d{3} -> \d\.\d{3}"
+    assert re.search(rf"k-NN: {untrained_then_pretrained}; linear probe: {untrained_then_pretrained}\.", card)
     scratch = fit(learnt_data, tiny_config.model, train, tokenizer, 12, progress=False).bundle
     assert scratch.spec.lineage.photo_pretraining is None
     assert "trained from scratch with the rest of the model" in render_model_card(
@@ -92,6 +97,16 @@ def test_knn_top1_is_perfect_for_separated_classes_and_follows_the_neighbours():
     assert knn_top1(vectors[:45], labels[:45], vectors[45:], labels[45:], k=5) == 1.0
     shuffled = rng.permutation(labels[:45])
     assert knn_top1(vectors[:45], shuffled, vectors[45:], labels[45:], k=5) < 0.8
+
+
+def test_linear_probe_separates_linearly_separable_classes_and_not_shuffled_labels():
+    labels = np.arange(300) % 3
+    vectors = torch.eye(3)[labels] + 0.3 * torch.randn(300, 3, generator=torch.Generator().manual_seed(0))
+    assert linear_probe_top1(vectors[:240], labels[:240], vectors[240:], labels[240:], c=1.0) >= 0.95
+    shuffled = np.random.default_rng(0).permutation(labels[:240])
+    assert linear_probe_top1(vectors[:240], shuffled, vectors[240:], labels[240:], c=1.0) < 0.6
+    # the probe fits the training vectors only: the query labels never reach it
+    assert linear_probe_top1(vectors[:240], labels[:240], vectors[240:], (labels[240:] + 1) % 3, c=1.0) < 0.05
 
 
 def test_an_update_keeps_naming_the_photo_encoders_its_champion_started_from(

@@ -134,12 +134,21 @@ def photo_pretraining_line(bundle: ModelBundle) -> str:
     record = bundle.spec.lineage.photo_pretraining
     if record is None:
         return "Image encoders: trained from scratch with the rest of the model (no photo pretraining)."
-    knn = ", ".join(
-        f"{k.removeprefix('pretrain_knn_top1_')} {v:.3f}"
-        for k, v in sorted(record.metrics.items())
-        if k.startswith("pretrain_knn_top1_")
-    )
+
+    def quality(probe: str) -> str:  # "0_resnet18 0.470 -> 0.784": untrained, then pretrained
+        prefix, metrics = f"pretrain_{probe}_top1_", record.metrics
+        return ", ".join(
+            f"{k.removeprefix(prefix)} "
+            + (f"{metrics[k + '_scratch']:.3f} -> " if k + "_scratch" in metrics else "")
+            + f"{v:.3f}"
+            for k, v in sorted(metrics.items())
+            if k.startswith(prefix) and not k.endswith("_scratch")
+        )
+
+    probe = quality("probe")  # models pretrained before the linear probe existed report k-NN alone
     return (
         f"Image encoders: pretrained on the catalog's own photos ({record.method}, best epoch {record.epochs}, "
-        f"catalog `{record.catalog_hash[:12]}`), then fine-tuned; k-NN top-1 of their photo vectors: {knn}."
+        f"catalog `{record.catalog_hash[:12]}`), then fine-tuned; validation top-1 of their photo vectors "
+        f"(untrained -> pretrained), k-NN: "
+        f"{quality('knn')}" + (f"; linear probe: {probe}." if probe else ".")
     )

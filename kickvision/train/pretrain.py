@@ -20,9 +20,12 @@ It is one more user of the training engine, with a forward (`pretrain_forward`) 
 its own; it trains on the train split's photos only (no validation or test photo is seen) and keeps
 the epoch with the lowest validation loss (the same objectives on validation photos, with views
 drawn from a fixed seed so that epochs compare). The quality report is the standard
-self-supervised one: k-NN top-1 of each encoder's pooled photo vector on the catalog's labels
-(validation photos against training photos, cosine similarity, k neighbours voting with their
-similarity), beside the same for the untrained encoders.
+self-supervised one, on each encoder's pooled photo vector and the catalog's labels, validation photos
+against training photos, beside the same for the untrained encoders:
+- k-NN top-1: cosine similarity, k neighbours voting with their similarity;
+- linear-probe top-1: a multinomial logistic regression (L2 strength `pretrain.probe_c`, on the
+  vectors standardised with the training photos' mean and spread) fitted on the training photos'
+  frozen vectors.
 """
 
 from __future__ import annotations
@@ -206,16 +209,33 @@ def knn_top1(
     return float((votes.argmax(1).numpy() == labels).mean())
 
 
-def knn_report(pretrainer: PhotoPretrainer, data: PreparedData, k: int, suffix: str = "") -> dict[str, float]:
-    """k-NN top-1 per image encoder: validation photos classified by their training-photo neighbours."""
+def linear_probe_top1(
+    train: torch.Tensor, train_labels: np.ndarray, queries: torch.Tensor, labels: np.ndarray, c: float
+) -> float:
+    """Top-1 of a logistic regression fitted on frozen `train` vectors (standardised; L2 strength 1/c)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not len(queries) or len(np.unique(train_labels)) < 2:
+        return float("nan")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    probe.fit(train.numpy(), train_labels)
+    return float((probe.predict(queries.numpy()) == labels).mean())
+
+
+def probe_report(pretrainer: PhotoPretrainer, data: PreparedData, cfg: PretrainConfig, suffix: str = "") -> dict:
+    """k-NN and linear-probe top-1 per image encoder: validation photos against the training photos."""
     train, val = data.indices("train"), data.indices("val")
     labels = data.labels()
     report = {}
     for i, encoder in enumerate(pretrainer.image_encoders):
         gallery = photo_vectors(encoder, pretrainer.cfg, data.images[train])
         queries = photo_vectors(encoder, pretrainer.cfg, data.images[val])
-        report[f"pretrain_knn_top1_{i}_{encoder.name}{suffix}"] = knn_top1(
-            gallery, labels[train], queries, labels[val], k
+        name = f"{i}_{encoder.name}{suffix}"
+        report[f"pretrain_knn_top1_{name}"] = knn_top1(gallery, labels[train], queries, labels[val], cfg.knn_k)
+        report[f"pretrain_probe_top1_{name}"] = linear_probe_top1(
+            gallery, labels[train], queries, labels[val], cfg.probe_c
         )
     return report
 
@@ -260,8 +280,8 @@ def pretrain_photos(
 ) -> tuple[PhotoEncoders, dict[str, float]]:
     """Pretrain the image encoders of `model_cfg` on the train split's photos and titles.
 
-    Returns the encoders (with their provenance) and the metrics: k-NN top-1 of each encoder before
-    (`..._scratch`) and after pretraining, and the kept epoch's validation loss.
+    Returns the encoders (with their provenance) and the metrics: k-NN and linear-probe top-1 of each
+    encoder before (`..._scratch`) and after pretraining, and the kept epoch's validation loss.
     """
     started = time.perf_counter()
     titles = None
@@ -269,8 +289,8 @@ def pretrain_photos(
         titles = embed_titles(data.rows["title"].fillna("").astype(str).tolist(), cfg.text_encoder)
     seed_everything(seed)
     pretrainer = PhotoPretrainer(model_cfg, cfg, titles.shape[1] if titles is not None else 0, len(data.classes))
-    device = pick_device(train_cfg.device)  # the k-NN reads every photo twice: on the training device
-    metrics = knn_report(pretrainer.to(device), data, cfg.knn_k, suffix="_scratch")
+    device = pick_device(train_cfg.device)  # the probes read every photo twice: on the training device
+    metrics = probe_report(pretrainer.to(device), data, cfg, suffix="_scratch")
     losses = objective_losses(cfg, titles)
     loop = train_loop(
         pretrainer,
@@ -285,7 +305,7 @@ def pretrain_photos(
         progress=progress,
         forward=pretrain_forward,
     )
-    metrics |= knn_report(pretrainer.to(device), data, cfg.knn_k)
+    metrics |= probe_report(pretrainer.to(device), data, cfg)
     pretrainer.to("cpu")
     best = loop.best_score if loop.best_score is not None else float("nan")  # every validation loss NaN
     metrics |= {"pretrain_val_loss": best, "pretrain_best_epoch": float(loop.best_epoch)}
