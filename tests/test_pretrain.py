@@ -102,11 +102,25 @@ def test_knn_top1_is_perfect_for_separated_classes_and_follows_the_neighbours():
 def test_linear_probe_separates_linearly_separable_classes_and_not_shuffled_labels():
     labels = np.arange(300) % 3
     vectors = torch.eye(3)[labels] + 0.3 * torch.randn(300, 3, generator=torch.Generator().manual_seed(0))
-    assert linear_probe_top1(vectors[:240], labels[:240], vectors[240:], labels[240:], c=1.0) >= 0.95
+    top1, c = linear_probe_top1(vectors[:240], labels[:240], vectors[240:], labels[240:], cs=(0.01, 1.0))
+    assert top1 >= 0.95 and c in (0.01, 1.0)
     shuffled = np.random.default_rng(0).permutation(labels[:240])
-    assert linear_probe_top1(vectors[:240], shuffled, vectors[240:], labels[240:], c=1.0) < 0.6
+    assert linear_probe_top1(vectors[:240], shuffled, vectors[240:], labels[240:], cs=(1.0,))[0] < 0.6
     # the probe fits the training vectors only: the query labels never reach it
-    assert linear_probe_top1(vectors[:240], labels[:240], vectors[240:], (labels[240:] + 1) % 3, c=1.0) < 0.05
+    assert linear_probe_top1(vectors[:240], labels[:240], vectors[240:], (labels[240:] + 1) % 3, cs=(1.0,))[0] < 0.05
+
+
+def test_linear_probe_chooses_its_strength_on_training_vectors_alone_and_keeps_a_class_seen_once():
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % 2
+    vectors = torch.from_numpy(np.c_[2 * labels + rng.normal(0, 1, 400), rng.normal(0, 1, (400, 200))]).float()
+    cs = (1e-3, 1e4)
+    top1, c = linear_probe_top1(vectors[:320], labels[:320], vectors[320:], labels[320:], cs)
+    assert c in cs and 0.55 < top1 < 1
+    flipped = linear_probe_top1(vectors[:320], labels[:320], vectors[320:], 1 - labels[320:], cs)
+    assert flipped == (pytest.approx(1 - top1), c)  # the query labels score the probe, they choose nothing
+    rare = np.r_[labels[:319], 2]  # a category with a single training photo does not break the probe
+    assert 0.55 < linear_probe_top1(vectors[:320], rare, vectors[320:], labels[320:], cs)[0] < 1
 
 
 def test_an_update_keeps_naming_the_photo_encoders_its_champion_started_from(

@@ -237,8 +237,10 @@ class PretrainConfig(_Section):
     views_crop_scale: float = Field(0.35, gt=0, le=1, description="smallest area share a `views` crop keeps")
     views_color_jitter: float = Field(0.4, ge=0, lt=1, description="brightness/contrast/saturation change of `views`")
     knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
-    probe_c: float = Field(
-        1.0, gt=0, allow_inf_nan=False, description="inverse L2 strength of the linear probe that reports it too"
+    probe_cs: tuple[float, ...] = Field(
+        (0.01, 0.1, 1.0, 10.0),
+        min_length=1,
+        description="inverse L2 strengths the linear probe that reports it too chooses among (on training photos)",
     )
     mixup_alpha: float = Field(0.0, ge=0, allow_inf_nan=False, description="mixup of the photos (`labels` only)")
     cutmix_alpha: float = Field(0.0, ge=0, allow_inf_nan=False, description="CutMix of the photos (`labels` only)")
