@@ -4,7 +4,7 @@ For each seed and each pretraining method (`--methods`, default the config's `pr
 side by side in one run, with the config's image encoders:
 - k-NN and linear-probe top-1 of each encoder's photo vectors (validation photos against training
   photos, on the catalog's labels): untrained, and after pretraining (the standard self-supervised
-  evaluation);
+  evaluation), with the probe's L2 strength C (chosen on the training photos);
 - an image-only model (the config's model without its text branch, the train section's recipe)
   trained from scratch and from the pretrained encoders: test top-1 and macro-F1, wall time
   (`--knn-only` skips these models: a cheap comparison of methods).
@@ -64,7 +64,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     print(
         f"\n{'seed':>5} {'method':<30} {'encoder':<28} {'k-NN scratch':>13} {'k-NN pretrained':>16} "
-        f"{'probe scratch':>14} {'probe pretrained':>17} {'s':>6}"
+        f"{'probe scratch':>14} {'probe pretrained':>17} {'C':>6} {'s':>6}"
     )
     for row in rows:
         for key in [k for k in row if k.startswith("pretrain_knn_top1_") and not k.endswith("_scratch")]:
@@ -73,7 +73,7 @@ def main() -> None:
             print(
                 f"{row['seed']:>5} {row['method']:<30} {encoder:<28} {row[key + '_scratch']:>13.4f} "
                 f"{row[key]:>16.4f} {row[probe + '_scratch']:>14.4f} {row[probe]:>17.4f} "
-                f"{row['pretrain_seconds']:>6.0f}"
+                f"{row['pretrain_probe_c_' + encoder]:>6g} {row['pretrain_seconds']:>6.0f}"
             )
     print(f"\n{'seed':>5} {'image-only model':<30} {'top-1':>7} {'macro-F1':>9} {'best ep':>8} {'train s':>8}")
     for row in rows:
