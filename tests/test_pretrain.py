@@ -32,7 +32,7 @@ from kickvision.train.pretrain import (
 
 @pytest.fixture(scope="module")
 def pretrained(tiny_config, learnt_data):
-    cfg = tiny_config.pretrain.model_copy(update={"enabled": True, "epochs": 3, "batch_size": 32})
+    cfg = tiny_config.pretrain.model_copy(update={"enabled": True, "epochs": 3, "batch_size": 32, "probe_cs": (0.5,)})
     return pretrain_photos(learnt_data, tiny_config.model, cfg, tiny_config.train, seed=0, progress=False)
 
 
@@ -45,6 +45,7 @@ def test_title_alignment_finds_each_photos_title_better_than_chance(pretrained, 
     names = ["0_resnet18", "1_vit_tiny_patch16_224"]
     keys = {f"pretrain_{p}_top1_{n}{s}" for p in ("knn", "probe") for n in names for s in ("", "_scratch")}
     assert keys <= set(metrics) and all(0 <= metrics[k] <= 1 for k in keys)
+    assert all(metrics[f"pretrain_probe_c_{n}{s}"] == 0.5 for n in names for s in ("", "_scratch"))  # probe_cs
     assert encoders.record.catalog_hash == learnt_data.catalog_hash and encoders.record.method == "title_alignment"
 
 
@@ -101,13 +102,19 @@ def test_knn_top1_is_perfect_for_separated_classes_and_follows_the_neighbours():
 
 def test_linear_probe_separates_linearly_separable_classes_and_not_shuffled_labels():
     labels = np.arange(300) % 3
-    vectors = torch.eye(3)[labels] + 0.3 * torch.randn(300, 3, generator=torch.Generator().manual_seed(0))
+    vectors = torch.eye(3)[labels] + 0.2 * torch.randn(300, 3, generator=torch.Generator().manual_seed(0))
     top1, c = linear_probe_top1(vectors[:240], labels[:240], vectors[240:], labels[240:], cs=(0.01, 1.0))
     assert top1 >= 0.95 and c in (0.01, 1.0)
     shuffled = np.random.default_rng(0).permutation(labels[:240])
     assert linear_probe_top1(vectors[:240], shuffled, vectors[240:], labels[240:], cs=(1.0,))[0] < 0.6
     # the probe fits the training vectors only: the query labels never reach it
     assert linear_probe_top1(vectors[:240], labels[:240], vectors[240:], (labels[240:] + 1) % 3, cs=(1.0,))[0] < 0.05
+    # C is the L2 strength: a vanishing one leaves only the intercept, which names the commonest class
+    skewed = np.r_[np.zeros(180, int), np.ones(60, int)]
+    vectors = torch.eye(2)[skewed] + 0.2 * torch.randn(240, 2, generator=torch.Generator().manual_seed(1))
+    queries = torch.eye(2)[[0, 1, 1, 1]]
+    assert linear_probe_top1(vectors, skewed, queries, np.array([0, 1, 1, 1]), cs=(1.0,))[0] == 1.0
+    assert linear_probe_top1(vectors, skewed, queries, np.array([0, 1, 1, 1]), cs=(1e-8,))[0] == 0.25
 
 
 def test_linear_probe_chooses_its_strength_on_training_vectors_alone_and_keeps_a_class_seen_once():
@@ -119,8 +126,13 @@ def test_linear_probe_chooses_its_strength_on_training_vectors_alone_and_keeps_a
     assert c in cs and 0.55 < top1 < 1
     flipped = linear_probe_top1(vectors[:320], labels[:320], vectors[320:], 1 - labels[320:], cs)
     assert flipped == (pytest.approx(1 - top1), c)  # the query labels score the probe, they choose nothing
-    rare = np.r_[labels[:319], 2]  # a category with a single training photo does not break the probe
-    assert 0.55 < linear_probe_top1(vectors[:320], rare, vectors[320:], labels[320:], cs)[0] < 1
+    for position in range(0, 320, 16):  # a category of one training photo, in the fitted part or the held-out one
+        rare = labels[:320].copy()
+        rare[position] = 2
+        assert 0.55 < linear_probe_top1(vectors[:320], rare, vectors[320:], labels[320:], cs)[0] < 1
+    diverged = vectors[:320].clone()
+    diverged[0, 0] = float("nan")
+    assert np.isnan(linear_probe_top1(diverged, labels[:320], vectors[320:], labels[320:], cs)).all()
 
 
 def test_an_update_keeps_naming_the_photo_encoders_its_champion_started_from(

@@ -8,7 +8,7 @@ live here, the catalog-drop update's in continual.py; `RunConfig` holds them all
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -237,7 +237,7 @@ class PretrainConfig(_Section):
     views_crop_scale: float = Field(0.35, gt=0, le=1, description="smallest area share a `views` crop keeps")
     views_color_jitter: float = Field(0.4, ge=0, lt=1, description="brightness/contrast/saturation change of `views`")
     knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
-    probe_cs: tuple[float, ...] = Field(
+    probe_cs: tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...] = Field(
         (0.01, 0.1, 1.0, 10.0),
         min_length=1,
         description="inverse L2 strengths the linear probe that reports it too chooses among (on training photos)",

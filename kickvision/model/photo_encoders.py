@@ -2,7 +2,7 @@
 
 `PhotoEncoders` holds one timm backbone state per image encoder of the model configuration it was
 pretrained for (matched by position and name) and how it was made (`PhotoPretrainingRecord`:
-method, epochs, the catalog's content hash, the k-NN quality of its embeddings). Saved as
+method, epochs, the catalog's content hash, the k-NN and linear-probe quality of its embeddings). Saved as
 safetensors + JSON, never pickled; `apply_to(model)` loads the weights into a freshly built model's
 image encoders, which then count as pretrained (their own learning rate, the model card says so).
 """

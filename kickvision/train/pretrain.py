@@ -223,6 +223,8 @@ def linear_probe_top1(
 
     if not len(queries) or len(np.unique(train_labels)) < 2:
         return float("nan"), float("nan")
+    if not (torch.isfinite(train).all() and torch.isfinite(queries).all()):
+        return float("nan"), float("nan")  # diverged weights: reported as such, as the k-NN reports them
     held_out = ShuffleSplit(n_splits=1, test_size=0.2, random_state=0)
     logistic = LogisticRegressionCV(
         Cs=list(cs), l1_ratios=(0.0,), cv=held_out, scoring="accuracy", max_iter=2000, use_legacy_attributes=False
@@ -295,7 +297,7 @@ def pretrain_photos(
         titles = embed_titles(data.rows["title"].fillna("").astype(str).tolist(), cfg.text_encoder)
     seed_everything(seed)
     pretrainer = PhotoPretrainer(model_cfg, cfg, titles.shape[1] if titles is not None else 0, len(data.classes))
-    device = pick_device(train_cfg.device)  # the probes read every photo twice: on the training device
+    device = pick_device(train_cfg.device)  # the probes embed every photo twice: on the training device
     metrics = probe_report(pretrainer.to(device), data, cfg, suffix="_scratch")
     losses = objective_losses(cfg, titles)
     loop = train_loop(
