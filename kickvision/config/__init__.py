@@ -217,13 +217,11 @@ PRETRAIN_OBJECTIVES = ("title_alignment", "views", "labels")
 class PretrainConfig(_Section):
     """Photo pretraining before the train step: the image encoders learn from the catalog's own photos.
 
-    `method` is one objective or several joined by "+" (their losses add up):
-    `title_alignment` (CLIP-style, text side frozen as in LiT): a linear projection of each encoder's
-    photo vector finds the product's own title among the batch's titles, embedded once by a frozen
-    pretrained text encoder; `views` (SimCLR): two random crops and colour changes of the same photo
-    find each other among the batch's views; `labels`: a linear classifier on the photo vector
-    learns the train split's categories (a supervised warm start). With `views` every objective
-    reads the two views. Cached on the prepared catalog.
+    `method` is one objective or several joined by "+" (their losses add up): `title_alignment` (CLIP-style,
+    text side frozen as in LiT): each photo finds its own title, embedded once by a frozen pretrained text
+    encoder, among the batch's; `views` (SimCLR): two random crops and colour changes of a photo find each
+    other; `labels`: a supervised warm start on the train split's categories. With `views` every objective
+    reads the two views. Cached on the prepared catalog (kickvision.train.pretrain has the details).
     """
 
     enabled: bool = False
@@ -238,9 +236,7 @@ class PretrainConfig(_Section):
     views_color_jitter: float = Field(0.4, ge=0, lt=1, description="brightness/contrast/saturation change of `views`")
     knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
     probe_cs: tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...] = Field(
-        (0.01, 0.1, 1.0, 10.0),
-        min_length=1,
-        description="inverse L2 strengths the linear probe that reports it too chooses among (on training photos)",
+        (0.01, 0.1, 1.0, 10.0), min_length=1, description="inverse L2 strengths the linear probe picks among"
     )
     mixup_alpha: float = Field(0.0, ge=0, allow_inf_nan=False, description="mixup of the photos (`labels` only)")
     cutmix_alpha: float = Field(0.0, ge=0, allow_inf_nan=False, description="CutMix of the photos (`labels` only)")
