@@ -26,7 +26,7 @@ from PIL import Image
 from kickvision.config import deep_merge, dotted_overrides, load_config
 from kickvision.evaluate.calibration import calibrate_temperature, expected_calibration_error, softmax
 from kickvision.evaluate.explain import explain_product
-from kickvision.evaluate.faithfulness import cam_faithfulness
+from kickvision.evaluate.faithfulness import faithfulness_metrics, road_scores
 from kickvision.model.bundle import load_bundle, save_bundle
 from kickvision.model.predict import predict_logits
 from kickvision.train.fit import fit
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--model", help="a saved bundle folder to explain instead of training one")
     parser.add_argument("--save-model", help="save the trained bundle here (for other benchmarks)")
     parser.add_argument("--products", type=int, default=64, help="test products ROAD-scored")
+    parser.add_argument("--report-every", type=int, default=128, help="print the margins so far every N products")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/explain_<catalog>.json)")
     args = parser.parse_args()
 
@@ -65,7 +66,15 @@ def main() -> None:
     ece_after = expected_calibration_error(softmax(logits, bundle.spec.temperature), labels)
 
     started = time.perf_counter()
-    faithfulness = cam_faithfulness(bundle, data, n=args.products, seed=cfg.seed)
+    scores: dict[str, list[float]] = {}
+    for done, (_, product) in enumerate(road_scores(bundle, data, n=args.products, seed=cfg.seed), start=1):
+        for key, score in product.items():
+            scores.setdefault(key, []).append(score)
+        if done % args.report_every == 0 and done < args.products:  # the margins so far, for a run cut short
+            so_far = faithfulness_metrics(bundle, scores)
+            margins = {k.removeprefix("cam_faithfulness_"): round(v, 1) for k, v in so_far.items() if "margin" in k}
+            print(f"{done} products, {time.perf_counter() - started:.0f} s: margins (s.e.) {margins}", flush=True)
+    faithfulness = faithfulness_metrics(bundle, scores) if scores else {"cam_faithfulness_products": 0.0}
     road_seconds = time.perf_counter() - started
     timed = np.random.default_rng(1).permutation(test)[:16]
     started = time.perf_counter()
@@ -73,7 +82,7 @@ def main() -> None:
         explain_product(bundle, Image.fromarray(data.images[j]), data.rows.at[j, "title"])
     cam_seconds = (time.perf_counter() - started) / len(timed)
 
-    n = faithfulness["cam_faithfulness_products"]
+    n = max(faithfulness["cam_faithfulness_products"], 1)
     rows = []
     for condition, title in (("", "fixed"), ("_photo_only", "hidden")):
         random = faithfulness[f"cam_faithfulness_random{condition}"]

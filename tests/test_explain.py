@@ -241,6 +241,24 @@ def test_road_faithfulness_is_scored_per_branch_against_random_maps_on_the_same_
     assert cam_faithfulness(shared_trained, learnt_data, n=0) == {"cam_faithfulness_products": 0.0}
 
 
+def test_road_scores_come_one_product_at_a_time_a_longer_run_extending_a_shorter_one(shared_trained, learnt_data):
+    from kickvision.evaluate.faithfulness import cam_faithfulness, road_scores
+
+    torch.manual_seed(123)
+    expected_draw = torch.rand(1)
+    torch.manual_seed(123)
+    scores = road_scores(shared_trained, learnt_data, n=4)
+    first = [next(scores)]
+    assert torch.rand(1) == expected_draw  # between products the global generator is the caller's
+    longer = first + list(scores)
+    shorter = list(road_scores(shared_trained, learnt_data, n=2))
+    assert [row for row, _ in longer[:2]] == [row for row, _ in shorter] and longer[:2] == shorter
+    assert len({row for row, _ in longer}) == 4
+    means = {k: np.mean([product[k] for _, product in longer]) for k in longer[0][1]}
+    metrics = cam_faithfulness(shared_trained, learnt_data, n=4)
+    assert all(metrics[f"cam_faithfulness_{k}"] == pytest.approx(v) for k, v in means.items())
+
+
 def test_road_imputes_each_products_random_map_once_for_both_title_conditions(shared_trained, learnt_data, monkeypatch):
     from pytorch_grad_cam.metrics import road as road_module
 

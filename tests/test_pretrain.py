@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from kickvision.data.synthetic import region_catalog
 from kickvision.errors import ConfigError
 from kickvision.evaluate.metrics import evaluate_bundle
 from kickvision.evaluate.model_card import render_model_card
@@ -17,6 +18,7 @@ from kickvision.model.photo_encoders import PhotoEncoders
 from kickvision.train.engine import seed_everything
 from kickvision.train.fit import fit
 from kickvision.train.pretrain import (
+    LabelContrastLoss,
     PhotoLabelLoss,
     PhotoOutputs,
     PhotoPretrainer,
@@ -190,6 +192,36 @@ def test_view_agreement_is_near_zero_for_twins_and_near_chance_for_strangers():
     assert float(ViewAgreementLoss(1.0)({}, PhotoOutputs(views=[(strangers[:128], strangers[128:])]))) == pytest.approx(
         chance, abs=0.05
     )
+
+
+def test_label_contrast_pretraining_gathers_each_categorys_photos_for_the_knn(tiny_config):
+    data = region_catalog("where", n=320, size=32, seed=0)  # the class is decided by where a square sits
+    update = {
+        "enabled": True,
+        "epochs": 6,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "method": "label_contrast",
+        "probe_cs": (0.5,),
+    }
+    cfg = tiny_config.pretrain.model_copy(update=update)
+    encoders, metrics = pretrain_photos(data, tiny_config.model, cfg, tiny_config.train, seed=0, progress=False)
+    name = f"0_{encoders.names[0]}"
+    assert metrics[f"pretrain_knn_top1_{name}"] > metrics[f"pretrain_knn_top1_{name}_scratch"] + 0.1
+    assert encoders.record.method == "label_contrast"
+
+
+def test_label_contrast_gathers_each_category_and_counts_a_photos_other_view_as_its_own():
+    by_class = torch.eye(3)[torch.tensor([0, 0, 1, 1, 2, 2])]  # orthogonal categories, pairs that coincide
+    loss = LabelContrastLoss(temperature=0.1)
+    gathered = float(loss({"label": torch.tensor([0, 0, 1, 1, 2, 2])}, PhotoOutputs(pooled=[[by_class]])))
+    scattered = float(loss({"label": torch.tensor([0, 1, 2, 0, 1, 2])}, PhotoOutputs(pooled=[[by_class]])))
+    assert gathered < 1e-3 and scattered > 9  # the same vectors: only the categories differ
+    strangers = torch.eye(4)  # four categories, one photo each: with one view nothing to gather
+    batch = {"label": torch.arange(4)}
+    assert float(loss(batch, PhotoOutputs(pooled=[[strangers]]))) == 0
+    assert float(loss(batch, PhotoOutputs(pooled=[[strangers, strangers.clone()]]))) < 1e-3
+    assert float(loss(batch, PhotoOutputs(pooled=[[strangers, strangers.roll(1, 0)]]))) > 9
 
 
 def test_the_views_objective_refuses_a_batch_without_its_pixels(tiny_config):

@@ -211,17 +211,16 @@ class PruneConfig(_Section):
     )
 
 
-PRETRAIN_OBJECTIVES = ("title_alignment", "views", "labels")
+PRETRAIN_OBJECTIVES = ("title_alignment", "views", "labels", "label_contrast")
 
 
 class PretrainConfig(_Section):
     """Photo pretraining before the train step: the image encoders learn from the catalog's own photos.
 
     `method` is one objective or several joined by "+" (their losses add up): `title_alignment` (CLIP-style,
-    text side frozen as in LiT): each photo finds its own title, embedded once by a frozen pretrained text
-    encoder, among the batch's; `views` (SimCLR): two random crops and colour changes of a photo find each
-    other; `labels`: a supervised warm start on the train split's categories. With `views` every objective
-    reads the two views. Cached on the prepared catalog (kickvision.train.pretrain has the details).
+    text side frozen as in LiT), `views` (SimCLR), `labels` (a supervised warm start on the train split's
+    categories), `label_contrast` (SupCon on the pooled photo vectors). Cached on the prepared catalog;
+    kickvision.train.pretrain has the details.
     """
 
     enabled: bool = False
@@ -234,6 +233,7 @@ class PretrainConfig(_Section):
     views_temperature: float = Field(0.2, gt=0, allow_inf_nan=False, description="NT-Xent temperature of `views`")
     views_crop_scale: float = Field(0.35, gt=0, le=1, description="smallest area share a `views` crop keeps")
     views_color_jitter: float = Field(0.4, ge=0, lt=1, description="brightness/contrast/saturation change of `views`")
+    contrast_temperature: float = Field(0.1, gt=0, allow_inf_nan=False, description="SupCon's of `label_contrast`")
     knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
     probe_cs: tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...] = Field(
         (0.01, 0.1, 1.0, 10.0), min_length=1, description="inverse L2 strengths the linear probe picks among"

@@ -16,6 +16,8 @@ once and scored in both conditions), as the mean difference over its standard er
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -27,34 +29,55 @@ from kickvision.model.bundle import ModelBundle
 PERCENTILES = (20, 40, 60, 80)
 
 
+def road_scores(
+    bundle: ModelBundle, data: PreparedData, split: str = "test", n: int = 32, seed: int = 0
+) -> Iterator[tuple[int, dict[str, float]]]:
+    """(row, ROAD scores) for each of up to `n` products of `split` (a fixed permutation seeded with `seed`, so a
+    larger `n` extends a smaller one), one at a time. ROAD's imputation noise comes from generators seeded with
+    `seed` and carried from product to product, so the scores repeat run to run; the global generators are left
+    as they were between products."""
+    model = bundle.model.eval()
+    if not model.image_encoders:
+        return
+    transform = bundle.image_transform()
+    chosen = np.random.default_rng(seed).permutation(data.indices(split))[:n]
+    rng, torch_state = np.random.default_rng(seed), None
+    for j in chosen:
+        with torch.random.fork_rng():
+            if torch_state is None:
+                torch.manual_seed(seed)
+            else:
+                torch.set_rng_state(torch_state)
+            scores = _road_scores(model, data, int(j), transform, rng)
+            torch_state = torch.get_rng_state()
+        yield int(j), scores
+
+
 def cam_faithfulness(
     bundle: ModelBundle, data: PreparedData, split: str = "test", n: int = 32, seed: int = 0
 ) -> dict[str, float]:
-    """Mean ROAD score per image branch and for random maps, over up to `n` products of `split`.
+    """Mean ROAD score per image branch and for random maps, over up to `n` products of `split` (`road_scores`).
 
     Metric names: `cam_faithfulness_<resnet|vit|random>` with the title fixed and
     `cam_faithfulness_<resnet|vit|random>_photo_only` with it hidden (all on the same scale: a
     difference of target-class probabilities), `_std` of each across products, and each branch's
     paired margin over random maps in standard errors, `cam_faithfulness_<family>[_photo_only]_margin_se`.
-    ROAD's imputation noise is drawn from a generator seeded with `seed`, so the scores repeat run to
-    run (the global generator is left as it was). A product's random map and its imputed photos are
-    the same in both conditions: imputed once, scored twice.
+    A product's random map and its imputed photos are the same in both conditions: imputed once, scored twice.
     """
-    model = bundle.model.eval()
-    if not model.image_encoders:
+    if not bundle.model.image_encoders:
         return {}
-    transform = bundle.image_transform()
-    indices = data.indices(split)
-    chosen = np.random.default_rng(seed).permutation(indices)[:n]
-    if not len(chosen):
-        return {"cam_faithfulness_products": 0.0}
     scores: dict[str, list[float]] = {}
-    rng = np.random.default_rng(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for j in chosen:
-            for key, score in _road_scores(model, data, int(j), transform, rng).items():
-                scores.setdefault(key, []).append(score)
+    for _, product in road_scores(bundle, data, split, n, seed):
+        for key, score in product.items():
+            scores.setdefault(key, []).append(score)
+    if not scores:
+        return {"cam_faithfulness_products": 0.0}
+    return faithfulness_metrics(bundle, scores)
+
+
+def faithfulness_metrics(bundle: ModelBundle, scores: dict[str, list[float]]) -> dict[str, float]:
+    """`cam_faithfulness`'s metrics from per-product ROAD scores (each key's list in the same product order)."""
+    model = bundle.model
     metrics = {}
     for key, values in scores.items():
         metrics[f"cam_faithfulness_{key}"] = float(np.mean(values))
@@ -65,7 +88,7 @@ def cam_faithfulness(
         for family in families:
             margin = paired_margin_se(np.array(scores[f"{family}{condition}"]), random)
             metrics[f"cam_faithfulness_{family}{condition}_margin_se"] = margin
-    metrics["cam_faithfulness_products"] = float(len(chosen))
+    metrics["cam_faithfulness_products"] = float(len(next(iter(scores.values()))))
     return metrics
 
 

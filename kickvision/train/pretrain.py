@@ -15,6 +15,10 @@ Objectives (`pretrain.method`, one or several joined by "+", their losses added)
   alone: the supervised warm start, where labels exist. It alone may mix photos
   (`pretrain.mixup_alpha`, `pretrain.cutmix_alpha`: a mixed photo's target is the same blend of
   its two labels).
+- `label_contrast` (SupCon, Khosla et al. 2020): each encoder's pooled photo vectors, L2-normalised, are
+  pulled towards the batch's photos of the same category and pushed from the others (temperature
+  `pretrain.contrast_temperature`; with `views` both views of every photo take part). No head: the
+  vectors the k-NN readout and the fused model use are the ones shaped, for their neighbourhoods.
 
 It is one more user of the training engine, with a forward (`pretrain_forward`) and loss terms of
 its own; it trains on the train split's photos only (no validation or test photo is seen) and keeps
@@ -51,6 +55,7 @@ from kickvision.model.encoders import ImageEncoder, TextEncoder, build_tokenizer
 from kickvision.model.photo_encoders import PhotoEncoders
 from kickvision.train.augment import PhotoAugment
 from kickvision.train.engine import EpochCallback, pick_device, seed_everything, train_loop
+from kickvision.train.losses import supervised_contrastive_loss
 from kickvision.train.settings import pretrain_settings
 
 TITLE_TOKENS = 32
@@ -65,6 +70,7 @@ class PhotoOutputs:
     scale: torch.Tensor | None = None  # exp(learnt log-scale): 1 / temperature of title alignment
     views: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per encoder, both views
     logits: list[torch.Tensor] = field(default_factory=list)  # [B, classes]
+    pooled: list[list[torch.Tensor]] = field(default_factory=list)  # per encoder, [B, C] per view, L2-normalised
 
 
 class PhotoPretrainer(nn.Module):
@@ -110,6 +116,8 @@ class PhotoPretrainer(nn.Module):
                 out.views.append((first, second))
             if "labels" in self.objectives:
                 out.logits += [self.classifiers[i](v) for v in vectors]
+            if "label_contrast" in self.objectives:
+                out.pooled.append([F.normalize(v, dim=1) for v in vectors])
         if "title_alignment" in self.objectives:
             out.scale = self.log_scale.exp().clamp(max=100.0)
         return out
@@ -162,12 +170,27 @@ class PhotoLabelLoss:
         return torch.stack([F.cross_entropy(logits.float(), target) for logits in out.logits]).mean()
 
 
+class LabelContrastLoss:
+    """SupCon on each encoder's pooled vectors: every view of every photo an anchor, its category's others positives."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def __call__(self, batch: dict[str, torch.Tensor], out: PhotoOutputs) -> torch.Tensor:
+        losses = []
+        for views in out.pooled:
+            labels = batch["label"].repeat(len(views))
+            losses.append(supervised_contrastive_loss(torch.cat(views), labels, self.temperature))
+        return torch.stack(losses).mean()
+
+
 def objective_losses(cfg: PretrainConfig, title_embeddings: torch.Tensor | None) -> list:
     """The loss terms of `pretrain.method`, in its order."""
     terms = {
         "title_alignment": lambda: TitleAlignmentLoss(title_embeddings),
         "views": lambda: ViewAgreementLoss(cfg.views_temperature),
         "labels": PhotoLabelLoss,
+        "label_contrast": lambda: LabelContrastLoss(cfg.contrast_temperature),
     }
     return [terms[objective]() for objective in cfg.objectives]
 
