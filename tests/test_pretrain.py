@@ -194,7 +194,7 @@ def test_view_agreement_is_near_zero_for_twins_and_near_chance_for_strangers():
     )
 
 
-def test_label_contrast_pretraining_gathers_each_categorys_photos_for_the_knn(tiny_config):
+def test_label_contrast_pretraining_runs_end_to_end_and_reshapes_the_resnets_neighbourhoods(tiny_config):
     data = region_catalog("where", n=320, size=32, seed=0)  # the class is decided by where a square sits
     update = {
         "enabled": True,
@@ -208,7 +208,7 @@ def test_label_contrast_pretraining_gathers_each_categorys_photos_for_the_knn(ti
     encoders, metrics = pretrain_photos(data, tiny_config.model, cfg, tiny_config.train, seed=0, progress=False)
     name = f"0_{encoders.names[0]}"
     assert metrics[f"pretrain_knn_top1_{name}"] > metrics[f"pretrain_knn_top1_{name}_scratch"] + 0.1
-    assert encoders.record.method == "label_contrast"
+    assert encoders.record.method == "label_contrast" and math.isfinite(metrics["pretrain_val_loss"])
 
 
 def test_label_contrast_gathers_each_category_and_counts_a_photos_other_view_as_its_own():
