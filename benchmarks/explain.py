@@ -5,7 +5,9 @@ Trains the config's model once (or loads a saved bundle with --model), then on t
 faithful) for each image branch's maps (Grad-CAM++ for the CNN, patch occlusion for the ViT) and for
 uniform random maps of the same size, per product, with the title held fixed and hidden, and each
 branch's margin over random maps in paired standard errors; test ECE before and after temperature
-scaling (fitted on validation); explanation seconds per product on CPU.
+scaling (fitted on validation); explanation seconds per product on CPU. ROAD scores one product at a time
+and prints the margins so far every --report-every products, so a long run stopped early still says
+something; the JSON keeps every scored product's row and scores.
 
     .venv/bin/python benchmarks/explain.py --catalog ../shared/data/fashion-footwear --epochs 10
     .venv/bin/python benchmarks/explain.py --catalog ../shared/data/fashion-footwear --model /tmp/fashion-bundle
@@ -67,9 +69,11 @@ def main() -> None:
 
     started = time.perf_counter()
     scores: dict[str, list[float]] = {}
-    for done, (_, product) in enumerate(road_scores(bundle, data, n=args.products, seed=cfg.seed), start=1):
+    per_product = []
+    for done, (row, product) in enumerate(road_scores(bundle, data, n=args.products, seed=cfg.seed), start=1):
         for key, score in product.items():
             scores.setdefault(key, []).append(score)
+        per_product.append({"row": row, **product})
         if done % args.report_every == 0 and done < args.products:  # the margins so far, for a run cut short
             so_far = faithfulness_metrics(bundle, scores)
             margins = {k.removeprefix("cam_faithfulness_"): round(v, 1) for k, v in so_far.items() if "margin" in k}
@@ -126,6 +130,7 @@ def main() -> None:
         "temperature": calibration["temperature"],
         "cam_seconds_per_product": cam_seconds,
         "road_seconds_per_product": road_seconds / n,
+        "products": per_product,  # each scored product's catalog row and ROAD scores, in scoring order
     }
     write_result(result, args.out, f"explain_{name}.json")
 
