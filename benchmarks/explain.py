@@ -7,7 +7,7 @@ uniform random maps of the same size, per product, with the title held fixed and
 branch's margin over random maps in paired standard errors; test ECE before and after temperature
 scaling (fitted on validation); explanation seconds per product on CPU. ROAD scores one product at a time
 and prints the margins so far every --report-every products, so a long run stopped early still says
-something; the JSON keeps every scored product's row and scores.
+something (the JSON, written at the end, keeps every scored product's row and scores).
 
     .venv/bin/python benchmarks/explain.py --catalog ../shared/data/fashion-footwear --epochs 10
     .venv/bin/python benchmarks/explain.py --catalog ../shared/data/fashion-footwear --model /tmp/fashion-bundle
@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--report-every", type=int, default=128, help="print the margins so far every N products")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/explain_<catalog>.json)")
     args = parser.parse_args()
+    if args.report_every < 1:
+        parser.error("--report-every must be at least 1")
 
     overrides = dotted_overrides(args.set)
     if args.epochs:
@@ -86,10 +88,13 @@ def main() -> None:
         explain_product(bundle, Image.fromarray(data.images[j]), data.rows.at[j, "title"])
     cam_seconds = (time.perf_counter() - started) / len(timed)
 
-    n = max(faithfulness["cam_faithfulness_products"], 1)
+    scored = int(faithfulness["cam_faithfulness_products"])
+    n = max(scored, 1)  # per-product seconds: a run that scored none divides by one
     rows = []
     for condition, title in (("", "fixed"), ("_photo_only", "hidden")):
-        random = faithfulness[f"cam_faithfulness_random{condition}"]
+        random = faithfulness.get(f"cam_faithfulness_random{condition}")
+        if random is None:  # no product scored (none asked for, or a model without image branches)
+            continue
         for family in ("resnet", "vit", "random"):
             key = f"cam_faithfulness_{family}{condition}"
             if key not in faithfulness:
@@ -105,7 +110,7 @@ def main() -> None:
                 }
             )
     print(
-        f"\n{name}: {cfg.name} config, {'x'.join(map(str, cfg.model.image_hw))} px, {int(n)} test products, "
+        f"\n{name}: {cfg.name} config, {'x'.join(map(str, cfg.model.image_hw))} px, {scored} test products, "
         f"{torch.get_num_threads()} threads"
     )
     print("| maps | title | ROAD (LeRF-MoRF)/2 | std | margin over random | margin in paired s.e. |")

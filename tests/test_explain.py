@@ -241,20 +241,24 @@ def test_road_faithfulness_is_scored_per_branch_against_random_maps_on_the_same_
     assert cam_faithfulness(shared_trained, learnt_data, n=0) == {"cam_faithfulness_products": 0.0}
 
 
-def test_road_scores_come_one_product_at_a_time_a_longer_run_extending_a_shorter_one(shared_trained, learnt_data):
-    from kickvision.evaluate.faithfulness import cam_faithfulness, road_scores
+def test_road_scores_one_product_at_a_time_as_one_uninterrupted_seeded_loop_would(shared_trained, learnt_data):
+    from kickvision.evaluate.faithfulness import _road_scores, cam_faithfulness, road_scores
 
+    model, transform = shared_trained.model.eval(), shared_trained.image_transform()
+    rows = np.random.default_rng(0).permutation(learnt_data.indices("test"))[:4]
+    rng = np.random.default_rng(0)
+    with torch.random.fork_rng():  # the reference: one loop, each generator seeded once
+        torch.manual_seed(0)
+        expected = [(int(j), _road_scores(model, learnt_data, int(j), transform, rng)) for j in rows]
     torch.manual_seed(123)
     expected_draw = torch.rand(1)
     torch.manual_seed(123)
-    scores = road_scores(shared_trained, learnt_data, n=4)
-    first = [next(scores)]
+    scores = road_scores(shared_trained, learnt_data, n=4, seed=0)
+    first = [next(scores)]  # one product scored, the rest not yet
     assert torch.rand(1) == expected_draw  # between products the global generator is the caller's
-    longer = first + list(scores)
-    shorter = list(road_scores(shared_trained, learnt_data, n=2))
-    assert [row for row, _ in longer[:2]] == [row for row, _ in shorter] and longer[:2] == shorter
-    assert len({row for row, _ in longer}) == 4
-    means = {k: np.mean([product[k] for _, product in longer]) for k in longer[0][1]}
+    assert first + list(scores) == expected
+    assert list(road_scores(shared_trained, learnt_data, n=2, seed=0)) == expected[:2]  # a longer run extends it
+    means = {k: np.mean([product[k] for _, product in expected]) for k in expected[0][1]}
     metrics = cam_faithfulness(shared_trained, learnt_data, n=4)
     assert all(metrics[f"cam_faithfulness_{k}"] == pytest.approx(v) for k, v in means.items())
 

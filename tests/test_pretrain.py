@@ -194,7 +194,7 @@ def test_view_agreement_is_near_zero_for_twins_and_near_chance_for_strangers():
     )
 
 
-def test_label_contrast_pretraining_runs_end_to_end_and_reshapes_the_resnets_neighbourhoods(tiny_config):
+def test_label_contrast_pretraining_runs_end_to_end_and_moves_the_resnets_neighbourhoods(tiny_config):
     data = region_catalog("where", n=320, size=32, seed=0)  # the class is decided by where a square sits
     update = {
         "enabled": True,
@@ -222,6 +222,18 @@ def test_label_contrast_gathers_each_category_and_counts_a_photos_other_view_as_
     assert float(loss(batch, PhotoOutputs(pooled=[[strangers]]))) == 0
     assert float(loss(batch, PhotoOutputs(pooled=[[strangers, strangers.clone()]]))) < 1e-3
     assert float(loss(batch, PhotoOutputs(pooled=[[strangers, strangers.roll(1, 0)]]))) > 9
+
+
+def test_label_contrast_reads_every_views_normalised_pooled_vector_at_the_configured_temperature(tiny_config):
+    cfg = tiny_config.pretrain.model_copy(update={"method": "views+label_contrast", "contrast_temperature": 0.5})
+    model = PhotoPretrainer(tiny_config.model, cfg, 0, 7).eval()
+    pixels = torch.rand(4, 3, *tiny_config.model.image_hw)
+    out = model(pixels, pixels)
+    assert len(out.pooled) == len(model.image_encoders) and all(len(views) == 2 for views in out.pooled)
+    norms = torch.cat([v.norm(dim=1) for views in out.pooled for v in views])
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+    (loss,) = [term for term in objective_losses(cfg, None) if isinstance(term, LabelContrastLoss)]
+    assert loss.temperature == 0.5
 
 
 def test_the_views_objective_refuses_a_batch_without_its_pixels(tiny_config):

@@ -233,7 +233,7 @@ class PretrainConfig(_Section):
     views_temperature: float = Field(0.2, gt=0, allow_inf_nan=False, description="NT-Xent temperature of `views`")
     views_crop_scale: float = Field(0.35, gt=0, le=1, description="smallest area share a `views` crop keeps")
     views_color_jitter: float = Field(0.4, ge=0, lt=1, description="brightness/contrast/saturation change of `views`")
-    contrast_temperature: float = Field(0.1, gt=0, allow_inf_nan=False, description="SupCon's of `label_contrast`")
+    contrast_temperature: float = Field(0.1, gt=0, allow_inf_nan=False, description="temperature of `label_contrast`")
     knn_k: int = Field(20, ge=1, description="neighbours of the k-NN probe that reports embedding quality")
     probe_cs: tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...] = Field(
         (0.01, 0.1, 1.0, 10.0), min_length=1, description="inverse L2 strengths the linear probe picks among"

@@ -33,9 +33,10 @@ def road_scores(
     bundle: ModelBundle, data: PreparedData, split: str = "test", n: int = 32, seed: int = 0
 ) -> Iterator[tuple[int, dict[str, float]]]:
     """(row, ROAD scores) for each of up to `n` products of `split` (a fixed permutation seeded with `seed`, so a
-    larger `n` extends a smaller one), one at a time. ROAD's imputation noise comes from generators seeded with
-    `seed` and carried from product to product, so the scores repeat run to run; the global generators are left
-    as they were between products."""
+    larger `n` extends a smaller one), one at a time. ROAD's imputation noise (drawn on the CPU) comes from a
+    torch generator seeded with `seed` and carried from product to product, the random maps from a numpy one, so
+    the scores repeat run to run and equal one uninterrupted loop's; the caller's global generator is left as it
+    was between products."""
     model = bundle.model.eval()
     if not model.image_encoders:
         return
@@ -43,7 +44,7 @@ def road_scores(
     chosen = np.random.default_rng(seed).permutation(data.indices(split))[:n]
     rng, torch_state = np.random.default_rng(seed), None
     for j in chosen:
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):  # the CPU generator: the imputer draws on the CPU
             if torch_state is None:
                 torch.manual_seed(seed)
             else:
@@ -76,7 +77,8 @@ def cam_faithfulness(
 
 
 def faithfulness_metrics(bundle: ModelBundle, scores: dict[str, list[float]]) -> dict[str, float]:
-    """`cam_faithfulness`'s metrics from per-product ROAD scores (each key's list in the same product order)."""
+    """`cam_faithfulness`'s metrics from per-product ROAD scores (each key's list in the same product order; at
+    least one product)."""
     model = bundle.model
     metrics = {}
     for key, values in scores.items():
