@@ -331,9 +331,9 @@ def test_the_vits_map_points_at_the_region_that_decides_the_class_whatever_the_t
     )
     train = tiny_config.train.model_copy(
         update={
-            "epochs": 40,
+            "epochs": 60,  # 40 left seed 0 at 0.67 test top-1 on an AMD EPYC (float32 kernels differ by CPU)
             "lr": 0.003,
-            "patience": 40,
+            "patience": 60,
             "augment": False,
             "label_smoothing": 0.0,
             "contrastive_weight": 0.0,
